@@ -1,0 +1,272 @@
+"""Bytes on disk <-> validated notebooks, and atomic writes.
+
+Every notebook this tool reads goes through :func:`parse_notebook`, so bad
+input fails in one place with one clear line; every file it writes goes
+through :func:`write_atomic`, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput, NotANotebook, UnsupportedFormat
+
+
+def read_bytes(path: str | os.PathLike[str], label: str | None = None) -> bytes:
+    """Read a file's bytes, turning OS errors into one-line :class:`BadInput`.
+
+    ``label`` names the file in the message (default: the quoted path).
+    """
+    label = label or f"'{path}'"
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise BadInput(f"{label} does not exist") from None
+    except IsADirectoryError:
+        raise BadInput(f"{label} is a directory, not a notebook") from None
+    except PermissionError:
+        raise BadInput(f"{label} cannot be read: permission denied") from None
+    except OSError as e:
+        raise BadInput(f"{label} cannot be read: {e.strerror}") from None
+
+
+def parse_notebook(
+    data: bytes, label: str = "notebook", *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """Parse and check notebook bytes; raise :class:`BadInput` with one line.
+
+    ``label`` names the input in the message, e.g. ``"LOCAL 'a.ipynb'"``.
+    ``empty_ok`` turns an empty file into an empty notebook (git passes an
+    empty base when both branches added the same path).
+
+    >>> parse_notebook(b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')["nbformat"]
+    4
+    """
+    if not data.strip():
+        if empty_ok:
+            return empty_notebook()
+        raise BadInput(f"{label} is empty")
+    if b"\x00" in data[:8192]:
+        raise BadInput(f"{label} is a binary file, not a notebook")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{label} is not UTF-8 text (bad byte at offset {e.start})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{label} is not valid JSON: line {e.lineno} column {e.colno} ({e.msg})") from None
+    except RecursionError:
+        raise BadInput(f"{label} is nested too deeply to read") from None
+    return notebook_from_dict(raw, label)
+
+
+def notebook_from_dict(raw: Any, label: str = "notebook") -> dict[str, Any]:
+    """Check a parsed JSON value is an nbformat 4 notebook; rejoin split lines in place.
+
+    Inputs get a structural check (what the merge relies on), with one clear
+    line for each way it can fail; the full schema is checked on what we
+    write (:func:`validate`), since that is the promise this tool makes.
+    """
+    if not isinstance(raw, dict) or "nbformat" not in raw:
+        raise NotANotebook(f"{label} is not a Jupyter notebook (no 'nbformat' field)")
+    major = raw["nbformat"]
+    if major != 4:
+        raise UnsupportedFormat(
+            f"{label} is nbformat {major}; only nbformat 4 is merged "
+            "(hint: convert it with 'jupyter nbconvert --to notebook --nbformat 4')"
+        )
+    cells = raw.get("cells")
+    if not isinstance(cells, list):
+        raise NotANotebook(f"{label} is not a valid notebook: 'cells' is missing or not a list")
+    if not isinstance(raw.get("metadata", {}), dict) or not isinstance(raw.get("nbformat_minor", 0), int):
+        raise NotANotebook(f"{label} is not a valid notebook: bad 'metadata' or 'nbformat_minor'")
+    raw.setdefault("metadata", {})
+    raw.setdefault("nbformat_minor", 0)
+    for key in _TRANSIENT_NB_METADATA:
+        raw["metadata"].pop(key, None)
+    for n, cell in enumerate(cells):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in _CELL_TYPES:
+            raise NotANotebook(f"{label} is not a valid notebook: cell {n} has no valid 'cell_type'")
+        if not isinstance(cell.get("metadata", {}), dict):
+            raise NotANotebook(f"{label} is not a valid notebook: cell {n} has bad 'metadata'")
+        _rejoin_cell(cell, label, n)
+    return raw
+
+
+_CELL_TYPES = frozenset({"code", "markdown", "raw"})
+_TRANSIENT_NB_METADATA = ("orig_nbformat", "orig_nbformat_minor", "signature")
+_MIME_JSON = re.compile(r"^application/(.*\+)?json$")
+
+
+def _joined(value: Any, label: str, n: int) -> Any:
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise NotANotebook(f"{label} is not a valid notebook: cell {n} has non-text lines")
+        return "".join(value)
+    return value
+
+
+def _rejoin_bundle(bundle: Any, label: str, n: int) -> None:
+    if isinstance(bundle, dict):
+        for mime, value in bundle.items():
+            if not _MIME_JSON.match(mime):
+                bundle[mime] = _joined(value, label, n)
+
+
+def _rejoin_cell(cell: dict[str, Any], label: str, n: int) -> None:
+    """Undo nbformat's on-disk line splitting, as ``nbformat.read`` does."""
+    if "source" in cell:
+        cell["source"] = _joined(cell["source"], label, n)
+    if not isinstance(cell.get("source", ""), str):
+        raise NotANotebook(f"{label} is not a valid notebook: cell {n} has no text 'source'")
+    cell.get("metadata", {}).pop("trusted", None)
+    for attachment in (cell.get("attachments") or {}).values():
+        _rejoin_bundle(attachment, label, n)
+    outputs = cell.get("outputs", [])
+    if not isinstance(outputs, list):
+        raise NotANotebook(f"{label} is not a valid notebook: cell {n} has bad 'outputs'")
+    for out in outputs:
+        if not isinstance(out, dict):
+            raise NotANotebook(f"{label} is not a valid notebook: cell {n} has a bad output")
+        if out.get("output_type") in ("execute_result", "display_data"):
+            _rejoin_bundle(out.get("data"), label, n)
+        elif "text" in out:
+            out["text"] = _joined(out["text"], label, n)
+
+
+def _split(value: str) -> list[str]:
+    return value.splitlines(True)
+
+
+def _split_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    # nbformat splits text/* and these two only; images stay one string.
+    return {
+        mime: _split(v) if isinstance(v, str) and (mime.startswith("text/") or mime in _SPLIT_MIMES) else v
+        for mime, v in bundle.items()
+    }
+
+
+_SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
+
+
+def _split_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of ``cell`` with text split into lines, as ``nbformat.write`` stores it."""
+    out = dict(cell)
+    if isinstance(out.get("source"), str):
+        out["source"] = _split(out["source"])
+    if out.get("attachments"):
+        out["attachments"] = {k: _split_bundle(v) for k, v in out["attachments"].items()}
+    if out.get("cell_type") == "code" and out.get("outputs"):
+        outputs = []
+        for o in out["outputs"]:
+            kind = o.get("output_type")
+            if kind in ("execute_result", "display_data") and isinstance(o.get("data"), dict):
+                o = {**o, "data": _split_bundle(o["data"])}
+            elif kind == "stream" and isinstance(o.get("text"), str):
+                o = {**o, "text": _split(o["text"])}
+            outputs.append(o)
+        out["outputs"] = outputs
+    return out
+
+
+_validators: dict[int, Any] = {}
+
+
+def validate(nb: dict[str, Any], label: str = "notebook") -> None:
+    """Check ``nb`` against the nbformat schema; raise :class:`NotANotebook` naming the first error.
+
+    Uses nbformat's fastjsonschema validator (several times faster than
+    jsonschema on long notebooks), compiled once per process.
+    """
+    minor = nb.get("nbformat_minor", 0)
+    validator = _validators.get(minor)
+    if validator is None:
+        from nbformat.validator import get_validator
+
+        validator = _validators[minor] = get_validator(4, minor, name="fastjsonschema")
+        if validator is None:
+            raise UnsupportedFormat(f"{label} has unknown nbformat 4.{minor}")
+    error = next(iter(validator.iter_errors(nb)), None)
+    if error is not None:
+        # fastjsonschema's message names the place: "data.cells[0] must be ..."
+        message = str(getattr(error, "message", error)).splitlines()[0].removeprefix("data.")
+        raise NotANotebook(f"{label} is not a valid notebook: {message}")
+
+
+def empty_notebook(minor: int = 5) -> dict[str, Any]:
+    """A notebook with no cells and no metadata."""
+    return {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": minor}
+
+
+def read_notebook(
+    path: str | os.PathLike[str], label: str = "notebook", *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """Read the notebook at ``path`` (see :func:`parse_notebook`)."""
+    full = f"{label} '{path}'" if label else f"'{path}'"
+    return parse_notebook(read_bytes(path, full), full, empty_ok=empty_ok)
+
+
+def dumps(nb: Mapping[str, Any]) -> str:
+    """Serialise in nbformat's canonical layout (indent 1, sorted keys, lines split, final newline).
+
+    Byte-for-byte what ``nbformat.write`` produces, so cells a merge did not
+    touch stay identical to the inputs and git diffs stay small. The input
+    is not modified.
+    """
+    disk = {**nb, "cells": [_split_cell(c) for c in nb["cells"]]}
+    return json.dumps(disk, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")) + "\n"
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
+
+    The temporary file lives in the same folder (so the rename cannot cross
+    file systems), takes the old file's mode, and is fsynced before and the
+    folder after the rename. On any error the target is left as it was.
+    """
+    target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".~{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders; the rename is done
+        pass
+    finally:
+        os.close(fd)

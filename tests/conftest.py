@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbmergesave import notebook_io
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+CORPUS = ROOT.parent / "shared" / "corpus" / "nbdime"
+
+
+def cell(source: str, id: str | None = None, kind: str = "code", **extra: Any) -> dict[str, Any]:
+    """A small cell with a deterministic id (nbdime's tests do the same)."""
+    c: dict[str, Any] = {"cell_type": kind, "metadata": {}, "source": source}
+    if kind == "code":
+        c.update(execution_count=None, outputs=[])
+    if id is not None:
+        c["id"] = id
+    c.update(extra)
+    return c
+
+
+def notebook(*cells: dict[str, Any], minor: int = 5, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"cells": copy.deepcopy(list(cells)), "metadata": metadata or {}, "nbformat": 4, "nbformat_minor": minor}
+
+
+def numbered(n: int, prefix: str = "c") -> list[dict[str, Any]]:
+    return [cell(f"x{i} = {i}", f"{prefix}{i}") for i in range(n)]
+
+
+def write(path: Path, nb: dict[str, Any]) -> Path:
+    path.write_text(notebook_io.dumps(nb), encoding="utf-8")
+    return path
+
+
+def triplets(folder: Path) -> list[str]:
+    return sorted(p.name[: -len("--base.ipynb")] for p in folder.glob("*--base.ipynb"))
+
+
+@pytest.fixture
+def nb_files(tmp_path: Path):
+    """Write base/local/remote notebooks into tmp_path and return their paths."""
+
+    def make(base: dict[str, Any], local: dict[str, Any], remote: dict[str, Any]) -> tuple[Path, Path, Path]:
+        return tuple(write(tmp_path / f"{n}.ipynb", nb) for n, nb in (("base", base), ("local", local), ("remote", remote)))  # type: ignore[return-value]
+
+    return make

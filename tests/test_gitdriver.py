@@ -1,0 +1,124 @@
+"""The git merge driver against a real git: install, merge, conflict, uninstall."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nbmergesave import gitdriver, notebook_io
+
+from .conftest import notebook, numbered, write
+
+pytestmark = pytest.mark.skipif(subprocess.run(["git", "--version"], capture_output=True).returncode != 0, reason="no git")
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=check, timeout=60)
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    # Keep the user's own git config out, and --global inside the test.
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "Test")
+    return repo
+
+
+NAME = "dir with space/Ana's “notes” ü.ipynb"
+
+
+def branch_edits(repo: Path, name: str, edit_local, edit_remote) -> None:  # type: ignore[no-untyped-def]
+    path = repo / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = notebook(*numbered(10))
+    write(path, base)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "checkout", "-qb", "theirs")
+    remote = copy.deepcopy(base)
+    edit_remote(remote)
+    write(path, remote)
+    git(repo, "commit", "-qam", "theirs")
+    git(repo, "checkout", "-q", "main")
+    local = copy.deepcopy(base)
+    edit_local(local)
+    write(path, local)
+    git(repo, "commit", "-qam", "ours")
+
+
+def test_install_is_idempotent_and_uninstall_removes_exactly_it(repo: Path) -> None:
+    (repo / ".gitattributes").write_text("*.png binary")  # no final newline
+    assert gitdriver.install(cwd=repo) != []
+    assert gitdriver.install(cwd=repo) == []
+    assert (repo / ".gitattributes").read_text() == "*.png binary\n*.ipynb merge=nbmergesave\n"
+    assert "nbmergesave git-driver run %O %A %B %P" in git(repo, "config", "merge.nbmergesave.driver").stdout
+    assert gitdriver.uninstall(cwd=repo) != []
+    assert gitdriver.uninstall(cwd=repo) == []
+    assert (repo / ".gitattributes").read_text() == "*.png binary\n"
+    assert git(repo, "config", "--get-regexp", "merge", check=False).stdout == ""
+
+
+def test_global_install(repo: Path) -> None:
+    gitdriver.install(global_=True, cwd=repo)
+    attributes = Path(os.environ["XDG_CONFIG_HOME"]) / "git" / "attributes"
+    assert attributes.read_text() == "*.ipynb merge=nbmergesave\n"
+    assert git(repo, "config", "--global", "merge.nbmergesave.name").stdout.strip()
+    gitdriver.uninstall(global_=True, cwd=repo)
+    assert not attributes.exists()
+    assert git(repo, "config", "--global", "--get-regexp", "merge", check=False).stdout == ""
+
+
+def test_outside_a_repository_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(gitdriver.NbMergeSaveError, match="not inside a git repository"):
+        gitdriver.install(cwd=tmp_path)
+
+
+def test_git_merge_of_different_cells_is_clean(repo: Path) -> None:
+    gitdriver.install(cwd=repo)
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-qm", "driver")
+
+    def local(nb):  # type: ignore[no-untyped-def]
+        nb["cells"][2]["source"] = "ours"
+
+    def remote(nb):  # type: ignore[no-untyped-def]
+        nb["cells"][7]["source"] = "theirs"
+
+    branch_edits(repo, NAME, local, remote)
+    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    merged = notebook_io.read_notebook(repo / NAME)
+    assert [c["source"] for c in merged["cells"]][2::5] == ["ours", "theirs"]
+    assert git(repo, "status", "--porcelain").stdout == ""
+
+
+def test_git_merge_of_same_line_leaves_markers_in_a_valid_notebook(repo: Path) -> None:
+    gitdriver.install(cwd=repo)
+
+    def local(nb):  # type: ignore[no-untyped-def]
+        nb["cells"][4]["source"] = "x4 = 'ours'"
+
+    def remote(nb):  # type: ignore[no-untyped-def]
+        nb["cells"][4]["source"] = "x4 = 'theirs'"
+
+    branch_edits(repo, NAME, local, remote)
+    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    assert result.returncode != 0
+    assert "CONFLICT" in result.stdout
+    assert f"{NAME}: 1 conflict left in the notebook" in result.stderr + result.stdout
+    merged = notebook_io.read_notebook(repo / NAME)
+    notebook_io.validate(merged)
+    assert merged["cells"][4]["source"] == "<<<<<<< local\nx4 = 'ours'\n=======\nx4 = 'theirs'\n>>>>>>> remote"
+    assert NAME in git(repo, "diff", "--name-only", "--diff-filter=U", "-z").stdout
