@@ -13,6 +13,12 @@ from pathlib import Path
 
 import click
 
+# jsonschema (imported by nbformat, and so by nbdime) imports rfc3987_syntax
+# when it is installed (jupyter_server brings it), which builds a grammar for
+# about 2 s on every start. We never check IRI formats, so a merge in this
+# process does not pay for it: jsonschema then treats the package as absent.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 from . import __version__
 from .errors import NbMergeSaveError
 

@@ -180,26 +180,60 @@ def _split_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 _validators: dict[int, Any] = {}
 
+# Branches of every oneOf in the nbformat 4 schemas exclude each other (by
+# JSON type, or by a required cell_type/output_type), so anyOf accepts exactly
+# the same documents. anyOf stops at the first branch that fits; oneOf tries
+# them all, raising an exception per miss, which made validation of long
+# notebooks the slowest step of a merge. The likeliest branch goes first.
+_FIRST = {"#/definitions/code_cell": 0, "#/definitions/stream": 0, "#/definitions/display_data": 1}
 
-def validate(nb: dict[str, Any], label: str = "notebook") -> None:
-    """Check ``nb`` against the nbformat schema; raise :class:`NotANotebook` naming the first error.
 
-    Uses nbformat's fastjsonschema validator (several times faster than
-    jsonschema on long notebooks), compiled once per process.
-    """
-    minor = nb.get("nbformat_minor", 0)
+def _any_of(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {k: _any_of(v) for k, v in node.items()}
+        if "oneOf" in node:
+            branches = sorted(node.pop("oneOf"), key=lambda b: _FIRST.get(b.get("$ref"), 9))
+            node["anyOf"] = branches
+        return node
+    if isinstance(node, list):
+        return [_any_of(v) for v in node]
+    return node
+
+
+def _validator(minor: int, label: str) -> Any:
     validator = _validators.get(minor)
     if validator is None:
-        from nbformat.validator import get_validator
+        import fastjsonschema
+        from importlib.util import find_spec
 
-        validator = _validators[minor] = get_validator(4, minor, name="fastjsonschema")
-        if validator is None:
-            raise UnsupportedFormat(f"{label} has unknown nbformat 4.{minor}")
-    error = next(iter(validator.iter_errors(nb)), None)
-    if error is not None:
-        # fastjsonschema's message names the place: "data.cells[0] must be ..."
-        message = str(getattr(error, "message", error)).splitlines()[0].removeprefix("data.")
-        raise NotANotebook(f"{label} is not a valid notebook: {message}")
+        spec = find_spec("nbformat")  # finds the package without importing it
+        folder = Path(next(iter(spec.submodule_search_locations or []))) if spec else Path(".")
+        schema_file = folder / "v4" / f"nbformat.v4.{minor}.schema.json"
+        if not schema_file.is_file():
+            raise UnsupportedFormat(f"{label} has nbformat 4.{minor}, newer than this nbformat knows")
+        schema = _any_of(json.loads(schema_file.read_text(encoding="utf-8")))
+        validator = _validators[minor] = fastjsonschema.compile(schema)
+    return validator
+
+
+def validate(nb: dict[str, Any], label: str = "notebook") -> None:
+    """Check ``nb`` against nbformat's schema; raise :class:`NotANotebook` naming the first error.
+
+    Uses nbformat's own schema files with fastjsonschema (compiled once per
+    process), without importing nbformat's validator, whose jsonschema
+    import costs seconds in some environments.
+    """
+    import fastjsonschema
+
+    minor = nb.get("nbformat_minor", 0)
+    if not isinstance(minor, int) or minor < 0:
+        raise NotANotebook(f"{label} is not a valid notebook: bad 'nbformat_minor'")
+    try:
+        _validator(minor, label)(nb)
+    except fastjsonschema.JsonSchemaValueException as error:
+        # The message names the place: "data.cells[0] must be ..."
+        message = str(error.message).splitlines()[0].removeprefix("data.")
+        raise NotANotebook(f"{label} is not a valid notebook: {message}") from None
 
 
 def empty_notebook(minor: int = 5) -> dict[str, Any]:

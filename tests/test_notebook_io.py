@@ -63,7 +63,7 @@ def test_dumps_is_nbformats_canonical_layout(path: Path) -> None:
 def test_validate_names_the_schema_error() -> None:
     nb = notebook(cell("a", "a"))
     nb["cells"][0]["outputs"] = [{"output_type": "bogus"}]
-    with pytest.raises(NotANotebook, match=r"^merged is not a valid notebook: cells\[0\] must be valid"):
+    with pytest.raises(NotANotebook, match=r"^merged is not a valid notebook: cells\[0\] cannot be validated by any definition$"):
         notebook_io.validate(nb, "merged")
 
 
