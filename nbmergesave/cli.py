@@ -8,6 +8,7 @@ watchdog) are imported inside the commands that need them, so ``--help`` and
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -196,3 +197,202 @@ def git_driver_run(base: str, local: str, remote: str, path: str | None) -> None
         raise Refused(f"nbmergesave: {e}; leaving git's conflict as it is") from None
     click.echo(words.human(result.conflicts, name), err=True, nl=False)
     sys.exit(1 if result.unresolved else 0)
+
+
+# --- merge on save: the watcher and the version store ----------------------
+
+@cli.command()
+@click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--rescan", default=300.0, show_default=True, help="Seconds between rescans that catch missed events.")
+@click.option("--ignore", multiple=True, help="Notebook name patterns to leave alone (repeatable).")
+@click.option("--store", "store_location", envvar="NBMERGESAVE_STORE", help="Store folder (default ROOT/.nbmergesave).")
+@click.option("--status-file", type=click.Path(dir_okay=False), help="Keep a JSON status here (the daemon reads it).")
+def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_location: str | None, status_file: str | None) -> None:
+    """Merge overlapping notebook saves in ROOTS (recursive) until Ctrl-C.
+
+    Every version seen is kept in ROOT/.nbmergesave/; a save made from an
+    older version than the one on disk is merged with it instead of
+    replacing it. One line on stderr for each merge, conflict and error.
+
+    \b
+    Example:
+        nbmergesave watch ~/projects/survey ~/projects/thesis
+    """
+    import json
+    import signal
+    import threading
+    import time
+
+    from .watcher import Watcher
+
+    def log(line: str) -> None:
+        click.echo(f"nbmergesave: {line}", err=True)
+
+    try:
+        watcher = Watcher(roots, log=log, rescan=rescan, ignore=ignore, store_location=store_location)
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    watcher.start()
+    log(f"watching {sum(watcher.tracked().values())} notebooks in {', '.join(map(str, watcher.roots))}")
+
+    def write_status() -> None:
+        if status_file:
+            from . import __version__ as version
+            from .notebook_io import write_atomic
+
+            stats = watcher.stats
+            write_atomic(status_file, json.dumps({
+                "pid": os.getpid(), "version": version, "roots": [str(r) for r in watcher.roots],
+                "stores": [str(s.location) for s in watcher.stores.values()],
+                "uptime": round(time.time() - stats.started, 1), "notebooks": watcher.tracked(),
+                "merges": stats.merges, "conflicts": stats.conflicts, "errors": stats.errors,
+                "last_error": stats.last_error,
+            }))
+
+    try:
+        while not stop.wait(1.0):
+            write_status()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watcher.stop()
+        s = watcher.stats
+        log(f"stopped: {s.merges} merges, {s.conflicts} with conflicts, {s.errors} errors")
+
+
+def _store_for(notebook: str):  # type: ignore[no-untyped-def]
+    from .store import Store
+
+    try:
+        return Store.find(notebook)
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of versions.")
+def history(notebook: str, as_json: bool) -> None:
+    """List every stored version of NOTEBOOK, oldest first.
+
+    \b
+    Example:
+        nbmergesave history analysis.ipynb --json
+    """
+    import json
+
+    with _store_for(notebook) as store:
+        versions = store.history(notebook)
+    if as_json:
+        click.echo(json.dumps([v.to_dict() for v in versions], indent=2))
+        return
+    for v in versions:
+        extra = f" base v{v.base} + v{v.local} + v{v.remote}" if v.kind == "merged" else ""
+        extra += f", {v.conflicts} conflicts" if v.conflicts else ""
+        click.echo(f"v{v.version}  {v.time}  {v.kind:<9} {(v.sha256 or '-')[:12]}{extra}")
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path())
+@click.option("--version", "number", type=int, required=True, help="The version number (see history).")
+def show(notebook: str, number: int) -> None:
+    """Print a stored version of NOTEBOOK.
+
+    \b
+    Example:
+        nbmergesave show analysis.ipynb --version 3 > old.ipynb
+    """
+    with _store_for(notebook) as store:
+        try:
+            data = store.content(store.get(notebook, number))
+        except NbMergeSaveError as e:
+            raise Refused(str(e)) from None
+    click.echo(data.decode("utf-8"), nl=False)
+
+
+def _write_back(notebook: str, number: int, kind: str) -> int:
+    from .notebook_io import write_atomic
+
+    with _store_for(notebook) as store:
+        try:
+            data = store.content(store.get(notebook, number))
+            # The current file goes into the store first, if it is new: nothing is lost.
+            from .sync import sync_file
+
+            if Path(notebook).exists():
+                sync_file(store, notebook)
+            write_atomic(notebook, data)
+            return store.add(notebook, data, kind).version
+        except NbMergeSaveError as e:
+            raise Refused(str(e)) from None
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path())
+@click.option("--version", "number", type=int, required=True, help="The version to bring back.")
+def restore(notebook: str, number: int) -> None:
+    """Write a stored version back to NOTEBOOK (recorded as a new version).
+
+    \b
+    Example:
+        nbmergesave restore analysis.ipynb --version 3
+    """
+    new = _write_back(notebook, number, "restored")
+    click.echo(f"{notebook}: restored version {number} as version {new}")
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path())
+def undo(notebook: str) -> None:
+    """Revert the last automatic merge of NOTEBOOK to the save it merged.
+
+    The merged version stays in the history, so undo itself can be undone
+    with restore.
+
+    \b
+    Example:
+        nbmergesave undo analysis.ipynb
+    """
+    with _store_for(notebook) as store:
+        merges = [v for v in store.history(notebook) if v.kind == "merged"]
+    if not merges:
+        raise Refused(f"'{notebook}' has no automatic merge to undo")
+    last = merges[-1]
+    new = _write_back(notebook, last.remote, "undone")  # type: ignore[arg-type]
+    click.echo(f"{notebook}: undid merge v{last.version}; the save it merged (v{last.remote}) is back as version {new}")
+
+
+@cli.command()
+@click.argument("root", required=False, default=".", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON list of notebooks and cells.")
+def conflicts(root: str, as_json: bool) -> None:
+    """List notebooks under ROOT whose current file still holds merge conflicts.
+
+    \b
+    Example:
+        nbmergesave conflicts ~/projects/survey --json
+    """
+    import json
+
+    from . import notebook_io
+    from .report import markers
+    from .watcher import scan
+
+    found = []
+    paths = [Path(root)] if Path(root).is_file() else scan(Path(root))
+    for path in sorted(paths):
+        try:
+            nb = notebook_io.read_notebook(path)
+        except NbMergeSaveError:
+            continue
+        cells = markers(nb)
+        if cells:
+            found.append({"notebook": str(path), "cells": cells})
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        for item in found:
+            where = ", ".join(f"cell {c['cell'] + 1}" + (f" ({c['id']})" if c.get("id") else "") for c in item["cells"])
+            click.echo(f"{item['notebook']}: {where}")

@@ -56,3 +56,24 @@ def as_json(conflicts: Sequence[Conflict], **extra: Any) -> str:
         "conflicts": [{**c.to_dict(), "description": describe(c)} for c in conflicts],
     }
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+
+_MARKS = ("<<<<<<< local", ">>>>>>> remote", "LOCAL CELL DELETED >>>>>>>", "REMOTE CELL DELETED >>>>>>>")
+
+
+def markers(nb: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cells of a notebook that still hold nbdime's conflict markers (0-based ``cell``, ``id``, ``where``)."""
+    found = []
+    for index, cell in enumerate(nb.get("cells", [])):
+        where = []
+        if any(m in cell.get("source", "") for m in _MARKS):
+            where.append("source")
+        if any(any(m in str(o.get("text", "")) for m in _MARKS) for o in cell.get("outputs", [])):
+            where.append("outputs")
+        if "nbdime-conflicts" in cell.get("metadata", {}):
+            where.append("metadata")
+        if where:
+            found.append({"cell": index, "id": cell.get("id"), "where": where})
+    if "nbdime-conflicts" in nb.get("metadata", {}):
+        found.append({"cell": None, "id": None, "where": ["notebook-metadata"]})
+    return found

@@ -1,0 +1,82 @@
+"""Which stored version a new save was made from: the one decision rule of the watcher.
+
+A save S arrives; P is the version on disk just before it. S is an ordinary
+save unless it was made from an older version V that never saw P's changes
+(another writer saved in between). We read each notebook as a multiset of
+tokens, one per source line and one per cell's outputs, each keyed by the
+cell's id (so a line counts only in its own cell), and say:
+
+1. S equal to any stored version is an intentional revert (undo,
+   ``git checkout``): never merged.
+2. V (older than P) is a candidate base when S holds none of the lines P added
+   since V (if P only removed lines: when S still holds some of them). A
+   writer who started from P keeps at least part of what P added.
+3. Of the candidates, the one closest to S (fewest differing tokens) is the
+   base, provided it is closer to S than P is; ties go to the newest.
+   Otherwise S is an ordinary save.
+
+The rule cannot tell a second writer from a single writer who removed all
+that their previous save added while changing something else; it then
+merges, and ``nbmergesave undo`` reverts that merge in one command.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Tokens = Counter
+
+
+def tokens(nb: dict[str, Any]) -> Counter:
+    """The notebook as a multiset of (cell key, line) and (cell key, outputs) tokens."""
+    out: Counter = Counter()
+    for index, cell in enumerate(nb.get("cells", [])):
+        key = cell.get("id") or f"#{cell.get('cell_type')}"
+        for line in str(cell.get("source", "")).splitlines():
+            out[(key, line)] += 1
+        if cell.get("outputs"):
+            out[(key, "\0outputs", repr(cell["outputs"]))] += 1
+    return out
+
+
+def _distance(a: Counter, b: Counter) -> int:
+    return sum(((a - b) + (b - a)).values())
+
+
+def find_base(
+    save: dict[str, Any],
+    on_disk: Any,
+    candidates: Sequence[Any],
+    load: Callable[[Any], dict[str, Any] | None],
+) -> Any | None:
+    """Return the candidate ``save`` was made from, or ``None`` for an ordinary save on top of ``on_disk``.
+
+    ``candidates`` are older stored versions, newest first; ``load`` turns
+    one into a notebook (or ``None`` when it cannot be read).
+    """
+    s = tokens(save)
+    p_nb = load(on_disk)
+    if p_nb is None:
+        return None
+    p = tokens(p_nb)
+    best, best_distance = None, _distance(p, s)
+    for version in candidates:
+        v_nb = load(version)
+        if v_nb is None:
+            continue
+        v = tokens(v_nb)
+        added, removed = p - v, v - p
+        if not added and not removed:
+            continue
+        if added:
+            saw = any(s[t] > v[t] for t in added)
+        else:
+            saw = all(s[t] < v[t] for t in removed)
+        if saw:
+            continue
+        d = _distance(v, s)
+        if d < best_distance:
+            best, best_distance = version, d
+    return best

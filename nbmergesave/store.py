@@ -1,0 +1,237 @@
+"""The version store: every notebook version the tool sees, so nothing is ever lost.
+
+One store per watched root, in ``ROOT/.nbmergesave/`` (``NBMERGESAVE_STORE``
+overrides): an SQLite index (WAL mode) and content-addressed, zlib-compressed
+blobs named by the sha256 of the file's bytes, so identical content is kept
+once. Store files are readable by their owner only (notebooks hold secrets).
+
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> with Store.open(root) as store:
+...     v = store.add(root / "nb.ipynb", b"{}", "observed")
+...     [(x.version, x.kind) for x in store.history(root / "nb.ipynb")]
+[(1, 'observed')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+
+STORE_DIR = ".nbmergesave"
+ENV_STORE = "NBMERGESAVE_STORE"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    path TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sha256 TEXT,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    base INTEGER, local INTEGER, remote INTEGER,
+    conflicts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (path, version)
+);
+CREATE TABLE IF NOT EXISTS on_disk (
+    path TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS declarations (
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    base_sha256 TEXT NOT NULL,
+    writer TEXT,
+    time TEXT NOT NULL,
+    PRIMARY KEY (path, sha256)
+);
+"""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Version:
+    """One stored version of one notebook; ``sha256`` is ``None`` for a deletion."""
+
+    path: str
+    version: int
+    sha256: str | None
+    time: str
+    kind: str
+    base: int | None = None
+    local: int | None = None
+    remote: int | None = None
+    conflicts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Store:
+    """A root's version store. Paths are kept relative to the root, with '/'."""
+
+    def __init__(self, root: Path, location: Path) -> None:
+        self.root = root.resolve()
+        self.location = location
+        self._db = sqlite3.connect(location / "index.sqlite", timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+            if (location / name).exists():
+                os.chmod(location / name, 0o600)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], location: str | os.PathLike[str] | None = None) -> Store:
+        """Open (creating if needed) the store of ``root``: ``location``, ``$NBMERGESAVE_STORE``, or ``ROOT/.nbmergesave``."""
+        root = Path(root)
+        where = Path(location or os.environ.get(ENV_STORE) or root / STORE_DIR)
+        old = os.umask(0o077)
+        try:
+            (where / "blobs").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store at '{where}': {e.strerror}") from None
+        finally:
+            os.umask(old)
+        os.chmod(where, 0o700)
+        return cls(root, where)
+
+    @classmethod
+    def find(cls, path: str | os.PathLike[str]) -> Store:
+        """The store that holds ``path``: walk up from it to a folder with ``.nbmergesave/``."""
+        start = Path(path).absolute()
+        if os.environ.get(ENV_STORE):
+            root = next((p for p in start.parents if (p / STORE_DIR).is_dir()), start.parent)
+            return cls.open(root, os.environ[ENV_STORE])
+        for folder in start.parents:
+            if (folder / STORE_DIR / "index.sqlite").exists():
+                return cls.open(folder)
+        raise StoreError(f"no version store holds '{path}' (hint: run 'nbmergesave watch' on its folder first)")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- names -------------------------------------------------------------
+
+    def key(self, path: str | os.PathLike[str]) -> str:
+        """``path`` relative to the root, as stored."""
+        p = Path(path)
+        full = p.resolve() if p.is_absolute() else (Path.cwd() / p).resolve()
+        try:
+            return full.relative_to(self.root).as_posix()
+        except ValueError:
+            raise StoreError(f"'{path}' is outside the watched folder '{self.root}'") from None
+
+    # --- blobs -------------------------------------------------------------
+
+    def _blob_path(self, digest: str) -> Path:
+        return self.location / "blobs" / digest[:2] / digest[2:]
+
+    def put_blob(self, data: bytes) -> str:
+        digest = sha256(data)
+        target = self._blob_path(digest)
+        if not target.exists():
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(zlib.compress(data, 6))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)  # a blob is whole or absent
+        return digest
+
+    def blob(self, digest: str) -> bytes:
+        try:
+            return zlib.decompress(self._blob_path(digest).read_bytes())
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest[:12]} is missing from the store") from None
+
+    # --- versions ----------------------------------------------------------
+
+    def add(self, path: str | os.PathLike[str], data: bytes | None, kind: str, *, on_disk: bool = True,
+            base: int | None = None, local: int | None = None, remote: int | None = None, conflicts: int = 0) -> Version:
+        """Record a version (the blob first, then the index row); ``data=None`` records a deletion."""
+        key = self.key(path)
+        digest = self.put_blob(data) if data is not None else None
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            number = self._db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE path = ?", (key,)).fetchone()[0]
+            self._db.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, number, digest, now, kind, base, local, remote, conflicts),
+            )
+            if data is None:
+                self._db.execute("DELETE FROM on_disk WHERE path = ?", (key,))
+            elif on_disk:
+                self._db.execute("INSERT OR REPLACE INTO on_disk VALUES (?, ?)", (key, number))
+        return Version(key, number, digest, now, kind, base, local, remote, conflicts)
+
+    def add_on_disk(self, path: str | os.PathLike[str], version: int) -> None:
+        """Mark a stored version as the file's current content."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO on_disk VALUES (?, ?)", (self.key(path), version))
+
+    def history(self, path: str | os.PathLike[str]) -> list[Version]:
+        rows = self._db.execute("SELECT * FROM versions WHERE path = ? ORDER BY version", (self.key(path),))
+        return [Version(*row) for row in rows]
+
+    def get(self, path: str | os.PathLike[str], version: int) -> Version:
+        row = self._db.execute("SELECT * FROM versions WHERE path = ? AND version = ?", (self.key(path), version)).fetchone()
+        if row is None:
+            raise StoreError(f"'{path}' has no version {version} (hint: 'nbmergesave history {path}' lists them)")
+        return Version(*row)
+
+    def content(self, version: Version) -> bytes:
+        if version.sha256 is None:
+            raise StoreError(f"version {version.version} of '{version.path}' records a deletion; it has no content")
+        return self.blob(version.sha256)
+
+    def on_disk(self, path: str | os.PathLike[str]) -> Version | None:
+        """The version last known to be the file's content."""
+        row = self._db.execute(
+            "SELECT v.* FROM on_disk d JOIN versions v ON v.path = d.path AND v.version = d.version WHERE d.path = ?",
+            (self.key(path),),
+        ).fetchone()
+        return Version(*row) if row else None
+
+    def tracked(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT path FROM on_disk ORDER BY path")]
+
+    def rename(self, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> None:
+        """History moves with the file."""
+        a, b = self.key(old), self.key(new)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute("SELECT 1 FROM versions WHERE path = ?", (b,)).fetchone():
+                return  # the new name has a history of its own; keep both
+            self._db.execute("UPDATE versions SET path = ? WHERE path = ?", (b, a))
+            self._db.execute("UPDATE on_disk SET path = ? WHERE path = ?", (b, a))
+            self._db.execute("UPDATE declarations SET path = ? WHERE path = ?", (b, a))
+
+    def stats(self) -> dict[str, int]:
+        merges, conflicts = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(conflicts > 0), 0) FROM versions WHERE kind = 'merged'"
+        ).fetchone()
+        return {"notebooks": len(self.tracked()), "merges": merges, "conflicts": conflicts}
+
+    def iter_versions(self) -> Iterator[Version]:
+        for row in self._db.execute("SELECT * FROM versions ORDER BY path, version"):
+            yield Version(*row)

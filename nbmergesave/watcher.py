@@ -1,0 +1,242 @@
+"""Watch folders for notebook saves and run sync_file() on each (watchdog).
+
+One observer for any number of roots, recursive (new subfolders included).
+We act on close-after-write and on renames, not on every modify: a Jupyter
+save truncates and rewrites the file in place, so modify events arrive while
+the bytes are half written. Each path is debounced, then handled by one worker
+thread, so saves of one file are merged one at a time. A periodic rescan
+catches events the kernel dropped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .store import STORE_DIR, Store
+from .sync import Outcome, sync_file
+
+SKIP_DIRS = frozenset({".ipynb_checkpoints", STORE_DIR, ".git"})
+
+
+def is_notebook(path: str | os.PathLike[str], ignore: Iterable[str] = ()) -> bool:
+    """A ``.ipynb`` not in a hidden or skipped folder, and not a Jupyter ``.~`` copy."""
+    p = Path(path)
+    if p.suffix != ".ipynb" or p.name.startswith((".", "~")):
+        return False
+    if any(part in SKIP_DIRS or part.startswith(".") for part in p.parent.parts if part not in ("/", "..", ".")):
+        return False
+    return not any(fnmatch.fnmatch(p.name, pattern) for pattern in ignore)
+
+
+def scan(root: Path, ignore: Iterable[str] = ()) -> list[Path]:
+    """Every notebook under ``root``, hidden and skipped folders left out."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
+        found.extend(Path(folder) / f for f in files if is_notebook(Path(folder) / f, ignore))
+    return found
+
+
+@dataclass
+class Stats:
+    merges: int = 0
+    conflicts: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    started: float = field(default_factory=time.time)
+
+
+class Watcher:
+    """Keep the stores of ``roots`` current and merge overlapping saves.
+
+    >>> # Watcher([Path("project")], log=print).run()   # until Ctrl-C
+    """
+
+    def __init__(self, roots: Iterable[str | os.PathLike[str]], *, log: Callable[[str], None] = lambda s: None,
+                 debounce: float = 0.05, rescan: float = 300.0, retry: float = 0.2,
+                 ignore: Iterable[str] = (), store_location: str | None = None) -> None:
+        self.roots = [Path(r).resolve() for r in roots]
+        self.stores = {root: Store.open(root, store_location) for root in self.roots}
+        self.log = log
+        self.debounce, self.rescan_every, self.retry = debounce, rescan, retry
+        self.ignore = tuple(ignore)
+        self.stats = Stats()
+        self.own_writes: set[str] = set()
+        self._due: dict[Path, float] = {}
+        self._lock = threading.Lock()
+        self._work = threading.RLock()  # one thread at a time talks to the stores
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._observer = None
+
+    def _store_for(self, path: Path) -> Store | None:
+        for root in sorted(self.roots, key=lambda r: len(r.parts), reverse=True):
+            if path.is_relative_to(root):
+                return self.stores[root]
+        return None
+
+    def tracked(self) -> dict[str, int]:
+        return {str(root): len(store.tracked()) for root, store in self.stores.items()}
+
+    # --- events ------------------------------------------------------------
+
+    def schedule(self, path: str | os.PathLike[str], delay: float | None = None) -> None:
+        p = Path(os.fsdecode(path))
+        if not is_notebook(p, self.ignore):
+            return
+        with self._lock:
+            self._due[p] = time.monotonic() + (self.debounce if delay is None else delay)
+        self._wake.set()
+
+    def _moved(self, src: str, dest: str) -> None:
+        with self._work:
+            self._moved_locked(src, dest)
+
+    def _moved_locked(self, src: str, dest: str) -> None:
+        s, d = Path(os.fsdecode(src)), Path(os.fsdecode(dest))
+        store = self._store_for(s)
+        if store is not None and is_notebook(s, self.ignore) and is_notebook(d, self.ignore) and self._store_for(d) is store:
+            if store.on_disk(s) is not None and store.on_disk(d) is None:
+                store.rename(s, d)
+        self.schedule(d)
+
+    def _deleted(self, src: str) -> None:
+        with self._work:
+            self._deleted_locked(src)
+
+    def _deleted_locked(self, src: str) -> None:
+        p = Path(os.fsdecode(src))
+        store = self._store_for(p)
+        if store is not None and is_notebook(p, self.ignore) and store.on_disk(p) is not None and not p.exists():
+            store.add(p, None, "deleted")
+            self.log(f"deleted {p}")
+
+    def _handler(self):  # type: ignore[no-untyped-def]
+        from watchdog.events import FileSystemEventHandler
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_closed(self, event):  # type: ignore[no-untyped-def]
+                watcher.schedule(event.src_path)
+
+            def on_created(self, event):  # type: ignore[no-untyped-def]
+                if not event.is_directory:
+                    watcher.schedule(event.src_path, delay=watcher.retry)  # a close event normally comes first
+                else:
+                    for p in scan(Path(os.fsdecode(event.src_path)), watcher.ignore):  # files that came with the folder
+                        watcher.schedule(p)
+
+            def on_moved(self, event):  # type: ignore[no-untyped-def]
+                if event.is_directory:
+                    for p in scan(Path(os.fsdecode(event.dest_path)), watcher.ignore):
+                        watcher.schedule(p)
+                else:
+                    watcher._moved(event.src_path, event.dest_path)
+
+            def on_deleted(self, event):  # type: ignore[no-untyped-def]
+                if not event.is_directory:
+                    watcher._deleted(event.src_path)
+
+        return Handler()
+
+    # --- work --------------------------------------------------------------
+
+    def sync(self, path: Path) -> Outcome | None:
+        store = self._store_for(path)
+        if store is None:
+            return None
+        try:
+            with self._work:
+                outcome = sync_file(store, path, own_writes=self.own_writes)
+        except Exception as e:  # a watcher never stops for one bad file
+            self.stats.errors += 1
+            self.stats.last_error = f"{path}: {e}"
+            self.log(f"error {path}: {e}")
+            return None
+        if outcome.action == "partial":
+            if path.exists():
+                self.schedule(path, self.retry)
+        elif outcome.action == "error":
+            self.stats.errors += 1
+            self.stats.last_error = outcome.message
+            self.log(f"error {outcome.message}")
+        elif outcome.action == "merged":
+            self.stats.merges += 1
+            what = f"{outcome.conflicts} conflict(s) marked inline" if outcome.conflicts else "clean"
+            if outcome.conflicts:
+                self.stats.conflicts += 1
+            self.log(f"merged {path}: base v{outcome.base} + on disk v{outcome.local} + save v{outcome.remote}"
+                     f" -> v{outcome.version} ({what})")
+        return outcome
+
+    def initial_scan(self) -> int:
+        """Record the current version of every notebook under the roots."""
+        count = 0
+        for root in self.roots:
+            for path in scan(root, self.ignore):
+                self.sync(path)
+                count += 1
+        return count
+
+    def _rescan(self) -> None:
+        for root, store in self.stores.items():
+            present = {store.key(p) for p in scan(root, self.ignore)}
+            for key in store.tracked():
+                if key not in present:
+                    self._deleted(str(root / key))
+            for key in present:
+                self.schedule(root / key, 0)
+
+    def _worker(self) -> None:
+        next_rescan = time.monotonic() + self.rescan_every
+        while not self._stop.is_set():
+            with self._lock:
+                now = time.monotonic()
+                ready = [p for p, t in self._due.items() if t <= now]
+                for p in ready:
+                    del self._due[p]
+                wait = min((t - now for t in self._due.values()), default=0.5)
+            for path in ready:
+                self.sync(path)
+            if time.monotonic() >= next_rescan:
+                self._rescan()
+                next_rescan = time.monotonic() + self.rescan_every
+            if not ready:
+                self._wake.wait(max(0.0, min(wait, 0.5)))
+                self._wake.clear()
+
+    def start(self) -> None:
+        """Scan, then follow events in background threads until :meth:`stop`."""
+        from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
+                                     FileDeletedEvent, FileMovedEvent)
+        from watchdog.observers import Observer
+
+        self._observer = Observer()
+        # Always filter: watchdog's default mask includes open/close-without-write,
+        # which floods the kernel queue on large trees.
+        kinds = [FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent]
+        for root in self.roots:
+            self._observer.schedule(self._handler(), str(root), recursive=True, event_filter=kinds)
+        self._observer.start()  # before the scan, so no save slips between the two
+        self.initial_scan()
+        self._thread = threading.Thread(target=self._worker, name="nbmergesave-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if getattr(self, "_thread", None):
+            self._thread.join(timeout=5)
+        for store in self.stores.values():
+            store.close()

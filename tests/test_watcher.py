@@ -1,0 +1,224 @@
+"""End-to-end: a real `nbmergesave watch` process, real files, the issue's scenarios."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from nbmergesave import notebook_io
+from nbmergesave.cli import cli
+from nbmergesave.store import Store
+
+from .conftest import cell, notebook
+
+TIMEOUT = 20.0
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Project:
+    """A folder watched by a real watcher process, and helpers to save into it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nbmergesave", "watch", str(self.root), "--rescan", "600"],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()
+        assert "watching" in line, line
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def versions(self, name: str) -> list[Any]:
+        with Store.open(self.root) as store:
+            return store.history(self.root / name)
+
+    def save(self, name: str, nb: dict[str, Any], style: str = "jupyter") -> None:
+        """Save like a real writer, then wait until the watcher has taken it in."""
+        path = self.root / name
+        before = len(self.versions(name))
+        data = notebook_io.dumps(nb)
+        if style == "jupyter":  # FileContentsManager: copy aside, rewrite in place, remove the copy
+            shutil.copy2(path, path.with_name(f".~{name}"))
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(data)
+            os.unlink(path.with_name(f".~{name}"))
+        elif style == "rename":
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text(data, encoding="utf-8")
+            os.replace(tmp, path)
+        else:
+            path.write_text(data, encoding="utf-8")
+        if any(v.sha256 and Store.open(self.root).content(v) == data.encode() for v in self.versions(name)):
+            time.sleep(0.3)  # a revert adds no new blob content to wait for; give the watcher a moment
+        wait_for(lambda: len(self.versions(name)) > before and self.settled(name), f"the watcher to take in {name}")
+
+    def settled(self, name: str) -> bool:
+        with Store.open(self.root) as store:
+            current = store.on_disk(self.root / name)
+            return current is not None and current.sha256 == __import__("hashlib").sha256((self.root / name).read_bytes()).hexdigest()
+
+    def read(self, name: str) -> dict[str, Any]:
+        return notebook_io.read_notebook(self.root / name)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    p = Project(tmp_path / "project")
+    p.root.mkdir()
+    yield p
+    p.stop()
+
+
+def base_notebook(n: int = 10) -> dict[str, Any]:
+    return notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(n)])
+
+
+def edited(nb: dict[str, Any], index: int, text: str) -> dict[str, Any]:
+    out = copy.deepcopy(nb)
+    out["cells"][index]["source"] = text
+    return out
+
+
+def sources(nb: dict[str, Any]) -> list[str]:
+    return [c["source"] for c in nb["cells"]]
+
+
+def put(project: Project, name: str, nb: dict[str, Any]) -> None:
+    (project.root / name).write_text(notebook_io.dumps(nb), encoding="utf-8")
+
+
+def test_two_writers_take_turns(project: Project) -> None:
+    v0 = base_notebook()
+    put(project, "nb.ipynb", v0)
+    project.start()
+    w1 = edited(v0, 2, "w1 edit of cell 2")
+    project.save("nb.ipynb", w1)
+    w2 = edited(v0, 7, "w2 edit of cell 7")
+    project.save("nb.ipynb", w2, style="rename")
+    assert sources(project.read("nb.ipynb"))[2::5] == ["w1 edit of cell 2", "w2 edit of cell 7"]
+    w1 = edited(w1, 3, "w1 edit of cell 3")
+    project.save("nb.ipynb", w1, style="plain")
+    w2 = edited(w2, 9, "w2 edit of cell 9")
+    project.save("nb.ipynb", w2)
+    final = sources(project.read("nb.ipynb"))
+    assert [final[i] for i in (2, 3, 7, 9)] == ["w1 edit of cell 2", "w1 edit of cell 3", "w2 edit of cell 7", "w2 edit of cell 9"]
+    kinds = [v.kind for v in project.versions("nb.ipynb")]
+    assert kinds.count("merged") == 3
+    assert kinds.count("observed") == 5  # the first sighting and every raw save
+
+
+def test_editor_save_after_git_pull(project: Project) -> None:
+    v0 = base_notebook()
+    put(project, "nb.ipynb", v0)
+    project.start()
+    pulled = edited(edited(v0, 1, "from git, cell 1"), 4, "from git, cell 4")
+    project.save("nb.ipynb", pulled, style="rename")  # git checkout writes a new file and renames it
+    project.save("nb.ipynb", edited(v0, 6, "editor, cell 6"))
+    final = sources(project.read("nb.ipynb"))
+    assert [final[i] for i in (1, 4, 6)] == ["from git, cell 1", "from git, cell 4", "editor, cell 6"]
+
+
+def test_single_writer_is_never_merged(project: Project) -> None:
+    nb = base_notebook(6)
+    for c in nb["cells"]:
+        c["outputs"] = [{"name": "stdout", "output_type": "stream", "text": "out\n"}]
+        c["execution_count"] = 1
+    put(project, "nb.ipynb", nb)
+    project.start()
+    styles = ["jupyter", "rename", "plain"]
+    added: list[str] = []
+    for step in range(30):
+        nb = copy.deepcopy(nb)
+        cells = nb["cells"]
+        kind = step % 6
+        if kind == 0:
+            cells.insert(step % len(cells), cell(f"new = {step}", f"n{step}"))
+            added.append(f"n{step}")
+        elif kind == 1:
+            cells[step % len(cells)]["source"] += f"\n# edit {step}"
+        elif kind == 2 and len(added) >= 1:
+            gone = added.pop(0)  # a cell added two saves before
+            nb["cells"] = [c for c in cells if c.get("id") != gone]
+            nb["cells"][0]["source"] += f"\n# tidy {step}"
+        elif kind == 3:
+            cells.append(cells.pop(0))  # move
+        elif kind == 4:
+            for c in cells:
+                if c["cell_type"] == "code":
+                    c["outputs"], c["execution_count"] = [], None  # clear outputs
+        else:
+            for c in cells:
+                if c["cell_type"] == "code":
+                    c["outputs"] = [{"name": "stdout", "output_type": "stream", "text": f"run {step}\n"}]
+                    c["execution_count"] = step
+        project.save("nb.ipynb", nb, style=styles[step % 3])
+        assert project.read("nb.ipynb") == nb, f"save {step} was changed"
+    assert not any(v.kind == "merged" for v in project.versions("nb.ipynb"))
+    assert len(project.versions("nb.ipynb")) == 31
+
+
+def test_revert_to_an_earlier_version_is_not_merged(project: Project) -> None:
+    v0 = base_notebook()
+    put(project, "nb.ipynb", v0)
+    project.start()
+    project.save("nb.ipynb", edited(v0, 2, "edit"))
+    project.save("nb.ipynb", v0, style="rename")  # git checkout -- nb.ipynb
+    time.sleep(0.3)
+    assert project.read("nb.ipynb") == v0
+    assert not any(v.kind == "merged" for v in project.versions("nb.ipynb"))
+
+
+def test_same_line_conflict_is_marked_listed_and_undone(project: Project) -> None:
+    v0 = base_notebook()
+    put(project, "nb.ipynb", v0)
+    project.start()
+    w1 = edited(v0, 5, "x5 = 'w1'")
+    project.save("nb.ipynb", w1)
+    w2 = edited(v0, 5, "x5 = 'w2'")
+    project.save("nb.ipynb", w2)
+    merged = project.read("nb.ipynb")
+    notebook_io.validate(merged)
+    assert merged["cells"][5]["source"] == "<<<<<<< local\nx5 = 'w1'\n=======\nx5 = 'w2'\n>>>>>>> remote"
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["conflicts", str(project.root)], catch_exceptions=False)
+    assert listed.stdout == f"{project.root / 'nb.ipynb'}: cell 6 (c5)\n"
+    project.stop()  # undo while nobody watches, then check both saves are reachable
+    undone = runner.invoke(cli, ["undo", str(project.root / "nb.ipynb")], catch_exceptions=False)
+    assert undone.exit_code == 0, undone.output
+    assert project.read("nb.ipynb") == w2
+    history = project.versions("nb.ipynb")
+    merge = next(v for v in history if v.kind == "merged")
+    shown = runner.invoke(cli, ["show", str(project.root / "nb.ipynb"), "--version", str(merge.local)], catch_exceptions=False)
+    assert notebook_io.parse_notebook(shown.stdout.encode()) == w1
+    assert {v.sha256 for v in history} >= {Store.open(project.root).key(project.root / "nb.ipynb") and v.sha256 for v in history}
