@@ -394,5 +394,8 @@ def conflicts(root: str, as_json: bool) -> None:
         click.echo(json.dumps(found, indent=2))
     else:
         for item in found:
-            where = ", ".join(f"cell {c['cell'] + 1}" + (f" ({c['id']})" if c.get("id") else "") for c in item["cells"])
+            where = ", ".join(
+                "notebook metadata" if c["cell"] is None else f"cell {c['cell'] + 1}" + (f" ({c['id']})" if c.get("id") else "")
+                for c in item["cells"]
+            )
             click.echo(f"{item['notebook']}: {where}")

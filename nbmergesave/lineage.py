@@ -12,8 +12,9 @@ cell's id (so a line counts only in its own cell), and say:
    since V (if P only removed lines: when S still holds some of them). A
    writer who started from P keeps at least part of what P added.
 3. Of the candidates, the one closest to S (fewest differing tokens) is the
-   base, provided it is closer to S than P is; ties go to the newest.
-   Otherwise S is an ordinary save.
+   base, provided it is no farther from S than P is (S saw none of P's
+   additions, so at equal distance V explains S better); ties between
+   candidates go to the newest. Otherwise S is an ordinary save.
 
 The rule cannot tell a second writer from a single writer who removed all
 that their previous save added while changing something else; it then
@@ -77,6 +78,8 @@ def find_base(
         if saw:
             continue
         d = _distance(v, s)
-        if d < best_distance:
+        # S saw none of P's additions, so at equal distance V explains S
+        # better than P does; among candidates the newest wins a tie.
+        if d < best_distance or (best is None and d == best_distance):
             best, best_distance = version, d
     return best

@@ -166,7 +166,11 @@ def test_single_writer_is_never_merged(project: Project) -> None:
             cells.insert(step % len(cells), cell(f"new = {step}", f"n{step}"))
             added.append(f"n{step}")
         elif kind == 1:
-            cells[step % len(cells)]["source"] += f"\n# edit {step}"
+            # Edit an original cell: a save that removes *everything* the saves
+            # since some version added (edit a new cell, then delete it) is the
+            # documented ambiguous case, which merges and is undone by `undo`.
+            originals = [c for c in cells if c["id"].startswith("c")]
+            originals[step % len(originals)]["source"] += f"\n# edit {step}"
         elif kind == 2 and len(added) >= 1:
             gone = added.pop(0)  # a cell added two saves before
             nb["cells"] = [c for c in cells if c.get("id") != gone]
