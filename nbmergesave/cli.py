@@ -234,7 +234,14 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
         raise Refused(str(e)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    watcher.start()
+    def progress(paths: list[Path]):  # type: ignore[no-untyped-def]
+        if len(paths) < 200 or not sys.stderr.isatty():
+            yield from paths
+            return
+        with click.progressbar(paths, label="recording notebooks", file=sys.stderr) as bar:
+            yield from bar
+
+    watcher.start(progress)
     log(f"watching {sum(watcher.tracked().values())} notebooks in {', '.join(map(str, watcher.roots))}")
 
     def write_status() -> None:
@@ -252,6 +259,7 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
             }))
 
     try:
+        write_status()  # its appearance tells `daemon start` that we are ready
         while not stop.wait(1.0):
             write_status()
     except KeyboardInterrupt:
@@ -399,3 +407,127 @@ def conflicts(root: str, as_json: bool) -> None:
                 for c in item["cells"]
             )
             click.echo(f"{item['notebook']}: {where}")
+
+
+@cli.group()
+def daemon() -> None:
+    """One background watcher per user, serving many folders.
+
+    \b
+    Example:
+        nbmergesave daemon start ~/projects/survey ~/projects/thesis
+        nbmergesave daemon status --json
+        nbmergesave daemon add ~/projects/new
+        nbmergesave daemon remove ~/projects/thesis
+        nbmergesave daemon stop
+    """
+
+
+def _print_status(info: dict, as_json: bool) -> None:  # type: ignore[type-arg]
+    import json
+
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"pid {info['pid']}, up {info.get('uptime', 0):.0f} s, log {info['log']}")
+    notebooks = info.get("notebooks", {})
+    width = max((len(r) for r in info["roots"]), default=4)
+    click.echo(f"{'folder':<{width}}  notebooks")
+    for root in info["roots"]:
+        click.echo(f"{root:<{width}}  {notebooks.get(root, '-')}")
+    click.echo(f"merges {info.get('merges', 0)}, with conflicts {info.get('conflicts', 0)}, errors {info.get('errors', 0)}"
+               + (f", last error: {info['last_error']}" if info.get("last_error") else ""))
+
+
+@daemon.command("start")
+@click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print pid, roots, log and stores as JSON.")
+def daemon_start(roots: tuple[str, ...], as_json: bool) -> None:
+    """Start the background watcher on ROOTS; returns once it is ready.
+
+    A second start reports the running daemon instead of starting another.
+
+    \b
+    Example:
+        nbmergesave daemon start ~/projects/survey --json
+    """
+    from . import daemon as d
+
+    try:
+        info, started = d.start(list(roots))
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    if not started and not as_json:
+        click.echo("already running:", err=True)
+    _print_status(info, as_json)
+
+
+@daemon.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def daemon_status(as_json: bool) -> None:
+    """Show the daemon's folders, notebooks tracked, merges and conflicts (exit 1 when none runs).
+
+    \b
+    Example:
+        nbmergesave daemon status --json
+    """
+    from . import daemon as d
+
+    info = d.status()
+    if info is None:
+        if as_json:
+            click.echo('{"running": false}')
+        else:
+            click.echo("no daemon is running")
+        sys.exit(1)
+    _print_status(info, as_json)
+
+
+@daemon.command("stop")
+def daemon_stop() -> None:
+    """Stop the background watcher.
+
+    \b
+    Example:
+        nbmergesave daemon stop
+    """
+    from . import daemon as d
+
+    info = d.stop()
+    click.echo(f"stopped pid {info['pid']}" if info else "no daemon was running")
+
+
+@daemon.command("add")
+@click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+def daemon_add(roots: tuple[str, ...]) -> None:
+    """Watch more folders with the running daemon.
+
+    \b
+    Example:
+        nbmergesave daemon add ~/projects/new
+    """
+    from . import daemon as d
+
+    try:
+        info = d.change_roots(add=list(roots))
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    click.echo("watching: " + ", ".join(info["roots"]))
+
+
+@daemon.command("remove")
+@click.argument("roots", nargs=-1, required=True, type=click.Path())
+def daemon_remove(roots: tuple[str, ...]) -> None:
+    """Stop watching folders; the daemon stops when none is left.
+
+    \b
+    Example:
+        nbmergesave daemon remove ~/projects/thesis
+    """
+    from . import daemon as d
+
+    try:
+        info = d.change_roots(remove=list(roots))
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    click.echo("watching: " + (", ".join(info["roots"]) or "nothing (daemon stopped)"))

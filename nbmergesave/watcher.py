@@ -177,14 +177,15 @@ class Watcher:
                      f" -> v{outcome.version} ({what})")
         return outcome
 
-    def initial_scan(self) -> int:
-        """Record the current version of every notebook under the roots."""
-        count = 0
-        for root in self.roots:
-            for path in scan(root, self.ignore):
-                self.sync(path)
-                count += 1
-        return count
+    def initial_scan(self, progress: Callable[[list[Path]], Iterable[Path]] = iter) -> int:
+        """Record the current version of every notebook under the roots.
+
+        ``progress`` wraps the list of paths (the CLI passes a progress bar).
+        """
+        paths = [p for root in self.roots for p in scan(root, self.ignore)]
+        for path in progress(paths):
+            self.sync(path)
+        return len(paths)
 
     def _rescan(self) -> None:
         for root, store in self.stores.items():
@@ -213,7 +214,7 @@ class Watcher:
                 self._wake.wait(max(0.0, min(wait, 0.5)))
                 self._wake.clear()
 
-    def start(self) -> None:
+    def start(self, progress: Callable[[list[Path]], Iterable[Path]] = iter) -> None:
         """Scan, then follow events in background threads until :meth:`stop`."""
         from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
                                      FileDeletedEvent, FileMovedEvent)
@@ -226,7 +227,7 @@ class Watcher:
         for root in self.roots:
             self._observer.schedule(self._handler(), str(root), recursive=True, event_filter=kinds)
         self._observer.start()  # before the scan, so no save slips between the two
-        self.initial_scan()
+        self.initial_scan(progress)
         self._thread = threading.Thread(target=self._worker, name="nbmergesave-sync", daemon=True)
         self._thread.start()
 

@@ -226,3 +226,40 @@ def test_same_line_conflict_is_marked_listed_and_undone(project: Project) -> Non
     shown = runner.invoke(cli, ["show", str(project.root / "nb.ipynb"), "--version", str(merge.local)], catch_exceptions=False)
     assert notebook_io.parse_notebook(shown.stdout.encode()) == w1
     assert {v.sha256 for v in history} >= {Store.open(project.root).key(project.root / "nb.ipynb") and v.sha256 for v in history}
+
+
+def test_new_subfolders_renames_deletions_and_skips(project: Project) -> None:
+    project.start()
+    sub = project.root / "later" / "deeper"
+    sub.mkdir(parents=True)
+    v0 = base_notebook(3)
+    put(project, "later/deeper/nb.ipynb", v0)
+    wait_for(lambda: project.versions("later/deeper/nb.ipynb"), "a notebook in a folder created after start")
+
+    os.rename(sub / "nb.ipynb", sub / "renamed.ipynb")
+    wait_for(lambda: project.versions("later/deeper/renamed.ipynb") and not project.versions("later/deeper/nb.ipynb"),
+             "history to move with the file")
+
+    for skipped in (".ipynb_checkpoints/nb-checkpoint.ipynb", ".hidden/nb.ipynb", ".~nb.ipynb"):
+        (project.root / skipped).parent.mkdir(parents=True, exist_ok=True)
+        put(project, skipped, v0)
+    os.unlink(sub / "renamed.ipynb")
+    wait_for(lambda: project.versions("later/deeper/renamed.ipynb")[-1].kind == "deleted", "the deletion to be recorded")
+    with Store.open(project.root) as store:
+        assert store.tracked() == []
+    assert not (sub / "renamed.ipynb").exists(), "a deleted notebook is never recreated"
+
+
+def test_partial_write_is_waited_out_never_overwritten(project: Project) -> None:
+    v0 = base_notebook(3)
+    put(project, "nb.ipynb", v0)
+    project.start()
+    data = notebook_io.dumps(edited(v0, 1, "finished")).encode()
+    path = project.root / "nb.ipynb"
+    with open(path, "wb") as f:  # half a file, closed: the watcher must not touch it
+        f.write(data[: len(data) // 2])
+    time.sleep(0.5)
+    assert path.read_bytes() == data[: len(data) // 2]
+    path.write_bytes(data)
+    wait_for(lambda: project.settled("nb.ipynb") and len(project.versions("nb.ipynb")) == 2, "the finished save")
+    assert project.read("nb.ipynb") == edited(v0, 1, "finished")

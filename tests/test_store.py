@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from nbmergesave.errors import StoreError
+from nbmergesave.store import Store
+
+
+def test_versions_number_up_and_identical_content_is_stored_once(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        nb = tmp_path / "nb.ipynb"
+        a = store.add(nb, b"one", "observed")
+        b = store.add(nb, b"two", "observed")
+        c = store.add(nb, b"one", "restored")
+        assert [v.version for v in (a, b, c)] == [1, 2, 3]
+        assert store.content(c) == b"one"
+        assert store.on_disk(nb) == c
+        blobs = [p for p in (tmp_path / ".nbmergesave" / "blobs").rglob("*") if p.is_file()]
+        assert len(blobs) == 2
+        assert c.time.endswith("Z") and "T" in c.time
+
+
+def test_store_files_are_private(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.add(tmp_path / "nb.ipynb", b"secret", "observed")
+    where = tmp_path / ".nbmergesave"
+    assert stat.S_IMODE(where.stat().st_mode) == 0o700
+    for p in where.rglob("*"):
+        if p.is_file():
+            assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, p
+
+
+def test_wal_mode_and_integrity(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.add(tmp_path / "nb.ipynb", b"x", "observed")
+    db = sqlite3.connect(tmp_path / ".nbmergesave" / "index.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_rename_moves_history_and_deletion_is_recorded(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.add(tmp_path / "a.ipynb", b"1", "observed")
+        store.rename(tmp_path / "a.ipynb", tmp_path / "b.ipynb")
+        assert store.history(tmp_path / "a.ipynb") == []
+        assert [v.version for v in store.history(tmp_path / "b.ipynb")] == [1]
+        gone = store.add(tmp_path / "b.ipynb", None, "deleted")
+        assert gone.sha256 is None and store.on_disk(tmp_path / "b.ipynb") is None
+        with pytest.raises(StoreError, match="records a deletion"):
+            store.content(gone)
+
+
+def test_find_walks_up_and_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    Store.open(tmp_path).close()
+    with Store.find(tmp_path / "sub" / "deeper" / "nb.ipynb") as store:
+        assert store.key(tmp_path / "sub" / "deeper" / "nb.ipynb") == "sub/deeper/nb.ipynb"
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("NBMERGESAVE_STORE", str(elsewhere))
+    with Store.open(tmp_path / "sub") as store:
+        assert store.location == elsewhere
+    monkeypatch.delenv("NBMERGESAVE_STORE")
+    with pytest.raises(StoreError, match="no version store holds"):
+        Store.find(Path(os.sep) / "nonexistent-root-for-test" / "nb.ipynb")
+
+
+def test_unknown_version_and_outside_paths(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "root") as store:
+        with pytest.raises(StoreError, match="has no version 7"):
+            store.get(tmp_path / "root" / "nb.ipynb", 7)
+        with pytest.raises(StoreError, match="outside the watched folder"):
+            store.key(tmp_path / "other.ipynb")
