@@ -77,29 +77,22 @@ def merge(base: str, local: str, remote: str, out: str | None, inplace: bool, st
     """
     if out and inplace:
         raise click.UsageError("use either -o/--output or --inplace, not both")
-    from .merge import ALIASES, MergeOptions
-    from .merge import merge as merge_notebooks
-    from . import notebook_io
+    from .merge import ALIASES, MergeOptions, merge_files
 
+    target = local if inplace else out
     try:
-        nbs = [notebook_io.read_notebook(p, label) for p, label in ((base, "BASE"), (local, "LOCAL"), (remote, "REMOTE"))]
         options = MergeOptions(
             strategy=ALIASES.get(strategy, strategy),  # type: ignore[arg-type]
             outputs=ALIASES.get(outputs, outputs) if outputs else None,  # type: ignore[arg-type]
             ignore_transients=not keep_transients,
         )
-        result = merge_notebooks(*nbs, options)
-        notebook_io.validate(result.notebook, "the merged notebook")
-        text = notebook_io.dumps(result.notebook)
-        target = local if inplace else out
-        if target:
-            notebook_io.write_atomic(target, text)
-        else:
-            click.echo(text, nl=False)
+        result, text = merge_files(base, local, remote, target, options)
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     except OSError as e:
         raise Refused(f"cannot write '{target}': {e.strerror}") from None
+    if not target:
+        click.echo(text, nl=False)
     _report(result.conflicts, as_json, report, name=local)
     if target and not result.conflicts and not as_json:
         click.echo(f"{target}: merged cleanly", err=True)
@@ -181,18 +174,14 @@ def git_driver_run(base: str, local: str, remote: str, path: str | None) -> None
     Example (git does this for you):
         nbmergesave git-driver run .merge_file_O .merge_file_A .merge_file_B analysis.ipynb
     """
-    from . import notebook_io, report as words
-    from .merge import merge as merge_notebooks
+    from . import report as words
+    from .merge import merge_files
 
     name = path or local
     try:
         # git passes an empty base when both branches added the file.
-        b = notebook_io.read_notebook(base, f"base of {name}", empty_ok=True)
-        nb_local = notebook_io.read_notebook(local, f"our {name}")
-        nb_remote = notebook_io.read_notebook(remote, f"their {name}")
-        result = merge_notebooks(b, nb_local, nb_remote)
-        notebook_io.validate(result.notebook, f"merged {name}")
-        notebook_io.write_atomic(local, notebook_io.dumps(result.notebook))
+        result, _ = merge_files(base, local, remote, local, labels=(f"base of {name}", f"our {name}", f"their {name}"),
+                                empty_base=True)
     except NbMergeSaveError as e:
         raise Refused(f"nbmergesave: {e}; leaving git's conflict as it is") from None
     click.echo(words.human(result.conflicts, name), err=True, nl=False)
