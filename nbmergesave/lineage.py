@@ -50,24 +50,22 @@ def find_base(
     save: dict[str, Any],
     on_disk: Any,
     candidates: Sequence[Any],
-    load: Callable[[Any], dict[str, Any] | None],
+    tokens_of: Callable[[Any], Counter | None],
 ) -> Any | None:
     """Return the candidate ``save`` was made from, or ``None`` for an ordinary save on top of ``on_disk``.
 
-    ``candidates`` are older stored versions, newest first; ``load`` turns
-    one into a notebook (or ``None`` when it cannot be read).
+    ``candidates`` are older stored versions, newest first; ``tokens_of``
+    gives a version's :func:`tokens` (or ``None`` when it cannot be read).
     """
     s = tokens(save)
-    p_nb = load(on_disk)
-    if p_nb is None:
+    p = tokens_of(on_disk)
+    if p is None:
         return None
-    p = tokens(p_nb)
     best, best_distance = None, _distance(p, s)
     for version in candidates:
-        v_nb = load(version)
-        if v_nb is None:
+        v = tokens_of(version)
+        if v is None:
             continue
-        v = tokens(v_nb)
         added, removed = p - v, v - p
         if not added and not removed:
             continue

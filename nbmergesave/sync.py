@@ -9,6 +9,7 @@ compare-and-swap: if the file changed again meanwhile, start over.
 from __future__ import annotations
 
 import os
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,28 @@ def _load(store: Store, version: Version) -> dict[str, Any] | None:
         return None
 
 
+_TOKENS: OrderedDict[tuple[str, str], Counter | None] = OrderedDict()
+
+
+def _tokens(store: Store, version: Version) -> Counter | None:
+    """A stored version's lineage tokens, cached by content.
+
+    Stored versions never change, and the base search looks at the same
+    ones again on every save of a notebook.
+    """
+    if version.sha256 is None:
+        return None
+    key = (str(store.location), version.sha256)
+    if key in _TOKENS:
+        _TOKENS.move_to_end(key)
+        return _TOKENS[key]
+    nb = _load(store, version)
+    value = _TOKENS[key] = lineage.tokens(nb) if nb is not None else None
+    if len(_TOKENS) > 256:
+        _TOKENS.popitem(last=False)
+    return value
+
+
 def sync_file(store: Store, path: str | os.PathLike[str], *, own_writes: set[str] | None = None, attempts: int = 5) -> Outcome:
     """Bring the store up to date with ``path`` and merge an overlapping save.
 
@@ -72,12 +95,13 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, own_writes: set[str
             return Outcome("recorded", key, v.version)
         saved = store.add(path, data, "observed", on_disk=False)  # raw save is kept, whatever happens
         candidates = [v for v in reversed(history[-HISTORY_WINDOW:]) if v.sha256 and v.version != before.version]
-        base = lineage.find_base(save, before, candidates, lambda v: _load(store, v))
+        base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
         if base is None:
             store.add_on_disk(path, saved.version)
             return Outcome("recorded", key, saved.version)
         base_nb, before_nb = _load(store, base), _load(store, before)
-        assert base_nb is not None and before_nb is not None  # find_base loaded both
+        if base_nb is None or before_nb is None:
+            return Outcome("error", key, saved.version, message=f"a stored version of '{key}' cannot be read")
         result = merge(base_nb, before_nb, save)
         notebook_io.validate(result.notebook, f"merged '{key}'")
         text = notebook_io.dumps(result.notebook).encode("utf-8")

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class Watcher:
     """
 
     def __init__(self, roots: Iterable[str | os.PathLike[str]], *, log: Callable[[str], None] = lambda s: None,
-                 debounce: float = 0.05, rescan: float = 300.0, retry: float = 0.2,
+                 debounce: float = 0.02, rescan: float = 300.0, retry: float = 0.2,
                  ignore: Iterable[str] = (), store_location: str | None = None) -> None:
         self.roots = [Path(r).resolve() for r in roots]
         self.stores = {root: Store.open(root, store_location) for root in self.roots}
@@ -183,8 +184,11 @@ class Watcher:
         ``progress`` wraps the list of paths (the CLI passes a progress bar).
         """
         paths = [p for root in self.roots for p in scan(root, self.ignore)]
-        for path in progress(paths):
-            self.sync(path)
+        with ExitStack() as stack:
+            for store in self.stores.values():
+                stack.enter_context(store.batch())
+            for path in progress(paths):
+                self.sync(path)
         return len(paths)
 
     def _rescan(self) -> None:
