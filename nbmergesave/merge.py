@@ -132,7 +132,6 @@ def merge(
     else:
         merged, conflicts = _fast_merge(base, local, remote, options)
     _fix_cell_ids(merged)
-    conflicts = [c for c in conflicts if c is not None]
     ids = [c.get("id") for c in merged["cells"]]
     located = tuple(
         Conflict(c.kind, c.cell, ids[c.cell] if c.cell is not None and c.cell < len(ids) and c.kind != "insert" else None, c.base_cell, c.resolution)
@@ -149,9 +148,9 @@ def _conflict_order(c: Conflict) -> tuple[int, int, str]:
 
 def _fast_merge(
     base: Mapping[str, Any], local: Mapping[str, Any], remote: Mapping[str, Any], options: MergeOptions
-) -> tuple[dict[str, Any], list[Conflict | None]]:
+) -> tuple[dict[str, Any], list[Conflict]]:
     b, l, r = base["cells"], local["cells"], remote["cells"]
-    conflicts: list[Conflict | None] = []
+    conflicts: list[Conflict] = []
     if l == b:  # one side untouched: the other side is the answer
         cells = list(r)
     elif r == b or l == r:
@@ -310,7 +309,7 @@ def _plain(value: Any) -> Any:
 
 def _merged_top(
     base: Mapping[str, Any], local: Mapping[str, Any], remote: Mapping[str, Any],
-    options: MergeOptions, conflicts: list[Conflict | None],
+    options: MergeOptions, conflicts: list[Conflict],
 ) -> dict[str, Any]:
     """Notebook metadata and format, merged like nbdime does (its 'take-max' for the minor version)."""
     bm, lm, rm = (nb.get("metadata", {}) for nb in (base, local, remote))
@@ -343,31 +342,38 @@ def _merged_top(
 
 def _conflict(
     decision: Mapping[str, Any], offset: int, decisions: _Decisions, options: MergeOptions, base_offset: int = 0
-) -> Conflict | None:
+) -> Conflict:
     """Turn one conflicted nbdime decision into a :class:`Conflict` (region-relative -> notebook)."""
     path = tuple(decision.get("common_path") or ())
-    if path[:1] == ("metadata",):
-        return Conflict("notebook-metadata", None, None, None, options.strategy)
-    if path[:1] != ("cells",):
-        return Conflict("cell", None, None, None, options.strategy)
     ops = (decision.get("local_diff") or []) + (decision.get("remote_diff") or [])
-    if len(path) == 1:
-        kinds = {op["op"] for op in ops}
-        key = min(op["key"] for op in ops)
-        kind = "insert" if kinds <= {"addrange", "removerange"} and any(
-            op["op"] == "addrange" for op in decision.get("local_diff") or []
-        ) and any(op["op"] == "addrange" for op in decision.get("remote_diff") or []) else "delete-edit"
-        if kind == "insert":
-            return Conflict(kind, offset + _output_index(decisions, key, before=True), None, base_offset + key, options.strategy)
-        return Conflict(kind, offset + _output_index(decisions, key), None, base_offset + key, options.strategy)
-    index = path[1]
-    if any(_DELETED_MARK in str(op.get("valuelist", "")) for op in ops):
-        # nbdime writes delete-vs-edit as a marker line in the edited cell's source.
-        return Conflict("delete-edit", offset + _output_index(decisions, index), None, base_offset + index, options.strategy)
-    field_ = path[2] if len(path) > 2 else _field_of(ops)
-    kind = {"source": "source", "outputs": "outputs", "metadata": "metadata", "attachments": "attachments"}.get(field_, "cell")
-    strategy = options.output_strategy if kind == "outputs" else options.strategy
-    return Conflict(kind, offset + _output_index(decisions, index), None, base_offset + index, strategy)
+    index: int | None = None
+    before = False
+    if path[:1] == ("metadata",):
+        kind = "notebook-metadata"
+    elif path[:1] != ("cells",):
+        kind = "cell"
+    elif len(path) == 1:  # the cell list itself: inserts and deletes
+        index = min(op["key"] for op in ops)
+        both_insert = all(any(op["op"] == "addrange" for op in decision.get(side) or []) for side in ("local_diff", "remote_diff"))
+        kind = "insert" if both_insert and {op["op"] for op in ops} <= {"addrange", "removerange"} else "delete-edit"
+        before = kind == "insert"
+    else:
+        index = path[1]
+        if any(_DELETED_MARK in str(op.get("valuelist", "")) for op in ops):
+            kind = "delete-edit"  # nbdime writes it as a marker line in the edited cell's source
+        else:
+            field_ = path[2] if len(path) > 2 else _field_of(ops)
+            kind = field_ if field_ in ("source", "outputs", "metadata", "attachments") else "cell"
+    if decision.get("conflict") and decision.get("action") in _BOTH:
+        resolution = "both"  # nbdime kept both sides (e.g. lines both inserted at one place), no markers
+    else:
+        resolution = options.output_strategy if kind == "outputs" else options.strategy
+    if index is None:
+        return Conflict(kind, None, None, None, resolution)
+    return Conflict(kind, offset + _output_index(decisions, index, before=before), None, base_offset + index, resolution)
+
+
+_BOTH = frozenset({"local_then_remote", "remote_then_local"})
 
 
 def _field_of(ops: Sequence[Mapping[str, Any]]) -> str:

@@ -123,7 +123,11 @@ def test_fast_path_equals_nbdime_where_alignments_agree(t: tuple[dict[str, Any],
     base, local, remote = t
     if all(_nbdime_pairs(base, side) == _our_pairs(base, side) for side in (local, remote)):
         assert fast.notebook == full.notebook
-        assert fast.conflicts == full.conflicts
+        # Named difference: nbdime also flags overlaps it settles itself by
+        # keeping both sides (an insert beside a cell the other side edited);
+        # the fast path sees those as separate regions. The conflicts left in
+        # the notebook for a person are the same.
+        assert fast.unresolved == full.unresolved
 
 
 def _nbdime_pairs(base: dict[str, Any], side: dict[str, Any]) -> dict[int, int]:
