@@ -520,3 +520,65 @@ def daemon_remove(roots: tuple[str, ...]) -> None:
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     click.echo("watching: " + (", ".join(info["roots"]) or "nothing (daemon stopped)"))
+
+
+# --- writers that know their base --------------------------------------------
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--base", "base_file", type=click.Path(), required=True, help="The version the new content was made from.")
+@click.option("--from", "from_file", type=click.Path(), help="The new content (default: standard input).")
+@click.option("--writer", help="Who writes, recorded with the save.")
+@click.option("--json", "as_json", is_flag=True, help="Report conflicts as JSON on stderr.")
+def save(notebook: str, base_file: str, from_file: str | None, writer: str | None, as_json: bool) -> None:
+    """Save new content into NOTEBOOK, merging what others saved since BASE.
+
+    The file becomes merge(BASE, NOTEBOOK as it is now, new content),
+    written atomically; everything is recorded in the store. Exit 1 when
+    conflicts are left in the notebook, 2 on bad input.
+
+    \b
+    Example:
+        my-editor-export | nbmergesave save analysis.ipynb --base loaded.ipynb
+        nbmergesave save analysis.ipynb --base loaded.ipynb --from edited.ipynb
+    """
+    from . import notebook_io
+    from .sync import save_file
+
+    try:
+        new = notebook_io.read_bytes(from_file, f"--from '{from_file}'") if from_file else sys.stdin.buffer.read()
+        base = notebook_io.read_bytes(base_file, f"BASE '{base_file}'")
+        result = save_file(notebook, new, base, writer=writer)
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    _report(result.conflicts, as_json, None, name=notebook)
+    if not as_json:
+        click.echo(f"{notebook}: {'merged with changes saved since the base' if result.merged else 'saved'}"
+                   f" (version {result.version})", err=True)
+    sys.exit(1 if any(c.resolution == "inline" for c in result.conflicts) else 0)
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--base-sha256", required=True, help="sha256 of the version the content was made from.")
+@click.option("--sha256", "content_sha", help="sha256 of the content written (default: the file as it is now).")
+@click.option("--writer", help="Who writes.")
+def declare(notebook: str, base_sha256: str, content_sha: str | None, writer: str | None) -> None:
+    """Record that NOTEBOOK's content was made from the version with --base-sha256.
+
+    A watcher that sees that content merges against that base instead of
+    inferring one.
+
+    \b
+    Example:
+        nbmergesave declare analysis.ipynb --base-sha256 3f1c0a9b... --writer rsync-hook
+    """
+    from . import notebook_io
+    from .sync import declare as record
+
+    try:
+        content: bytes | str = content_sha or notebook_io.read_bytes(notebook, f"'{notebook}'")
+        record(notebook, content, base=base_sha256, writer=writer)
+    except (NbMergeSaveError, ValueError) as e:
+        raise Refused(str(e)) from None
+    click.echo(f"{notebook}: declared base {base_sha256[:12]}")

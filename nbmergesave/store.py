@@ -246,6 +246,29 @@ class Store:
             self._db.execute("UPDATE on_disk SET path = ? WHERE path = ?", (b, a))
             self._db.execute("UPDATE declarations SET path = ? WHERE path = ?", (b, a))
 
+    # --- declarations: writers saying which version a save was made from ----
+
+    def declare(self, path: str | os.PathLike[str], sha: str, base_sha: str, writer: str | None = None) -> None:
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO declarations VALUES (?, ?, ?, ?, ?)",
+                             (self.key(path), sha, base_sha, writer, now))
+
+    def declared_base(self, path: str | os.PathLike[str], sha: str) -> Version | None:
+        """The stored version a declaration names as the base of content ``sha``, if both are known."""
+        row = self._db.execute(
+            "SELECT v.* FROM declarations d JOIN versions v ON v.path = d.path AND v.sha256 = d.base_sha256 "
+            "WHERE d.path = ? AND d.sha256 = ? ORDER BY v.version DESC LIMIT 1",
+            (self.key(path), sha),
+        ).fetchone()
+        return Version(*row) if row else None
+
+    def latest_with(self, path: str | os.PathLike[str], sha: str) -> Version | None:
+        row = self._db.execute(
+            "SELECT * FROM versions WHERE path = ? AND sha256 = ? ORDER BY version DESC LIMIT 1", (self.key(path), sha)
+        ).fetchone()
+        return Version(*row) if row else None
+
     def stats(self) -> dict[str, int]:
         merges, conflicts = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(conflicts > 0), 0) FROM versions WHERE kind = 'merged'"

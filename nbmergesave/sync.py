@@ -93,9 +93,13 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, own_writes: set[str
             # our own merge result, a first sighting, or a revert to a stored version
             v = store.add(path, data, "observed")
             return Outcome("recorded", key, v.version)
+        declared = store.declared_base(path, digest)
         saved = store.add(path, data, "observed", on_disk=False)  # raw save is kept, whatever happens
-        candidates = [v for v in reversed(history[-HISTORY_WINDOW:]) if v.sha256 and v.version != before.version]
-        base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
+        if declared is not None:  # the writer said what it started from: no guessing
+            base = None if declared.sha256 == before.sha256 else declared
+        else:
+            candidates = [v for v in reversed(history[-HISTORY_WINDOW:]) if v.sha256 and v.version != before.version]
+            base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
         if base is None:
             store.add_on_disk(path, saved.version)
             return Outcome("recorded", key, saved.version)
@@ -124,3 +128,93 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, own_writes: set[str
         store.add_on_disk(path, merged.version)
         return Outcome("merged", key, merged.version, base.version, before.version, saved.version, unresolved)
     return Outcome("partial", key, message=f"'{key}' kept changing; will look again")
+
+
+# --- writers that know their base ------------------------------------------
+
+def _as_sha(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        return sha256(value)
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value
+    raise ValueError(f"expected bytes or a sha256 hex digest, got {value[:20]!r}")
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    """The store holding ``path``, or a new one in its folder when none does."""
+    try:
+        return Store.find(path)
+    except NbMergeSaveError:
+        return Store.open(Path(path).absolute().parent)
+
+
+def declare(path: str | os.PathLike[str], content: bytes | str, *, base: bytes | str, writer: str | None = None) -> None:
+    """Record that content ``content`` at ``path`` was made from ``base``.
+
+    Both may be the file's bytes or their sha256 (hex). Bytes are stored, so
+    a base the store has not seen yet becomes usable. When a watcher later
+    sees ``content`` at ``path``, it merges against the declared base instead
+    of inferring one.
+
+    >>> # nbmergesave.declare("nb.ipynb", new_bytes, base=loaded_bytes, writer="my-sync-tool")
+    """
+    with open_store(path) as store:
+        for value in (content, base):
+            if isinstance(value, bytes):
+                store.put_blob(value)
+                if store.latest_with(path, sha256(value)) is None:
+                    store.add(path, value, "declared", on_disk=False)
+        store.declare(path, _as_sha(content), _as_sha(base), writer)
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What :func:`save_file` wrote: ``merged`` is False when the file still held the base."""
+
+    merged: bool
+    conflicts: tuple[Any, ...]
+    version: int
+
+
+def save_file(path: str | os.PathLike[str], new: bytes, base: bytes, *, writer: str | None = None,
+              attempts: int = 5) -> SaveResult:
+    """Merge-on-save for a writer that knows its base: write ``merge(base, on disk, new)`` to ``path``.
+
+    Every input is stored first; the write is atomic, with compare-and-swap
+    (if the file changes while we merge, we merge again). Raises
+    :class:`~nbmergesave.errors.BadInput` for unreadable input, naming it.
+    """
+    new_nb = notebook_io.parse_notebook(new, "the new content")
+    base_nb = notebook_io.parse_notebook(base, "BASE")
+    p = Path(path)
+    with open_store(p) as store:
+        if store.latest_with(p, sha256(base)) is None:
+            store.add(p, base, "declared", on_disk=False)
+        saved = store.add(p, new, "observed", on_disk=False)
+        for _ in range(attempts):
+            disk = p.read_bytes() if p.exists() else None
+            if disk is None or sha256(disk) == sha256(base) or sha256(disk) == sha256(new):
+                text, conflicts, merged = new, (), False
+            else:
+                disk_nb = notebook_io.parse_notebook(disk, f"'{p}' on disk")
+                if store.latest_with(p, sha256(disk)) is None:
+                    store.add(p, disk, "observed", on_disk=False)
+                result = merge(base_nb, disk_nb, new_nb)
+                notebook_io.validate(result.notebook, f"merged '{p}'")
+                text, conflicts, merged = notebook_io.dumps(result.notebook).encode(), result.conflicts, True
+            current = p.read_bytes() if p.exists() else None
+            if current != disk:
+                continue
+            if merged:
+                disk_v = store.latest_with(p, sha256(disk))  # type: ignore[arg-type]
+                base_v = store.latest_with(p, sha256(base))
+                v = store.add(p, text, "merged", on_disk=False, base=base_v.version if base_v else None,
+                              local=disk_v.version if disk_v else None, remote=saved.version,
+                              conflicts=sum(c.resolution == "inline" for c in conflicts))
+            else:
+                v = saved
+            store.declare(p, sha256(text), sha256(disk) if disk is not None and merged else sha256(base), writer)
+            notebook_io.write_atomic(p, text)
+            store.add_on_disk(p, v.version)
+            return SaveResult(merged, tuple(conflicts), v.version)
+    raise NbMergeSaveError(f"'{path}' kept changing while we merged; try again")

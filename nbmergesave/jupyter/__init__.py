@@ -1,0 +1,150 @@
+"""Jupyter server integration: merge on save with the exact base each server saw.
+
+Enabled by the ``jupyter_server_config.d/nbmergesave.json`` file the package
+installs (or ``jupyter server extension enable nbmergesave``). It wraps the
+server's contents manager (sync or async, whichever is configured):
+
+* the base of a save through this server is the last content this server
+  returned for that path (GET with content) or received for it (PUT);
+* on a PUT of a notebook, when the file on disk is no longer that base
+  (another server, ``git pull``, a sync tool changed it), the incoming
+  notebook is replaced by ``merge(base, on disk, incoming)`` before the server
+  writes it; conflicts are written inline and logged;
+* every version involved is stored, and the written content is declared with
+  its base, so a watcher on the same folder does not merge it again;
+* a failure inside the hook never loses the save: the incoming content is
+  stored, the error logged, and the server saves it as it would have.
+
+This module is imported only by Jupyter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from typing import Any
+
+from .. import notebook_io
+from ..merge import merge
+from ..store import sha256
+from ..sync import open_store
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "nbmergesave.jupyter"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    install(serverapp.contents_manager, serverapp.log)
+    serverapp.log.info("nbmergesave: merging notebook saves with what changed on disk since each load")
+
+
+class SaveMerger:
+    """The per-server memory of bases, and the merge done before each notebook save."""
+
+    def __init__(self, contents_manager: Any, log: logging.Logger | logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
+        self.cm = contents_manager
+        self.log = log
+        self.bases: dict[str, bytes] = {}
+
+    def loaded(self, path: str, model: dict[str, Any]) -> None:
+        if model.get("type") == "notebook" and model.get("content") is not None:
+            try:
+                self.bases[path] = notebook_io.dumps(model["content"]).encode()
+            except Exception:  # an odd model is the server's business, not ours
+                self.bases.pop(path, None)
+
+    def before_save(self, model: dict[str, Any], path: str) -> None:
+        if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
+            return
+        incoming = notebook_io.dumps(model["content"]).encode()
+        base = self.bases.get(path)
+        os_path = self.cm._get_os_path(path)
+        try:
+            self._merge_into(model, path, os_path, incoming, base)
+        except Exception as e:
+            self.log.error("nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e, exc_info=True)
+            try:
+                with open_store(os_path) as store:
+                    store.add(os_path, incoming, "observed", on_disk=False)
+            except Exception:
+                self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
+        finally:
+            self.bases[path] = incoming  # what this client now holds
+
+    def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes, base: bytes | None) -> None:
+        import nbformat
+
+        disk = _read(os_path)
+        with open_store(os_path) as store:
+            for data in (base, disk):
+                if data is not None and store.latest_with(os_path, sha256(data)) is None:
+                    store.add(os_path, data, "observed", on_disk=False)
+            saved = store.add(os_path, incoming, "observed", on_disk=False)
+            if base is None or disk is None or disk in (base, incoming):
+                store.declare(os_path, saved.sha256 or "", sha256(base if base is not None else disk or incoming), "jupyter")
+                return
+            disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
+            base_nb = notebook_io.parse_notebook(base, "the loaded version")
+            if disk_nb == base_nb:  # same notebook, other bytes
+                store.declare(os_path, saved.sha256 or "", sha256(disk), "jupyter")
+                return
+            result = merge(base_nb, disk_nb, notebook_io.parse_notebook(incoming, "the save"))
+            notebook_io.validate(result.notebook, f"merged '{path}'")
+            text = notebook_io.dumps(result.notebook).encode()
+            unresolved = len(result.unresolved)
+            base_v, disk_v = store.latest_with(os_path, sha256(base)), store.latest_with(os_path, sha256(disk))
+            store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
+                      local=disk_v.version if disk_v else None, remote=saved.version, conflicts=unresolved)
+            store.declare(os_path, sha256(text), sha256(disk), "jupyter")
+        model["content"] = nbformat.from_dict(result.notebook)
+        if unresolved:
+            self.log.warning("nbmergesave: %s changed on disk since it was loaded; merged with %d conflict(s) marked "
+                             "inline: %s", path, unresolved, "; ".join(_describe(c) for c in result.unresolved))
+        else:
+            self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
+
+
+def _describe(conflict: Any) -> str:
+    from ..report import describe
+
+    return describe(conflict)
+
+
+def _read(os_path: str) -> bytes | None:
+    try:
+        with open(os_path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def install(contents_manager: Any, log: Any = None) -> SaveMerger:
+    """Wrap ``contents_manager.get`` and ``.save`` (async or not) with a :class:`SaveMerger`."""
+    merger = SaveMerger(contents_manager, log or logging.getLogger("nbmergesave"))
+    original_get, original_save = contents_manager.get, contents_manager.save
+
+    if inspect.iscoroutinefunction(original_save):
+        async def save(model: dict[str, Any], path: str = "") -> Any:
+            merger.before_save(model, path.strip("/"))
+            return await original_save(model, path)
+
+        async def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:
+            model = await original_get(path, content, *args, **kwargs)
+            if content:
+                merger.loaded(path.strip("/"), model)
+            return model
+    else:
+        def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
+            merger.before_save(model, path.strip("/"))
+            return original_save(model, path)
+
+        def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            model = original_get(path, content, *args, **kwargs)
+            if content:
+                merger.loaded(path.strip("/"), model)
+            return model
+
+    contents_manager.get, contents_manager.save = get, save
+    return merger

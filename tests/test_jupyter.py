@@ -1,0 +1,170 @@
+"""The Jupyter integration against real jupyter_server processes over HTTP (token auth, loopback)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbmergesave import notebook_io
+from nbmergesave.store import Store
+
+from .conftest import cell, notebook
+
+pytest.importorskip("jupyter_server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A jupyter_server process with the nbmergesave extension, on loopback."""
+
+    def __init__(self, root: Path, config_dir: Path) -> None:
+        self.port, self.token = free_port(), secrets.token_hex(16)
+        self.log = (config_dir / f"server-{self.port}.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", f"--ServerApp.port={self.port}",
+             "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={root}", *(["--allow-root"] if os.geteuid() == 0 else [])],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_RUNTIME_DIR": str(config_dir / "runtime"),
+                 "JUPYTER_DATA_DIR": str(config_dir / "data"), "JUPYTER_PLATFORM_DIRS": "1"},
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.request("GET", "/api/status")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("jupyter_server did not start:\n" + self.output())
+                time.sleep(0.1)
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                     headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/contents/{name}")["content"]
+
+    def put(self, name: str, nb: dict[str, Any]) -> None:
+        self.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json", "content": nb})
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[tuple[Path, list[Server]]]:
+    root = tmp_path / "project"
+    root.mkdir()
+    config = tmp_path / "jupyter"
+    config.mkdir()
+    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}}))
+    started: list[Server] = []
+    yield root, started
+    for s in started:
+        s.stop()
+
+
+def start(root: Path, started: list[Server]) -> Server:
+    server = Server(root, root.parent / "jupyter")
+    started.append(server)
+    return server
+
+
+def base() -> dict[str, Any]:
+    return notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(8)], metadata={})
+
+
+def edit(nb: dict[str, Any], index: int, text: str) -> dict[str, Any]:
+    nb = copy.deepcopy(nb)
+    nb["cells"][index]["source"] = text
+    return nb
+
+
+def sources(path: Path) -> list[str]:
+    return [c["source"] for c in notebook_io.read_notebook(path)["cells"]]
+
+
+def test_two_servers_each_save_their_edit(servers: tuple[Path, list[Server]]) -> None:
+    root, started = servers
+    (root / "nb.ipynb").write_text(notebook_io.dumps(base()))
+    a, b = start(root, started), start(root, started)
+    nb_a, nb_b = a.get("nb.ipynb"), b.get("nb.ipynb")
+    a.put("nb.ipynb", edit(nb_a, 1, "edited through server A"))
+    b.put("nb.ipynb", edit(nb_b, 6, "edited through server B"))
+    assert sources(root / "nb.ipynb")[1::5] == ["edited through server A", "edited through server B"]
+    assert "merged cleanly" in b.output()
+    # B's next save builds on what B holds, and A's edit survives it again
+    b.put("nb.ipynb", edit(edit(nb_b, 6, "edited through server B"), 7, "B again"))
+    assert sources(root / "nb.ipynb")[1::5] + sources(root / "nb.ipynb")[7:] == [
+        "edited through server A", "edited through server B", "B again"]
+    with Store.open(root) as store:
+        kinds = [v.kind for v in store.history(root / "nb.ipynb")]
+    assert kinds.count("merged") == 2
+
+
+def test_save_merges_a_plain_file_write_and_reports_conflicts(servers: tuple[Path, list[Server]]) -> None:
+    root, started = servers
+    (root / "nb.ipynb").write_text(notebook_io.dumps(base()))
+    server = start(root, started)
+    loaded = server.get("nb.ipynb")
+    (root / "nb.ipynb").write_text(notebook_io.dumps(edit(edit(base(), 0, "written on disk"), 3, "x3 = 'disk'")))
+    server.put("nb.ipynb", edit(edit(loaded, 5, "saved in the browser"), 3, "x3 = 'browser'"))
+    final = notebook_io.read_notebook(root / "nb.ipynb")
+    notebook_io.validate(final)
+    assert [c["source"] for c in final["cells"]][0] == "written on disk"
+    assert [c["source"] for c in final["cells"]][5] == "saved in the browser"
+    assert final["cells"][3]["source"] == "<<<<<<< local\nx3 = 'disk'\n=======\nx3 = 'browser'\n>>>>>>> remote"
+    assert "1 conflict(s) marked inline: cell 4 (id 'c3'): both sides edited the source" in server.output()
+
+
+def test_other_files_are_untouched_and_a_failing_merge_still_saves(servers: tuple[Path, list[Server]]) -> None:
+    root, started = servers
+    server = start(root, started)
+    server.request("PUT", "/api/contents/notes.txt", {"type": "file", "format": "text", "content": "hello"})
+    assert (root / "notes.txt").read_text() == "hello"
+    (root / "nb.ipynb").write_text(notebook_io.dumps(base()))
+    loaded = server.get("nb.ipynb")
+    (root / "nb.ipynb").write_text("{ this is not json")  # something broke the file on disk
+    mine = edit(loaded, 2, "my edit")
+    server.put("nb.ipynb", mine)
+    assert sources(root / "nb.ipynb")[2] == "my edit"
+    assert "could not merge the save of nb.ipynb" in server.output()
+    with Store.open(root) as store:
+        stored = [store.content(v) for v in store.history(root / "nb.ipynb")]
+    assert b"{ this is not json" in stored, "the broken file is kept too"
+    assert notebook_io.dumps(mine).encode() in stored
