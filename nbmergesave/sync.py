@@ -9,6 +9,7 @@ compare-and-swap: if the file changed again meanwhile, start over.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,92 @@ def _tokens(store: Store, version: Version) -> Counter | None:
     return value
 
 
+def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, before: Version,
+                     save: dict[str, Any], saved: Version, expected: bytes, own_writes: set[str]) -> Outcome | None:
+    """Write ``merge(base, before, save)`` over ``path`` if it still holds ``expected``; ``None`` if it does not."""
+    key = store.key(path)
+    base_nb, before_nb = _load(store, base), _load(store, before)
+    if base_nb is None or before_nb is None:
+        return Outcome("error", key, saved.version, message=f"a stored version of '{key}' cannot be read")
+    result = merge(base_nb, before_nb, save)
+    notebook_io.validate(result.notebook, f"merged '{key}'")
+    text = notebook_io.dumps(result.notebook).encode("utf-8")
+    unresolved = len(result.unresolved)
+    # Compare-and-swap: only replace the bytes we merged from.
+    try:
+        current = Path(path).read_bytes()
+    except OSError:
+        current = b""
+    if current != expected:
+        return None
+    merged = store.add(path, text, "merged", on_disk=False, base=base.version, local=before.version,
+                       remote=saved.version, conflicts=unresolved)
+    own_writes.add(merged.sha256 or "")
+    try:
+        notebook_io.write_atomic(path, text)
+    except OSError as e:
+        return Outcome("error", key, saved.version, message=f"cannot write merged '{key}': {e.strerror}")
+    store.add_on_disk(path, merged.version)
+    return Outcome("merged", key, merged.version, base.version, before.version, saved.version, unresolved)
+
+
+_SYNCTHING = re.compile(r"^(?P<stem>.+)\.sync-conflict-\d{8}-\d{6}(-[A-Za-z0-9]+)?\.ipynb$")
+_DROPBOX = re.compile(r"^(?P<stem>.+) \([^()]*conflicted copy[^()]*(\(\d+\))?[^()]*\)\.ipynb$")
+
+
+def conflict_copy_of(path: str | os.PathLike[str]) -> Path | None:
+    """The notebook a sync tool's conflict copy belongs to, or ``None``.
+
+    >>> conflict_copy_of("a/nb.sync-conflict-20261130-101500-ABCDEF1.ipynb")
+    PosixPath('a/nb.ipynb')
+    >>> conflict_copy_of("a/nb (Ana's conflicted copy 2026-11-30).ipynb")
+    PosixPath('a/nb.ipynb')
+    """
+    p = Path(path)
+    match = _SYNCTHING.match(p.name) or _DROPBOX.match(p.name)
+    return p.with_name(match["stem"] + ".ipynb") if match else None
+
+
+def merge_copy(store: Store, copy: str | os.PathLike[str], *, own_writes: set[str] | None = None) -> Outcome:
+    """Merge a sync tool's conflict copy into its notebook, then remove the copy.
+
+    The copy is stored as a version of the notebook, its base found among
+    the notebook's stored versions, and the copy is deleted only once the
+    merge (conflicts or not) is recorded.
+    """
+    own_writes = own_writes if own_writes is not None else set()
+    original = conflict_copy_of(copy)
+    key = store.key(copy)
+    if original is None:
+        return Outcome("error", key, message=f"'{key}' is not a conflict copy")
+    synced = sync_file(store, original, own_writes=own_writes)  # the store must know the file as it is now
+    if synced.action in ("partial", "error"):
+        return Outcome("partial", key, message=synced.message)
+    try:
+        data = notebook_io.read_bytes(copy)
+        save = notebook_io.parse_notebook(data, f"'{key}'")
+    except BadInput as e:
+        return Outcome("partial", key, message=str(e))
+    before = store.on_disk(original)
+    if before is None:
+        return Outcome("error", key, message=f"'{key}' is a conflict copy of an untracked notebook; left as it is")
+    saved = store.add(original, data, "conflict-copy", on_disk=False)
+    if saved.sha256 == before.sha256:
+        os.unlink(copy)
+        return Outcome("recorded", key, saved.version)
+    history = [v for v in store.history(original) if v.sha256 and v.version not in (before.version, saved.version)]
+    base = lineage.find_base(save, before, list(reversed(history[-HISTORY_WINDOW:])), lambda v: _tokens(store, v)) or before
+    expected = Path(original).read_bytes()
+    if sha256(expected) != before.sha256:
+        return Outcome("partial", key, message=f"'{original}' changed; will look again")
+    outcome = _merge_and_write(store, original, base, before, save, saved, expected, own_writes)
+    if outcome is None:
+        return Outcome("partial", key, message=f"'{original}' changed; will look again")
+    if outcome.action == "merged":
+        os.unlink(copy)
+    return outcome
+
+
 def sync_file(store: Store, path: str | os.PathLike[str], *, own_writes: set[str] | None = None, attempts: int = 5) -> Outcome:
     """Bring the store up to date with ``path`` and merge an overlapping save.
 
@@ -103,30 +190,10 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, own_writes: set[str
         if base is None:
             store.add_on_disk(path, saved.version)
             return Outcome("recorded", key, saved.version)
-        base_nb, before_nb = _load(store, base), _load(store, before)
-        if base_nb is None or before_nb is None:
-            return Outcome("error", key, saved.version, message=f"a stored version of '{key}' cannot be read")
-        result = merge(base_nb, before_nb, save)
-        notebook_io.validate(result.notebook, f"merged '{key}'")
-        text = notebook_io.dumps(result.notebook).encode("utf-8")
-        unresolved = len(result.unresolved)
-        # Compare-and-swap: only replace the bytes we merged from.
-        try:
-            current = Path(path).read_bytes()
-        except OSError:
-            current = b""
-        if current != data:
-            continue  # saved again meanwhile: the loop records that save and merges again
-        merged = store.add(path, text, "merged", on_disk=False, base=base.version, local=before.version,
-                           remote=saved.version, conflicts=unresolved)
-        own_writes.add(merged.sha256 or "")
-        try:
-            notebook_io.write_atomic(path, text)
-        except OSError as e:
-            store.add_on_disk(path, saved.version)
-            return Outcome("error", key, saved.version, message=f"cannot write merged '{key}': {e.strerror}")
-        store.add_on_disk(path, merged.version)
-        return Outcome("merged", key, merged.version, base.version, before.version, saved.version, unresolved)
+        outcome = _merge_and_write(store, path, base, before, save, saved, data, own_writes)
+        if outcome is not None:
+            return outcome
+        # saved again meanwhile: the loop records that save and merges again
     return Outcome("partial", key, message=f"'{key}' kept changing; will look again")
 
 
@@ -151,19 +218,18 @@ def open_store(path: str | os.PathLike[str]) -> Store:
 def declare(path: str | os.PathLike[str], content: bytes | str, *, base: bytes | str, writer: str | None = None) -> None:
     """Record that content ``content`` at ``path`` was made from ``base``.
 
-    Both may be the file's bytes or their sha256 (hex). Bytes are stored, so
-    a base the store has not seen yet becomes usable. When a watcher later
+    Both may be the file's bytes or their sha256 (hex). A base given as bytes
+    is stored, so a base the store has not seen yet becomes usable. When a watcher later
     sees ``content`` at ``path``, it merges against the declared base instead
     of inferring one.
 
     >>> # nbmergesave.declare("nb.ipynb", new_bytes, base=loaded_bytes, writer="my-sync-tool")
     """
     with open_store(path) as store:
-        for value in (content, base):
-            if isinstance(value, bytes):
-                store.put_blob(value)
-                if store.latest_with(path, sha256(value)) is None:
-                    store.add(path, value, "declared", on_disk=False)
+        # The base becomes a stored version (it may be new to the store); the
+        # content does not: it becomes one when it is seen on disk, as a save.
+        if isinstance(base, bytes) and store.latest_with(path, sha256(base)) is None:
+            store.add(path, base, "declared", on_disk=False)
         store.declare(path, _as_sha(content), _as_sha(base), writer)
 
 

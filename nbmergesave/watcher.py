@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .store import STORE_DIR, Store
-from .sync import Outcome, sync_file
+from .sync import Outcome, conflict_copy_of, merge_copy, sync_file
 
 SKIP_DIRS = frozenset({".ipynb_checkpoints", STORE_DIR, ".git"})
 
@@ -156,7 +156,10 @@ class Watcher:
             return None
         try:
             with self._work:
-                outcome = sync_file(store, path, own_writes=self.own_writes)
+                if conflict_copy_of(path) is not None:
+                    outcome = merge_copy(store, path, own_writes=self.own_writes)
+                else:
+                    outcome = sync_file(store, path, own_writes=self.own_writes)
         except Exception as e:  # a watcher never stops for one bad file
             self.stats.errors += 1
             self.stats.last_error = f"{path}: {e}"
@@ -174,7 +177,8 @@ class Watcher:
             what = f"{outcome.conflicts} conflict(s) marked inline" if outcome.conflicts else "clean"
             if outcome.conflicts:
                 self.stats.conflicts += 1
-            self.log(f"merged {path}: base v{outcome.base} + on disk v{outcome.local} + save v{outcome.remote}"
+            source = f"conflict copy {path.name}" if conflict_copy_of(path) else "save"
+            self.log(f"merged {path}: base v{outcome.base} + on disk v{outcome.local} + {source} v{outcome.remote}"
                      f" -> v{outcome.version} ({what})")
         return outcome
 

@@ -263,3 +263,41 @@ def test_partial_write_is_waited_out_never_overwritten(project: Project) -> None
     path.write_bytes(data)
     wait_for(lambda: project.settled("nb.ipynb") and len(project.versions("nb.ipynb")) == 2, "the finished save")
     assert project.read("nb.ipynb") == edited(v0, 1, "finished")
+
+
+@pytest.mark.parametrize("copy_name", [
+    "nb.sync-conflict-20261130-101500-ABCDEF1.ipynb",  # Syncthing
+    "nb (Ana's conflicted copy 2026-11-30).ipynb",  # Dropbox
+])
+def test_sync_tool_conflict_copy_is_merged_then_removed(project: Project, copy_name: str) -> None:
+    v0 = base_notebook()
+    put(project, "nb.ipynb", v0)
+    project.start()
+    project.save("nb.ipynb", edited(v0, 1, "this device"), style="rename")
+    put(project, copy_name, edited(v0, 8, "the other device"))  # the sync tool keeps the loser beside the file
+    wait_for(lambda: not (project.root / copy_name).exists(), "the copy to be merged and removed")
+    final = sources(project.read("nb.ipynb"))
+    assert [final[1], final[8]] == ["this device", "the other device"]
+    kinds = [v.kind for v in project.versions("nb.ipynb")]
+    assert "conflict-copy" in kinds and kinds[-1] == "merged"
+    assert project.versions(copy_name) == []
+
+
+def test_declared_base_is_used_instead_of_inference(project: Project) -> None:
+    from nbmergesave import declare
+
+    v0 = base_notebook()
+    put(project, "nb.ipynb", v0)
+    project.start()
+    mine = edited(v0, 1, "mine")
+    project.save("nb.ipynb", mine)
+    # A sync tool writes a version that already holds "mine" (so inference would call it an
+    # ordinary save) but declares it was made from v0: the watcher must merge against v0.
+    theirs = edited(edited(v0, 1, "mine"), 4, "theirs")
+    theirs["cells"][1]["source"] = "x1 = 1"  # it undid "mine": without the declaration this would just win
+    data = notebook_io.dumps(theirs).encode()
+    declare(project.root / "nb.ipynb", data, base=notebook_io.dumps(v0).encode(), writer="test-sync")
+    (project.root / "nb.ipynb").write_bytes(data)
+    wait_for(lambda: any(v.kind == "merged" for v in project.versions("nb.ipynb")), "the declared merge")
+    final = sources(project.read("nb.ipynb"))
+    assert [final[1], final[4]] == ["mine", "theirs"]

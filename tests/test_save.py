@@ -1,0 +1,73 @@
+"""`nbmergesave save` and `declare`: writers that know their base."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from nbmergesave import notebook_io
+from nbmergesave.cli import cli
+from nbmergesave.store import Store, sha256
+
+from .conftest import cell, notebook, write
+
+
+def nb(*edits: tuple[int, str]):  # type: ignore[no-untyped-def]
+    out = notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(6)])
+    for index, text in edits:
+        out["cells"][index]["source"] = text
+    return out
+
+
+def test_save_merges_what_others_saved_since_the_base(tmp_path: Path) -> None:
+    target = write(tmp_path / "nb.ipynb", nb((0, "someone else")))
+    base = write(tmp_path / "loaded.ipynb", nb())
+    new = write(tmp_path / "edited.ipynb", nb((5, "mine")))
+    result = CliRunner().invoke(cli, ["save", str(target), "--base", str(base), "--from", str(new)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"{target}: merged with changes saved since the base (version 4)\n"
+    merged = notebook_io.read_notebook(target)
+    assert [merged["cells"][0]["source"], merged["cells"][5]["source"]] == ["someone else", "mine"]
+    with Store.find(target) as store:
+        kinds = [v.kind for v in store.history(target)]
+        assert kinds == ["declared", "observed", "observed", "merged"]
+        assert store.declared_base(target, sha256(target.read_bytes())) is not None
+
+
+def test_save_from_stdin_with_conflict_exits_1(tmp_path: Path) -> None:
+    target = write(tmp_path / "nb.ipynb", nb((2, "theirs")))
+    base = write(tmp_path / "loaded.ipynb", nb())
+    result = CliRunner().invoke(cli, ["save", str(target), "--base", str(base)], input=notebook_io.dumps(nb((2, "mine"))))
+    assert result.exit_code == 1
+    assert "cell 3 (id 'c2'): both sides edited the source" in result.stderr
+    assert "<<<<<<< local" in notebook_io.read_notebook(target)["cells"][2]["source"]
+
+
+def test_save_when_nobody_else_saved_just_writes(tmp_path: Path) -> None:
+    target = write(tmp_path / "nb.ipynb", nb())
+    result = CliRunner().invoke(cli, ["save", str(target), "--base", str(target)], input=notebook_io.dumps(nb((1, "mine"))))
+    assert result.exit_code == 0
+    assert result.stderr.endswith("saved (version 2)\n")
+    assert notebook_io.read_notebook(target) == nb((1, "mine"))
+
+
+def test_save_bad_input_leaves_the_file(tmp_path: Path) -> None:
+    target = write(tmp_path / "nb.ipynb", nb())
+    before = target.read_bytes()
+    result = CliRunner().invoke(cli, ["save", str(target), "--base", str(target)], input="{ nope")
+    assert (result.exit_code, result.stderr) == (2, "Error: the new content is not valid JSON: line 1 column 3 (Expecting property name enclosed in double quotes)\n")
+    assert target.read_bytes() == before
+
+
+def test_declare_records_the_base(tmp_path: Path) -> None:
+    target = write(tmp_path / "nb.ipynb", nb((1, "new")))
+    base_sha = sha256(notebook_io.dumps(nb()).encode())
+    result = CliRunner().invoke(cli, ["declare", str(target), "--base-sha256", base_sha, "--writer", "rsync"], catch_exceptions=False)
+    assert result.exit_code == 0
+    with Store.find(target) as store:
+        row = store._db.execute("SELECT sha256, base_sha256, writer FROM declarations").fetchone()
+    assert row == (sha256(target.read_bytes()), base_sha, "rsync")
+    bad = CliRunner().invoke(cli, ["declare", str(target), "--base-sha256", "xyz"])
+    assert bad.exit_code == 2 and "expected bytes or a sha256 hex digest" in bad.stderr
