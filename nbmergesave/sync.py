@@ -69,7 +69,13 @@ def _tokens(store: Store, version: Version) -> Counter | None:
 
 def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, before: Version,
                      save: dict[str, Any], saved: Version, expected: bytes, own_writes: set[str]) -> Outcome | None:
-    """Write ``merge(base, before, save)`` over ``path`` if it still holds ``expected``; ``None`` if it does not."""
+    """Write ``merge(base, before, save)`` over ``path`` if it still holds ``expected``.
+
+    The merge is recorded first. If the file changed meanwhile (a newer save
+    is on disk), the merge is still recorded as the current version, so the
+    newer save is merged against it and nothing of this one is lost; the
+    caller then handles the newer save (``None`` is returned).
+    """
     key = store.key(path)
     base_nb, before_nb = _load(store, base), _load(store, before)
     if base_nb is None or before_nb is None:
@@ -78,22 +84,36 @@ def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, 
     notebook_io.validate(result.notebook, f"merged '{key}'")
     text = notebook_io.dumps(result.notebook).encode("utf-8")
     unresolved = len(result.unresolved)
-    # Compare-and-swap: only replace the bytes we merged from.
-    try:
-        current = Path(path).read_bytes()
-    except OSError:
-        current = b""
-    if current != expected:
-        return None
     merged = store.add(path, text, "merged", on_disk=False, base=base.version, local=before.version,
                        remote=saved.version, conflicts=unresolved)
+    return _write_merged(store, path, merged, expected, own_writes)
+
+
+def _write_merged(store: Store, path: str | os.PathLike[str], merged: Version, expected: bytes,
+                  own_writes: set[str]) -> Outcome | None:
+    key = store.key(path)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return Outcome("error", key, merged.version,
+                       message=f"'{key}' is read-only: left untouched; the merge is version {merged.version} in the store")
+    # Compare-and-swap: only replace the bytes we merged from.
+    if _read_or_empty(path) != expected:
+        store.add_on_disk(path, merged.version)
+        return None
     own_writes.add(merged.sha256 or "")
     try:
-        notebook_io.write_atomic(path, text)
+        notebook_io.write_atomic(path, store.content(merged))
     except OSError as e:
-        return Outcome("error", key, saved.version, message=f"cannot write merged '{key}': {e.strerror}")
+        return Outcome("error", key, merged.version,
+                       message=f"cannot write merged '{key}': {e.strerror}; left untouched, the merge is version {merged.version}")
     store.add_on_disk(path, merged.version)
-    return Outcome("merged", key, merged.version, base.version, before.version, saved.version, unresolved)
+    return Outcome("merged", key, merged.version, merged.base, merged.local, merged.remote, merged.conflicts)
+
+
+def _read_or_empty(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
 
 
 _SYNCTHING = re.compile(r"^(?P<stem>.+)\.sync-conflict-\d{8}-\d{6}(-[A-Za-z0-9]+)?\.ipynb$")
@@ -146,55 +166,74 @@ def merge_copy(store: Store, copy: str | os.PathLike[str], *, own_writes: set[st
     if sha256(expected) != before.sha256:
         return Outcome("partial", key, message=f"'{original}' changed; will look again")
     outcome = _merge_and_write(store, original, base, before, save, saved, expected, own_writes)
-    if outcome is None:
-        return Outcome("partial", key, message=f"'{original}' changed; will look again")
-    if outcome.action == "merged":
-        os.unlink(copy)
-    return outcome
+    if outcome is not None and outcome.action == "error":
+        return outcome
+    os.unlink(copy)  # the merge is recorded (and written, or a newer save will be merged against it)
+    return outcome or Outcome("merged", key, saved.version, message=f"'{original}' changed meanwhile")
 
 
-def sync_file(store: Store, path: str | os.PathLike[str], *, own_writes: set[str] | None = None, attempts: int = 5) -> Outcome:
+def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None = None,
+              own_writes: set[str] | None = None, attempts: int = 5) -> Outcome:
     """Bring the store up to date with ``path`` and merge an overlapping save.
 
-    ``own_writes`` holds sha256s of what this process wrote, which are
-    recorded but never treated as a new save. A file that does not parse yet
-    (a save in progress) gives ``partial``: the caller retries later.
+    ``data`` is the file's content when the caller read it already (the
+    watcher reads at the close event, before a quick second save can replace
+    it); otherwise the file is read. ``own_writes`` holds sha256s of what
+    this process wrote: recorded, never taken for a new save. A file that
+    does not parse yet (a save in progress) gives ``partial``: retry later.
     """
     own_writes = own_writes if own_writes is not None else set()
     key = store.key(path)
     for _ in range(attempts):
-        try:
-            data = notebook_io.read_bytes(path)
-        except BadInput as e:
-            return Outcome("error", key, message=str(e))
-        digest = sha256(data)
-        before = store.on_disk(path)
-        if before is not None and before.sha256 == digest:
-            return Outcome("unchanged", key, before.version)
-        try:
-            save = notebook_io.parse_notebook(data, f"'{key}'")
-        except BadInput as e:
-            return Outcome("partial", key, message=str(e))
-        history = store.history(path)
-        if digest in own_writes or before is None or any(v.sha256 == digest for v in history):
-            # our own merge result, a first sighting, or a revert to a stored version
-            v = store.add(path, data, "observed")
-            return Outcome("recorded", key, v.version)
-        declared = store.declared_base(path, digest)
-        saved = store.add(path, data, "observed", on_disk=False)  # raw save is kept, whatever happens
-        if declared is not None:  # the writer said what it started from: no guessing
-            base = None if declared.sha256 == before.sha256 else declared
-        else:
-            candidates = [v for v in reversed(history[-HISTORY_WINDOW:]) if v.sha256 and v.version != before.version]
-            base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
-        if base is None:
-            store.add_on_disk(path, saved.version)
-            return Outcome("recorded", key, saved.version)
-        outcome = _merge_and_write(store, path, base, before, save, saved, data, own_writes)
+        if data is None:
+            try:
+                data = notebook_io.read_bytes(path)
+            except BadInput as e:
+                return Outcome("error", key, message=str(e))
+        outcome = _sync_once(store, path, key, data, own_writes)
         if outcome is not None:
             return outcome
-        # saved again meanwhile: the loop records that save and merges again
+        data = None  # a newer save replaced the file while we merged: merge it against our result
     return Outcome("partial", key, message=f"'{key}' kept changing; will look again")
+
+
+def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes, own_writes: set[str]) -> Outcome | None:
+    digest = sha256(data)
+    before = store.on_disk(path)
+    if before is not None and before.sha256 == digest:
+        return Outcome("unchanged", key, before.version)
+    try:
+        save = notebook_io.parse_notebook(data, f"'{key}'")
+    except BadInput as e:
+        return Outcome("partial", key, message=str(e))
+    if before is None:  # first sighting (or back after a deletion)
+        return Outcome("recorded", key, store.add(path, data, "observed").version)
+    history = store.history(path)
+    match = next((v for v in reversed(history) if v.sha256 == digest), None)
+    latest = history[-1]
+    if match is not None and match.version == latest.version and match.kind in ("observed", "conflict-copy"):
+        saved = match  # recorded, then interrupted (a crash) before it was handled: handle it now
+    elif match is not None and (match.version == latest.version or digest in own_writes):
+        store.add_on_disk(path, match.version)  # our own write, or one whose record was interrupted
+        return Outcome("recorded", key, match.version)
+    elif match is not None and latest.kind == "merged" and latest.remote == match.version:
+        return _write_merged(store, path, latest, data, own_writes)  # a merge recorded but not yet written
+    elif match is not None:
+        # equal to an earlier version: an intentional revert (undo, git checkout), never merged
+        return Outcome("recorded", key, store.add(path, data, "observed").version)
+    else:
+        saved = store.add(path, data, "observed", on_disk=False)  # the raw save is kept, whatever happens
+    declared = store.declared_base(path, digest)
+    if declared is not None:  # the writer said what it started from: no guessing
+        base = None if declared.sha256 == before.sha256 else declared
+    else:
+        candidates = [v for v in reversed(history[-HISTORY_WINDOW:])
+                      if v.sha256 and v.version not in (before.version, saved.version)]
+        base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
+    if base is None:
+        store.add_on_disk(path, saved.version)
+        return Outcome("recorded", key, saved.version)
+    return _merge_and_write(store, path, base, before, save, saved, data, own_writes)
 
 
 # --- writers that know their base ------------------------------------------

@@ -71,6 +71,8 @@ class Watcher:
         self.stats = Stats()
         self.own_writes: set[str] = set()
         self._due: dict[Path, float] = {}
+        self._snapshots: dict[Path, list[bytes]] = {}
+        self._refused: set[Path] = set()
         self._lock = threading.Lock()
         self._work = threading.RLock()  # one thread at a time talks to the stores
         self._wake = threading.Event()
@@ -90,11 +92,46 @@ class Watcher:
 
     def schedule(self, path: str | os.PathLike[str], delay: float | None = None) -> None:
         p = Path(os.fsdecode(path))
-        if not is_notebook(p, self.ignore):
+        if not self._watched(p):
             return
         with self._lock:
             self._due[p] = time.monotonic() + (self.debounce if delay is None else delay)
         self._wake.set()
+
+    def snapshot(self, path: str | os.PathLike[str]) -> None:
+        """Read a just-written file now, in the event thread, and queue its content.
+
+        A second writer can replace the file a few milliseconds later; what
+        the first one saved must still reach the store (and the merge).
+        """
+        p = Path(os.fsdecode(path))
+        if not self._watched(p):
+            return
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = None  # gone or unreadable: the worker reads (and reports) it
+        with self._lock:
+            if data is not None:
+                self._snapshots.setdefault(p, []).append(data)
+        self.schedule(p, 0)
+
+    def _watched(self, p: Path) -> bool:
+        """A notebook under a root, and no symlink leading out of the roots."""
+        if not is_notebook(p, self.ignore) or self._store_for(p) is None:
+            return False
+        if p.is_symlink():
+            target = Path(os.path.realpath(p))
+            if not any(target.is_relative_to(root) for root in self.roots):
+                self._refuse(p, "is a symlink to a file outside the watched folders; left alone")
+                return False
+        return True
+
+    def _refuse(self, p: Path, why: str) -> None:
+        if p not in self._refused:
+            self._refused.add(p)
+            self.log(f"skipped {p}: {why}")
 
     def _moved(self, src: str, dest: str) -> None:
         with self._work:
@@ -106,7 +143,7 @@ class Watcher:
         if store is not None and is_notebook(s, self.ignore) and is_notebook(d, self.ignore) and self._store_for(d) is store:
             if store.on_disk(s) is not None and store.on_disk(d) is None:
                 store.rename(s, d)
-        self.schedule(d)
+        self.snapshot(d)
 
     def _deleted(self, src: str) -> None:
         with self._work:
@@ -126,7 +163,7 @@ class Watcher:
 
         class Handler(FileSystemEventHandler):
             def on_closed(self, event):  # type: ignore[no-untyped-def]
-                watcher.schedule(event.src_path)
+                watcher.snapshot(event.src_path)
 
             def on_created(self, event):  # type: ignore[no-untyped-def]
                 if not event.is_directory:
@@ -150,7 +187,7 @@ class Watcher:
 
     # --- work --------------------------------------------------------------
 
-    def sync(self, path: Path) -> Outcome | None:
+    def sync(self, path: Path, data: bytes | None = None) -> Outcome | None:
         store = self._store_for(path)
         if store is None:
             return None
@@ -159,7 +196,7 @@ class Watcher:
                 if conflict_copy_of(path) is not None:
                     outcome = merge_copy(store, path, own_writes=self.own_writes)
                 else:
-                    outcome = sync_file(store, path, own_writes=self.own_writes)
+                    outcome = sync_file(store, path, data=data, own_writes=self.own_writes)
         except Exception as e:  # a watcher never stops for one bad file
             self.stats.errors += 1
             self.stats.last_error = f"{path}: {e}"
@@ -187,7 +224,7 @@ class Watcher:
 
         ``progress`` wraps the list of paths (the CLI passes a progress bar).
         """
-        paths = [p for root in self.roots for p in scan(root, self.ignore)]
+        paths = [p for root in self.roots for p in scan(root, self.ignore) if self._watched(p)]
         with ExitStack() as stack:
             for store in self.stores.values():
                 stack.enter_context(store.batch())
@@ -212,9 +249,14 @@ class Watcher:
                 ready = [p for p, t in self._due.items() if t <= now]
                 for p in ready:
                     del self._due[p]
+                snapshots = {p: self._snapshots.pop(p, []) for p in ready}
                 wait = min((t - now for t in self._due.values()), default=0.5)
             for path in ready:
-                self.sync(path)
+                # each save in the order it was written, then the file as it is now
+                for data in snapshots[path]:
+                    self.sync(path, data)
+                if not snapshots[path]:
+                    self.sync(path)
             if time.monotonic() >= next_rescan:
                 self._rescan()
                 next_rescan = time.monotonic() + self.rescan_every
