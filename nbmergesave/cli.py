@@ -582,3 +582,36 @@ def declare(notebook: str, base_sha256: str, content_sha: str | None, writer: st
     except (NbMergeSaveError, ValueError) as e:
         raise Refused(str(e)) from None
     click.echo(f"{notebook}: declared base {base_sha256[:12]}")
+
+
+@cli.command()
+@click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("--check-only", is_flag=True, help="Report, repair nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def fsck(root: str, check_only: bool, as_json: bool) -> None:
+    """Verify the version store of ROOT and repair what can be repaired.
+
+    Checks SQLite's integrity, every blob against its sha256, and versions
+    whose blob is missing (taken back from the notebook on disk when it still
+    holds those bytes, otherwise marked lost). Exit 0 when all was well, 1
+    when problems were found.
+
+    \b
+    Example:
+        nbmergesave fsck ~/projects/survey
+    """
+    import json
+
+    from .store import STORE_DIR, Store
+
+    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE"):
+        raise Refused(f"'{root}' has no version store (hint: run 'nbmergesave watch' on it first)")
+    with Store.open(root) as store:
+        report = store.fsck(repair=not check_only)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(f"integrity: {report['integrity']}; {report['blobs']} blobs checked; "
+                   f"{len(report['damaged'])} damaged, {len(report['missing'])} versions without their blob "
+                   f"({len(report['restored'])} restored from disk, {len(report['lost'])} marked lost)")
+    sys.exit(0 if report["ok"] else 1)

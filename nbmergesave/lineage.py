@@ -27,22 +27,26 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-Tokens = Counter
+class Tokens(Counter):  # type: ignore[type-arg]
+    """A notebook as a multiset of tokens, with its size kept (it bounds distances cheaply)."""
+
+    size: int = 0
 
 
-def tokens(nb: dict[str, Any]) -> Counter:
+def tokens(nb: dict[str, Any]) -> Tokens:
     """The notebook as a multiset of (cell key, line) and (cell key, outputs) tokens."""
-    out: Counter = Counter()
-    for index, cell in enumerate(nb.get("cells", [])):
+    out = Tokens()
+    for cell in nb.get("cells", []):
         key = cell.get("id") or f"#{cell.get('cell_type')}"
         for line in str(cell.get("source", "")).splitlines():
             out[(key, line)] += 1
         if cell.get("outputs"):
             out[(key, "\0outputs", repr(cell["outputs"]))] += 1
+    out.size = sum(out.values())
     return out
 
 
-def _distance(a: Counter, b: Counter) -> int:
+def _distance(a: Counter, b: Counter) -> int:  # type: ignore[type-arg]
     return sum(((a - b) + (b - a)).values())
 
 
@@ -50,22 +54,26 @@ def find_base(
     save: dict[str, Any],
     on_disk: Any,
     candidates: Sequence[Any],
-    tokens_of: Callable[[Any], Counter | None],
+    tokens_of: Callable[[Any], Tokens | None],
 ) -> Any | None:
     """Return the candidate ``save`` was made from, or ``None`` for an ordinary save on top of ``on_disk``.
 
-    ``candidates`` are older stored versions, newest first; ``tokens_of``
-    gives a version's :func:`tokens` (or ``None`` when it cannot be read).
+    ``candidates`` are older stored versions (with a ``version`` number);
+    ``tokens_of`` gives a version's :func:`tokens` (or ``None`` when it
+    cannot be read).
     """
     s = tokens(save)
     p = tokens_of(on_disk)
     if p is None:
         return None
     best, best_distance = None, _distance(p, s)
-    for version in candidates:
-        v = tokens_of(version)
-        if v is None:
-            continue
+    known = [(v, t) for v in candidates if (t := tokens_of(v)) is not None]
+    # Closest sizes first: a size difference is a lower bound of the distance,
+    # so the search stops as soon as no candidate left can be close enough.
+    known.sort(key=lambda vt: abs(vt[1].size - s.size))
+    for version, v in known:
+        if abs(v.size - s.size) > best_distance:
+            break
         added, removed = p - v, v - p
         if not added and not removed:
             continue
@@ -77,7 +85,7 @@ def find_base(
             continue
         d = _distance(v, s)
         # S saw none of P's additions, so at equal distance V explains S
-        # better than P does; among candidates the newest wins a tie.
-        if d < best_distance or (best is None and d == best_distance):
+        # better than P does; between candidates the newest wins a tie.
+        if (d <= best_distance) if best is None else (d < best_distance or (d == best_distance and version.version > best.version)):
             best, best_distance = version, d
     return best

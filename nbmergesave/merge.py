@@ -267,15 +267,25 @@ def _nbdime_region(
     import nbformat
     from nbdime.merging.notebooks import merge_notebooks
 
-    logging.getLogger("nbdime").setLevel(logging.ERROR)  # it warns about the id strategy on every call
+    _quiet_nbdime()
 
-    def wrap(cells: Sequence[Any]) -> Any:
+    def wrap(cells: Sequence[Any], ids: bool = True) -> Any:
+        plain = list(cells) if ids else [{k: v for k, v in c.items() if k != "id"} for c in cells]
         return nbformat.from_dict(copy.deepcopy({
-            "cells": list(cells), "metadata": dict(base.get("metadata", {})),
+            "cells": plain, "metadata": dict(base.get("metadata", {})),
             "nbformat": 4, "nbformat_minor": base.get("nbformat_minor", 0),
         }))
 
-    merged, decisions = merge_notebooks(wrap(b), wrap(l), wrap(r), _nbdime_args(options))
+    try:
+        merged, decisions = merge_notebooks(wrap(b), wrap(l), wrap(r), _nbdime_args(options))
+    except Exception:
+        # nbdime fails (KeyError 'id') when one of two inserted cells has an id
+        # and the other not: merge without ids (they are given back after);
+        # failing that, keep both sides whole, marked.
+        try:
+            merged, decisions = merge_notebooks(wrap(b, False), wrap(l, False), wrap(r, False), _nbdime_args(options))
+        except Exception:
+            return _both_sides(b, l, r, options)
     # nbdime gives the marker cells it makes random ids; drop them so that
     # _fix_cell_ids gives deterministic ones and a merge is reproducible.
     known = {c.get("id") for cells in (b, l, r) for c in cells}
@@ -284,6 +294,50 @@ def _nbdime_region(
         if not isinstance(c.get("id"), str) or c["id"] not in known:  # nbdime can merge ids into lists
             c.pop("id", None)
     return cells, _Decisions(decisions)
+
+
+def _both_sides(
+    b: Sequence[Any], l: Sequence[Any], r: Sequence[Any], options: MergeOptions
+) -> tuple[list[dict[str, Any]], _Decisions]:
+    """The region as one conflict: local's cells and remote's, between marker cells (as nbdime marks
+    conflicting inserts), or one side's cells when a strategy picks a side. Nothing is dropped."""
+    side = {"local": l, "remote": r, "base": b}.get(options.strategy)
+    if side is not None:
+        cells = [_plain(c) for c in side]
+        custom = cells
+    else:
+        def marker(text: str) -> dict[str, Any]:
+            return {"cell_type": "markdown", "metadata": {}, "source": f'<span style="color:red"><b>{text}</b></span>'}
+
+        cells = [marker("<<<<<<< local"), *map(_plain, l), marker("======="), *map(_plain, r), marker(">>>>>>> remote")]
+        custom = cells
+    decision = {
+        "common_path": ("cells",), "conflict": side is None, "action": "custom" if side is None else options.strategy,
+        "local_diff": [{"op": "addrange", "key": 0, "valuelist": list(l)}, {"op": "removerange", "key": 0, "length": len(b)}],
+        "remote_diff": [{"op": "addrange", "key": 0, "valuelist": list(r)}, {"op": "removerange", "key": 0, "length": len(b)}],
+        "custom_diff": [{"op": "addrange", "key": 0, "valuelist": custom}, {"op": "removerange", "key": 0, "length": len(b)}],
+    }
+    return cells, _Decisions([_AttrDict(decision)])
+
+
+class _AttrDict(dict):  # type: ignore[type-arg]
+    """nbdime's decisions allow attribute access; our stand-in does too."""
+
+    __getattr__ = dict.__getitem__
+
+
+def _quiet_nbdime() -> None:
+    """Settings for nbdime in this process, set before every use (cheap)."""
+    from nbdime import prettyprint
+
+    logging.getLogger("nbdime").setLevel(logging.ERROR)  # it warns about the id strategy on every call
+    # When both sides insert cells at one place, nbdime renders their text with
+    # `git merge-file` in a subprocess if git is installed: a process per
+    # conflict, and for text git takes for binary (a NUL byte) it returns
+    # nothing, so both sides' text vanished from the cell. nbdime's own
+    # renderer keeps both sides whole, in this process.
+    prettyprint.DefaultConfig.use_git = False
+    prettyprint.DefaultConfig.use_diff = False
 
 
 def _nbdime_args(options: MergeOptions) -> SimpleNamespace:
@@ -321,7 +375,7 @@ def _merged_top(
         import nbformat
         from nbdime.merging.notebooks import merge_notebooks
 
-        logging.getLogger("nbdime").setLevel(logging.ERROR)
+        _quiet_nbdime()
         wrap = lambda m: nbformat.from_dict(  # noqa: E731
             {"cells": [], "metadata": copy.deepcopy(dict(m)), "nbformat": 4, "nbformat_minor": base.get("nbformat_minor", 0)}
         )
@@ -484,6 +538,7 @@ def merge_files(
     ((), True)
     """
     from . import notebook_io
+    from .errors import NbMergeSaveError
 
     with _no_gc():
         nbs = [
@@ -491,7 +546,14 @@ def merge_files(
             for path, label in zip((base, local, remote), labels)
         ]
         result = merge(*nbs, options)
-        notebook_io.validate(result.notebook, "the merged notebook")
+        try:
+            notebook_io.validate(result.notebook, "the merged notebook")
+        except NbMergeSaveError:
+            # Inputs get a structural check only; an invalid merge comes from an
+            # invalid input: name that one.
+            for nb, label in zip(nbs, labels):
+                notebook_io.validate(nb, f"{label} '{(base, local, remote)[labels.index(label)]}'")
+            raise
         text = notebook_io.dumps(result.notebook)
     if out is not None:
         notebook_io.write_atomic(out, text)

@@ -12,7 +12,9 @@ import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -260,12 +262,49 @@ def dumps(nb: Mapping[str, Any]) -> str:
     return json.dumps(disk, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")) + "\n"
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
+class Changed(Exception):
+    """The file no longer holds the bytes a write expected to replace."""
+
+
+@dataclass
+class Replaced:
+    """The inode a write replaced, still open for reading.
+
+    A program that opened the old file before the rename (an editor in the
+    middle of its own save) goes on writing into this inode, which no name
+    points to any more. Whoever holds this can see that (``changed()``) and
+    read what it wrote (``read()``) instead of letting it vanish.
+    """
+
+    path: Path
+    fd: int
+    baseline: tuple[int, int]
+    since: float
+
+    def changed(self) -> bool:
+        st = os.fstat(self.fd)
+        return (st.st_size, st.st_mtime_ns) != self.baseline
+
+    def read(self) -> bytes:
+        size = os.fstat(self.fd).st_size
+        return os.pread(self.fd, size, 0)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: bytes | None = None) -> Replaced | None:
     """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
 
     The temporary file lives in the same folder (so the rename cannot cross
     file systems), takes the old file's mode, and is fsynced before and the
     folder after the rename. On any error the target is left as it was.
+
+    With ``expected`` (compare-and-swap), the old file is opened first and
+    must hold exactly those bytes, else :class:`Changed` is raised and
+    nothing is written; the old inode is then returned still open, as
+    :class:`Replaced`, so that a writer caught mid-save is not lost. The
+    caller closes it.
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -276,6 +315,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
+    old = _open_expected(target, expected) if expected is not None else None
     fd, tmp = tempfile.mkstemp(prefix=f".~{target.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -289,8 +329,26 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if old is not None:
+            old.close()
         raise
     _fsync_dir(folder)
+    return old
+
+
+def _open_expected(target: Path, expected: bytes) -> Replaced | None:
+    try:
+        fd = os.open(target, os.O_RDONLY)
+    except FileNotFoundError:
+        if expected:
+            raise Changed(str(target)) from None
+        return None
+    st = os.fstat(fd)
+    replaced = Replaced(target, fd, (st.st_size, st.st_mtime_ns), time.monotonic())
+    if replaced.read() != expected:
+        replaced.close()
+        raise Changed(str(target))
+    return replaced
 
 
 def _fsync_dir(folder: Path) -> None:

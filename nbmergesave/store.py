@@ -275,6 +275,50 @@ class Store:
         ).fetchone()
         return {"notebooks": len(self.tracked()), "merges": merges, "conflicts": conflicts}
 
+    def fsck(self, *, repair: bool = True) -> dict[str, Any]:
+        """Check the store; with ``repair``, mend what can be mended.
+
+        Runs SQLite's integrity check, verifies every blob against its sha256,
+        and finds versions whose blob is missing. A damaged blob is dropped; a
+        missing one is taken back from the notebook on disk when the file still
+        holds those bytes, otherwise its version is marked ``lost`` (and is no
+        longer the current one). Returns what was found and done.
+        """
+        report: dict[str, Any] = {"integrity": self._db.execute("PRAGMA integrity_check").fetchone()[0],
+                                  "blobs": 0, "damaged": [], "missing": [], "restored": [], "lost": []}
+        for digest, data in self._db.execute("SELECT sha256, data FROM blobs").fetchall():
+            report["blobs"] += 1
+            try:
+                ok = sha256(zlib.decompress(data)) == digest
+            except zlib.error:
+                ok = False
+            if not ok:
+                report["damaged"].append(digest)
+        with self._transaction():
+            if repair:
+                for digest in report["damaged"]:
+                    self._db.execute("DELETE FROM blobs WHERE sha256 = ?", (digest,))
+            rows = self._db.execute(
+                "SELECT path, version, sha256 FROM versions WHERE sha256 IS NOT NULL AND kind != 'lost' "
+                "AND sha256 NOT IN (SELECT sha256 FROM blobs)").fetchall()
+            for path, version, digest in rows:
+                report["missing"].append(f"{path} v{version}")
+                if not repair:
+                    continue
+                try:
+                    data = (self.root / path).read_bytes()
+                except OSError:
+                    data = b""
+                if sha256(data) == digest:
+                    self.put_blob(data)
+                    report["restored"].append(f"{path} v{version}")
+                else:
+                    self._db.execute("UPDATE versions SET kind = 'lost' WHERE path = ? AND version = ?", (path, version))
+                    self._db.execute("DELETE FROM on_disk WHERE path = ? AND version = ?", (path, version))
+                    report["lost"].append(f"{path} v{version}")
+        report["ok"] = report["integrity"] == "ok" and not report["damaged"] and not report["missing"]
+        return report
+
     def iter_versions(self) -> Iterator[Version]:
         for row in self._db.execute("SELECT * FROM versions ORDER BY path, version"):
             yield Version(*row)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter, OrderedDict
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,23 @@ from .store import Store, Version, sha256
 
 #: How many older versions the base search looks at.
 HISTORY_WINDOW = 200
+
+#: Crash-safety tests set this to slow every merge down, to kill the watcher mid-merge.
+_TEST_DELAY = float(os.environ.get("NBMERGESAVE_TEST_MERGE_DELAY", "0") or 0)
+
+
+@dataclass
+class Session:
+    """What one process remembers across sync calls.
+
+    ``own_writes``: sha256s of what it wrote. ``replaced``: files it replaced
+    whose old inode it still holds open: a writer that had the old file open
+    writes into that inode, and the watcher reads it from there (see
+    :class:`~nbmergesave.notebook_io.Replaced`).
+    """
+
+    own_writes: set[str] = field(default_factory=set)
+    replaced: list[notebook_io.Replaced] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,10 +63,10 @@ def _load(store: Store, version: Version) -> dict[str, Any] | None:
         return None
 
 
-_TOKENS: OrderedDict[tuple[str, str], Counter | None] = OrderedDict()
+_TOKENS: OrderedDict[tuple[str, str], lineage.Tokens | None] = OrderedDict()
 
 
-def _tokens(store: Store, version: Version) -> Counter | None:
+def _tokens(store: Store, version: Version) -> lineage.Tokens | None:
     """A stored version's lineage tokens, cached by content.
 
     Stored versions never change, and the base search looks at the same
@@ -68,7 +86,7 @@ def _tokens(store: Store, version: Version) -> Counter | None:
 
 
 def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, before: Version,
-                     save: dict[str, Any], saved: Version, expected: bytes, own_writes: set[str]) -> Outcome | None:
+                     save: dict[str, Any], saved: Version, expected: bytes, session: Session) -> Outcome | None:
     """Write ``merge(base, before, save)`` over ``path`` if it still holds ``expected``.
 
     The merge is recorded first. If the file changed meanwhile (a newer save
@@ -86,27 +104,41 @@ def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, 
     unresolved = len(result.unresolved)
     merged = store.add(path, text, "merged", on_disk=False, base=base.version, local=before.version,
                        remote=saved.version, conflicts=unresolved)
-    return _write_merged(store, path, merged, expected, own_writes)
+    return _write_merged(store, path, merged, expected, session)
 
 
 def _write_merged(store: Store, path: str | os.PathLike[str], merged: Version, expected: bytes,
-                  own_writes: set[str]) -> Outcome | None:
+                  session: Session) -> Outcome | None:
     key = store.key(path)
-    if os.path.exists(path) and not os.access(path, os.W_OK):
+    if _read_only(path):
         return Outcome("error", key, merged.version,
                        message=f"'{key}' is read-only: left untouched; the merge is version {merged.version} in the store")
-    # Compare-and-swap: only replace the bytes we merged from.
-    if _read_or_empty(path) != expected:
+    session.own_writes.add(merged.sha256 or "")
+    if _TEST_DELAY:  # test hook: widen the window between recording and writing a merge
+        time.sleep(_TEST_DELAY)
+    try:
+        replaced = notebook_io.write_atomic(path, store.content(merged), expected=expected)
+    except notebook_io.Changed:
+        # A newer save is on disk: the merge is still the current version, and
+        # the newer save will be merged against it, so nothing of this one is lost.
         store.add_on_disk(path, merged.version)
         return None
-    own_writes.add(merged.sha256 or "")
-    try:
-        notebook_io.write_atomic(path, store.content(merged))
     except OSError as e:
         return Outcome("error", key, merged.version,
                        message=f"cannot write merged '{key}': {e.strerror}; left untouched, the merge is version {merged.version}")
+    if replaced is not None:
+        session.replaced.append(replaced)
     store.add_on_disk(path, merged.version)
     return Outcome("merged", key, merged.version, merged.base, merged.local, merged.remote, merged.conflicts)
+
+
+def _read_only(path: str | os.PathLike[str]) -> bool:
+    """No write permission for us, or (as root, who may write anyway) none for anyone."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    return not os.access(path, os.W_OK) or not mode & 0o222
 
 
 def _read_or_empty(path: str | os.PathLike[str]) -> bytes:
@@ -133,19 +165,19 @@ def conflict_copy_of(path: str | os.PathLike[str]) -> Path | None:
     return p.with_name(match["stem"] + ".ipynb") if match else None
 
 
-def merge_copy(store: Store, copy: str | os.PathLike[str], *, own_writes: set[str] | None = None) -> Outcome:
+def merge_copy(store: Store, copy: str | os.PathLike[str], *, session: Session | None = None) -> Outcome:
     """Merge a sync tool's conflict copy into its notebook, then remove the copy.
 
     The copy is stored as a version of the notebook, its base found among
     the notebook's stored versions, and the copy is deleted only once the
     merge (conflicts or not) is recorded.
     """
-    own_writes = own_writes if own_writes is not None else set()
+    session = session if session is not None else Session()
     original = conflict_copy_of(copy)
     key = store.key(copy)
     if original is None:
         return Outcome("error", key, message=f"'{key}' is not a conflict copy")
-    synced = sync_file(store, original, own_writes=own_writes)  # the store must know the file as it is now
+    synced = sync_file(store, original, session=session)  # the store must know the file as it is now
     if synced.action in ("partial", "error"):
         return Outcome("partial", key, message=synced.message)
     try:
@@ -165,7 +197,7 @@ def merge_copy(store: Store, copy: str | os.PathLike[str], *, own_writes: set[st
     expected = Path(original).read_bytes()
     if sha256(expected) != before.sha256:
         return Outcome("partial", key, message=f"'{original}' changed; will look again")
-    outcome = _merge_and_write(store, original, base, before, save, saved, expected, own_writes)
+    outcome = _merge_and_write(store, original, base, before, save, saved, expected, session)
     if outcome is not None and outcome.action == "error":
         return outcome
     os.unlink(copy)  # the merge is recorded (and written, or a newer save will be merged against it)
@@ -173,16 +205,16 @@ def merge_copy(store: Store, copy: str | os.PathLike[str], *, own_writes: set[st
 
 
 def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None = None,
-              own_writes: set[str] | None = None, attempts: int = 5) -> Outcome:
+              session: Session | None = None, attempts: int = 5) -> Outcome:
     """Bring the store up to date with ``path`` and merge an overlapping save.
 
     ``data`` is the file's content when the caller read it already (the
     watcher reads at the close event, before a quick second save can replace
-    it); otherwise the file is read. ``own_writes`` holds sha256s of what
-    this process wrote: recorded, never taken for a new save. A file that
+    it); otherwise the file is read. ``session`` carries what this process
+    wrote (recorded, never taken for a new save) across calls. A file that
     does not parse yet (a save in progress) gives ``partial``: retry later.
     """
-    own_writes = own_writes if own_writes is not None else set()
+    session = session if session is not None else Session()
     key = store.key(path)
     for _ in range(attempts):
         if data is None:
@@ -190,14 +222,14 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
                 data = notebook_io.read_bytes(path)
             except BadInput as e:
                 return Outcome("error", key, message=str(e))
-        outcome = _sync_once(store, path, key, data, own_writes)
+        outcome = _sync_once(store, path, key, data, session)
         if outcome is not None:
             return outcome
         data = None  # a newer save replaced the file while we merged: merge it against our result
     return Outcome("partial", key, message=f"'{key}' kept changing; will look again")
 
 
-def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes, own_writes: set[str]) -> Outcome | None:
+def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes, session: Session) -> Outcome | None:
     digest = sha256(data)
     before = store.on_disk(path)
     if before is not None and before.sha256 == digest:
@@ -211,13 +243,23 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     history = store.history(path)
     match = next((v for v in reversed(history) if v.sha256 == digest), None)
     latest = history[-1]
+    if match is not None and _read_or_empty(path) != data:
+        # Content handled already, seen again late (two events for one save, or one
+        # of our writes), and no longer the file: nothing to do.
+        return Outcome("unchanged", key, match.version)
+    if match is not None and digest in session.own_writes:
+        # The file holds an older write of ours, and the current version (a merge
+        # whose write found a newer save in the way) never reached it: write it now.
+        if before.kind == "merged":
+            return _write_merged(store, path, before, data, session)
+        return Outcome("unchanged", key, match.version)
     if match is not None and match.version == latest.version and match.kind in ("observed", "conflict-copy"):
         saved = match  # recorded, then interrupted (a crash) before it was handled: handle it now
-    elif match is not None and (match.version == latest.version or digest in own_writes):
-        store.add_on_disk(path, match.version)  # our own write, or one whose record was interrupted
+    elif match is not None and match.version == latest.version:
+        store.add_on_disk(path, match.version)  # written, then interrupted before it was marked current
         return Outcome("recorded", key, match.version)
     elif match is not None and latest.kind == "merged" and latest.remote == match.version:
-        return _write_merged(store, path, latest, data, own_writes)  # a merge recorded but not yet written
+        return _write_merged(store, path, latest, data, session)  # a merge recorded but not yet written
     elif match is not None:
         # equal to an earlier version: an intentional revert (undo, git checkout), never merged
         return Outcome("recorded", key, store.add(path, data, "observed").version)
@@ -233,7 +275,7 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     if base is None:
         store.add_on_disk(path, saved.version)
         return Outcome("recorded", key, saved.version)
-    return _merge_and_write(store, path, base, before, save, saved, data, own_writes)
+    return _merge_and_write(store, path, base, before, save, saved, data, session)
 
 
 # --- writers that know their base ------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .store import STORE_DIR, Store
-from .sync import Outcome, conflict_copy_of, merge_copy, sync_file
+from .sync import Outcome, Session, conflict_copy_of, merge_copy, sync_file
 
 SKIP_DIRS = frozenset({".ipynb_checkpoints", STORE_DIR, ".git"})
 
@@ -69,9 +70,10 @@ class Watcher:
         self.debounce, self.rescan_every, self.retry = debounce, rescan, retry
         self.ignore = tuple(ignore)
         self.stats = Stats()
-        self.own_writes: set[str] = set()
+        self.session = Session()
         self._due: dict[Path, float] = {}
         self._snapshots: dict[Path, list[bytes]] = {}
+        self._ops: list[tuple[str, Path, Path | None]] = []
         self._refused: set[Path] = set()
         self._lock = threading.Lock()
         self._work = threading.RLock()  # one thread at a time talks to the stores
@@ -133,28 +135,36 @@ class Watcher:
             self._refused.add(p)
             self.log(f"skipped {p}: {why}")
 
-    def _moved(self, src: str, dest: str) -> None:
-        with self._work:
-            self._moved_locked(src, dest)
+    # The event thread only reads files and queues work: it never waits for
+    # the store, so a save is read the moment it is closed, even while the
+    # worker is busy merging the previous one.
 
-    def _moved_locked(self, src: str, dest: str) -> None:
+    def _moved(self, src: str, dest: str) -> None:
         s, d = Path(os.fsdecode(src)), Path(os.fsdecode(dest))
-        store = self._store_for(s)
-        if store is not None and is_notebook(s, self.ignore) and is_notebook(d, self.ignore) and self._store_for(d) is store:
-            if store.on_disk(s) is not None and store.on_disk(d) is None:
-                store.rename(s, d)
+        if is_notebook(s, self.ignore) and self._store_for(s) is not None:
+            with self._lock:
+                self._ops.append(("rename", s, d))
         self.snapshot(d)
 
     def _deleted(self, src: str) -> None:
-        with self._work:
-            self._deleted_locked(src)
-
-    def _deleted_locked(self, src: str) -> None:
         p = Path(os.fsdecode(src))
-        store = self._store_for(p)
-        if store is not None and is_notebook(p, self.ignore) and store.on_disk(p) is not None and not p.exists():
-            store.add(p, None, "deleted")
-            self.log(f"deleted {p}")
+        if is_notebook(p, self.ignore) and self._store_for(p) is not None:
+            with self._lock:
+                self._ops.append(("delete", p, None))
+            self._wake.set()
+
+    def _apply(self, op: str, a: Path, b: Path | None) -> None:
+        """A rename or deletion, in the worker, in event order."""
+        store = self._store_for(a)
+        if store is None:
+            return
+        if op == "rename" and b is not None:
+            if self._store_for(b) is store and is_notebook(b, self.ignore) and store.on_disk(a) is not None \
+                    and store.on_disk(b) is None:
+                store.rename(a, b)  # history moves with the file
+        elif op == "delete" and store.on_disk(a) is not None and not a.is_file():
+            store.add(a, None, "deleted")
+            self.log(f"deleted {a}")
 
     def _handler(self):  # type: ignore[no-untyped-def]
         from watchdog.events import FileSystemEventHandler
@@ -194,9 +204,9 @@ class Watcher:
         try:
             with self._work:
                 if conflict_copy_of(path) is not None:
-                    outcome = merge_copy(store, path, own_writes=self.own_writes)
+                    outcome = merge_copy(store, path, session=self.session)
                 else:
-                    outcome = sync_file(store, path, data=data, own_writes=self.own_writes)
+                    outcome = sync_file(store, path, data=data, session=self.session)
         except Exception as e:  # a watcher never stops for one bad file
             self.stats.errors += 1
             self.stats.last_error = f"{path}: {e}"
@@ -219,6 +229,41 @@ class Watcher:
                      f" -> v{outcome.version} ({what})")
         return outcome
 
+    #: How long a replaced file's old inode is watched for a writer caught mid-save.
+    REPLACED_WATCH = 2.0
+
+    def _check_replaced(self) -> None:
+        """Read what a writer put into a file we replaced while it had the file open."""
+        keep = []
+        for old in self.session.replaced:
+            try:
+                changed = old.changed()
+                data = old.read() if changed else b""
+            except OSError:
+                old.close()
+                continue
+            if changed and self._parses(data):
+                self.log(f"recovered a save into {old.path} that was written while the file was being replaced")
+                with self._lock:
+                    self._snapshots.setdefault(old.path, []).append(data)
+                    self._due[old.path] = time.monotonic()
+                old.close()
+            elif time.monotonic() - old.since < (self.REPLACED_WATCH * 3 if changed else self.REPLACED_WATCH):
+                keep.append(old)
+            else:
+                old.close()
+        self.session.replaced = keep
+
+    @staticmethod
+    def _parses(data: bytes) -> bool:
+        from .notebook_io import parse_notebook
+
+        try:
+            parse_notebook(data)
+            return True
+        except Exception:
+            return False
+
     def initial_scan(self, progress: Callable[[list[Path]], Iterable[Path]] = iter) -> int:
         """Record the current version of every notebook under the roots.
 
@@ -237,7 +282,8 @@ class Watcher:
             present = {store.key(p) for p in scan(root, self.ignore)}
             for key in store.tracked():
                 if key not in present:
-                    self._deleted(str(root / key))
+                    with self._work:
+                        self._apply("delete", root / key, None)
             for key in present:
                 self.schedule(root / key, 0)
 
@@ -250,7 +296,13 @@ class Watcher:
                 for p in ready:
                     del self._due[p]
                 snapshots = {p: self._snapshots.pop(p, []) for p in ready}
+                ops, self._ops = self._ops, []
+            with self._work:
+                for op in ops:
+                    self._apply(*op)
+            with self._lock:
                 wait = min((t - now for t in self._due.values()), default=0.5)
+            self._check_replaced()
             for path in ready:
                 # each save in the order it was written, then the file as it is now
                 for data in snapshots[path]:
@@ -261,6 +313,8 @@ class Watcher:
                 self._rescan()
                 next_rescan = time.monotonic() + self.rescan_every
             if not ready:
+                if self.session.replaced:
+                    wait = min(wait, 0.01)
                 self._wake.wait(max(0.0, min(wait, 0.5)))
                 self._wake.clear()
 
@@ -270,6 +324,10 @@ class Watcher:
                                      FileDeletedEvent, FileMovedEvent)
         from watchdog.observers import Observer
 
+        # The event thread must get the interpreter quickly while the worker
+        # merges: a save is read at its close event, before the next writer's
+        # save can replace it, and every millisecond of waiting widens that window.
+        sys.setswitchinterval(0.0005)
         self._observer = Observer()
         # Always filter: watchdog's default mask includes open/close-without-write,
         # which floods the kernel queue on large trees.

@@ -42,13 +42,17 @@ class Project:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nbmergesave", "watch", str(self.root), "--rescan", "600"],
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert self.proc.stderr is not None
-        line = self.proc.stderr.readline()
-        assert "watching" in line, line
+        # The watcher's stderr goes to a file: a pipe nobody reads fills up and stops it.
+        self.log = self.root.parent / "watcher.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nbmergesave", "watch", str(self.root), "--rescan", "600"],
+                stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        wait_for(lambda: "watching" in self.output(), "the watcher to start")
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -5,7 +5,9 @@ installs (or ``jupyter server extension enable nbmergesave``). It wraps the
 server's contents manager (sync or async, whichever is configured):
 
 * the base of a save through this server is the last content this server
-  returned for that path (GET with content) or received for it (PUT);
+  returned for that path (GET with content) or received for it (PUT); with
+  several clients on one server, the one of its recent GETs and PUTs that the
+  incoming notebook is closest to;
 * on a PUT of a notebook, when the file on disk is no longer that base
   (another server, ``git pull``, a sync tool changed it), the incoming
   notebook is replaced by ``merge(base, on disk, incoming)`` before the server
@@ -43,25 +45,46 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 class SaveMerger:
     """The per-server memory of bases, and the merge done before each notebook save."""
 
+    #: How many served versions of a path are remembered (one per client is enough).
+    REMEMBERED = 16
+
     def __init__(self, contents_manager: Any, log: logging.Logger | logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         self.cm = contents_manager
         self.log = log
-        self.bases: dict[str, bytes] = {}
+        self.served: dict[str, list[bytes]] = {}
+
+    def remember(self, path: str, data: bytes) -> None:
+        versions = [v for v in self.served.get(path, []) if v != data]
+        self.served[path] = (versions + [data])[-self.REMEMBERED:]
+
+    def base_of(self, path: str, incoming: bytes) -> bytes | None:
+        """The content this server last gave or took for ``path``; with several clients on one
+        server, the one of those the incoming notebook is closest to (each client saves what it
+        was given plus its own edits)."""
+        versions = self.served.get(path, [])
+        if len(versions) <= 1:
+            return versions[-1] if versions else None
+        from ..lineage import _distance, tokens
+
+        new = tokens(notebook_io.parse_notebook(incoming))
+        scored = [(_distance(tokens(notebook_io.parse_notebook(v)), new), -i, v) for i, v in enumerate(versions)]
+        return min(scored)[2]
 
     def loaded(self, path: str, model: dict[str, Any]) -> None:
         if model.get("type") == "notebook" and model.get("content") is not None:
             try:
-                self.bases[path] = notebook_io.dumps(model["content"]).encode()
+                self.remember(path, notebook_io.dumps(model["content"]).encode())
             except Exception:  # an odd model is the server's business, not ours
-                self.bases.pop(path, None)
+                pass
 
     def before_save(self, model: dict[str, Any], path: str) -> None:
         if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
             return
         incoming = notebook_io.dumps(model["content"]).encode()
-        base = self.bases.get(path)
+        base = None
         os_path = self.cm._get_os_path(path)
         try:
+            base = self.base_of(path, incoming)
             self._merge_into(model, path, os_path, incoming, base)
         except Exception as e:
             self.log.error("nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e, exc_info=True)
@@ -71,7 +94,7 @@ class SaveMerger:
             except Exception:
                 self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
         finally:
-            self.bases[path] = incoming  # what this client now holds
+            self.remember(path, incoming)  # what this client now holds
 
     def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes, base: bytes | None) -> None:
         import nbformat

@@ -1,0 +1,330 @@
+"""Concurrent-writer soak: N editors save one notebook under a running watcher; nothing may be lost.
+
+    python benchmarks/soak.py                      # 4 writers x 200 saves, files on disk
+    python benchmarks/soak.py --jupyter            # the same, saving through two real jupyter_servers
+    python benchmarks/soak.py --writers 3 --saves 30 --min-wait 0.02 --max-wait 0.1
+
+Each writer behaves like an editor: it keeps its own copy in memory, appends
+a numbered line to its own cell (and now and then to a shared cell), and
+saves every 50-500 ms at random, in one of the ways real writers save
+(Jupyter's copy-then-write-in-place, temporary file + rename, plain write;
+with --jupyter, a PUT to its server). Now and then it reloads the file from
+disk, as an editor does after "file changed on disk". At the end every line
+each writer put in its own cell that any stored version held must be in the
+final notebook (a conflict's markers count: they hold both sides), and the
+file must be a valid notebook. Prints saves, merges, conflicts, lost edits,
+saves no watcher could see (replaced by another writer's save within
+milliseconds) and the edits lost with them, and the save-to-merged latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nbmergesave import notebook_io  # noqa: E402
+from nbmergesave.store import Store, sha256  # noqa: E402
+
+NAME = "shared.ipynb"
+
+
+def initial(writers: int) -> dict[str, Any]:
+    cells = [{"cell_type": "markdown", "id": "title", "metadata": {}, "source": "# Shared analysis"}]
+    for k in range(writers):
+        cells.append({"cell_type": "code", "execution_count": None, "id": f"w{k}", "metadata": {}, "outputs": [],
+                      "source": f"# writer {k}"})
+        cells.append({"cell_type": "markdown", "id": f"shared{k}", "metadata": {}, "source": f"shared notes {k}"})
+    return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def _append(nb: dict[str, Any], cell_id: str, line: str) -> None:
+    for c in nb["cells"]:
+        if c.get("id") == cell_id:
+            c["source"] += "\n" + line
+            return
+
+
+def writer(k: int, root: str, saves: int, waits: tuple[float, float], seed: int, events: Any,
+           server: dict[str, Any] | None) -> None:
+    """One editor process; puts (writer, line, time saved, sha256 or None) on ``events``, then ("done", k)."""
+    try:
+        _edit_and_save(k, Path(root) / NAME, saves, waits, random.Random(seed), events, server)
+    finally:
+        events.put(("done", k, 0.0, None))
+
+
+def _edit_and_save(k: int, path: Path, saves: int, waits: tuple[float, float], rng: random.Random, events: Any,
+                   server: dict[str, Any] | None) -> None:
+    nb = _load(path, server)
+    for n in range(saves):
+        time.sleep(rng.uniform(*waits))
+        if rng.random() < 0.05:
+            nb = _load(path, server)  # "file changed on disk": reload
+        line = f"w{k} edit {n}"
+        _append(nb, f"w{k}", line)
+        if rng.random() < 0.1:
+            _append(nb, f"shared{rng.randrange(len(nb['cells']) // 2)}", f"w{k} shared note {n}")
+        data = notebook_io.dumps(nb).encode()
+        if server is not None:
+            _request(server, "PUT", f"/api/contents/{NAME}", {"type": "notebook", "format": "json", "content": nb})
+            events.put((k, line, time.time(), None))
+            continue
+        style = rng.choice(["jupyter", "rename", "plain"])
+        if style == "jupyter":  # FileContentsManager: copy aside, rewrite in place, remove the copy
+            aside = path.with_name(f".~{NAME}")  # shared by all writers, as by two Jupyter servers
+            try:
+                shutil.copy2(path, aside)
+            except FileNotFoundError:
+                pass
+            with open(path, "wb") as f:
+                f.write(data)
+            aside.unlink(missing_ok=True)
+        elif style == "rename":
+            tmp = path.with_name(f".{NAME}.{k}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        else:
+            with open(path, "wb") as f:
+                f.write(data)
+        events.put((k, line, time.time(), sha256(data) + ":" + style))
+
+
+def _load(path: Path, server: dict[str, Any] | None) -> dict[str, Any]:
+    if server is not None:
+        for _ in range(50):
+            try:
+                return _request(server, "GET", f"/api/contents/{NAME}")["content"]
+            except OSError:  # 400 while another save rewrites the file in place: ask again
+                time.sleep(0.01)
+        return _request(server, "GET", f"/api/contents/{NAME}")["content"]
+    for _ in range(50):
+        try:
+            return notebook_io.read_notebook(path)
+        except Exception:  # caught mid-write by another writer: read again
+            time.sleep(0.01)
+    return notebook_io.read_notebook(path)
+
+
+def _request(server: dict[str, Any], method: str, url: str, body: Any = None) -> Any:
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{server['port']}{url}", data=data, method=method,
+                                 headers={"Authorization": f"token {server['token']}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as response:
+        return json.loads(response.read() or b"null")
+
+
+@dataclass
+class SoakResult:
+    """``lost``: edits missing from the final file although a stored version held them (the tool's
+    fault; must be empty). ``unseen``: edits missing from the file that no stored version ever held:
+    their save was replaced by another writer's within the watcher's read latency (a writer-vs-writer
+    race, invisible to any file watcher), and their writer then reloaded from disk before saving again.
+    ``missing``: saves never seen, for that same reason."""
+
+    saves: int
+    merges: int
+    conflicts: int
+    lost: list[str]
+    unseen: list[str]
+    missing: int
+    latencies: list[float]
+    valid: bool
+
+    def report(self) -> str:
+        lat = sorted(self.latencies) or [0.0]
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        return (f"saves {self.saves}, merges {self.merges}, merges with conflicts {self.conflicts}, valid notebook {self.valid}\n"
+                f"lost edits {len(self.lost)} (an edit the store had, missing from the file)\n"
+                f"saves replaced by another writer's before any watcher could read them: {self.missing}; "
+                f"edits lost with them (their writer reloaded before saving again): {len(self.unseen)}\n"
+                f"save-to-merged latency: median {statistics.median(lat) * 1000:.0f} ms, "
+                f"99th percentile {p99 * 1000:.0f} ms")
+
+
+def _start_servers(root: Path, tmp: Path, count: int) -> list[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
+    import secrets
+    import socket
+
+    config = tmp / "jupyter"
+    config.mkdir(exist_ok=True)
+    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}}))
+    started = []
+    for _ in range(count):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        info = {"port": port, "token": secrets.token_hex(16)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={info['token']}", f"--ServerApp.root_dir={root}",
+             *(["--allow-root"] if os.geteuid() == 0 else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(config / "runtime")},
+        )
+        started.append((proc, info))
+    for proc, info in started:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _request(info, "GET", "/api/status")
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("jupyter_server did not start") from None
+                time.sleep(0.1)
+    return started
+
+
+def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 0.5), seed: int = 1,
+        jupyter: bool = False, timeout: float = 600.0, keep: str | None = None) -> SoakResult:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(keep or tmp_name)
+        root = tmp / "project"
+        root.mkdir()
+        path = root / NAME
+        path.write_text(notebook_io.dumps(initial(writers)))
+        log = tmp / "watcher.log"
+        with open(log, "w") as out:  # a file, not a pipe: a pipe nobody reads fills up and stops the watcher
+            watcher = subprocess.Popen([sys.executable, "-m", "nbmergesave", "watch", str(root), "--rescan", "5"],
+                                       stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        servers = _start_servers(root, tmp, 2) if jupyter else []
+        try:
+            _wait_for(lambda: "watching" in log.read_text(), 60)
+            ctx = mp.get_context("fork")
+            events = ctx.Queue()
+            procs = [ctx.Process(target=writer, args=(k, str(root), saves, waits, seed * 1000 + k, events,
+                                                      servers[k % 2][1] if servers else None)) for k in range(writers)]
+            for p in procs:
+                p.start()
+            pending: dict[str, float] = {}
+            latencies: list[float] = []
+            lines: dict[int, list[str]] = {k: [] for k in range(writers)}
+            shas: list[str] = []
+            styles: dict[str, str] = {}
+            done = 0
+            deadline = time.monotonic() + timeout
+            quiet_since = None
+            while time.monotonic() < deadline:
+                while not events.empty():
+                    k, line, at, digest = events.get()
+                    if k == "done":
+                        done += 1
+                        continue
+                    lines[k].append(line)
+                    pending[line] = at
+                    if digest:
+                        shas.append(digest.split(":")[0])
+                        styles[digest.split(":")[0]] = digest.split(":")[1]
+                text = _read_text(path)
+                now = time.time()
+                for line in [x for x in pending if x in text]:
+                    latencies.append(now - pending.pop(line))
+                if done == writers:
+                    if not pending:
+                        break
+                    # the rest is lost unless the watcher is still at work
+                    quiet_since = (quiet_since or time.monotonic()) if _settled(root) else None
+                    if quiet_since and time.monotonic() - quiet_since > 2:
+                        break
+                time.sleep(0.005)
+            for p in procs:
+                p.join(timeout=30)
+            _wait_settled(root)
+            final = notebook_io.read_notebook(path)
+            try:
+                notebook_io.validate(final)
+                valid = True
+            except Exception:
+                valid = False
+            text = json.dumps(final)
+            gone = [line for k in lines for line in lines[k] if line not in text]
+            with Store.open(root) as store:
+                versions = store.history(path)
+                known = {v.sha256 for v in versions}
+                merges = [v for v in versions if v.kind == "merged"]
+                stored = "".join(store.content(v).decode() for v in versions if v.sha256)
+            lost = [line for line in gone if line in stored]
+            unseen = [line for line in gone if line not in stored]
+            missing = [d for d in shas if d not in known]
+            if missing and os.environ.get("SOAK_DEBUG"):
+                print("missing saves by style:", {st: sum(styles[d] == st for d in missing) for st in set(styles.values())})
+            return SoakResult(sum(len(v) for v in lines.values()), len(merges), sum(m.conflicts > 0 for m in merges),
+                              lost, unseen, len(missing), latencies, valid)
+        finally:
+            watcher.terminate()
+            watcher.wait(timeout=30)
+            for proc, _ in servers:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def _wait_for(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the watcher did not start")
+        time.sleep(0.02)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _settled(root: Path) -> bool:
+    with Store.open(root) as store:
+        current = store.on_disk(root / NAME)
+        return current is not None and current.sha256 == sha256((root / NAME).read_bytes())
+
+
+def _wait_settled(root: Path, quiet: float = 1.0, timeout: float = 60.0) -> None:
+    """Until the store's current version is the file, and has stayed so for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    since = None
+    while time.monotonic() < deadline:
+        if _settled(root):
+            since = since or time.monotonic()
+            if time.monotonic() - since >= quiet:
+                return
+        else:
+            since = None
+        time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--saves", type=int, default=200, help="saves per writer")
+    parser.add_argument("--min-wait", type=float, default=0.05)
+    parser.add_argument("--max-wait", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jupyter", action="store_true", help="save through two real jupyter_server processes")
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR (new, empty) and leave it for inspection")
+    args = parser.parse_args()
+    result = run(args.writers, args.saves, (args.min_wait, args.max_wait), args.seed, args.jupyter, keep=args.keep)
+    print(result.report())
+    if result.lost:
+        print("lost:", ", ".join(result.lost[:20]))
+    sys.exit(1 if result.lost or not result.valid else 0)
+
+
+if __name__ == "__main__":
+    main()
