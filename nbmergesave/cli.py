@@ -615,3 +615,22 @@ def fsck(root: str, check_only: bool, as_json: bool) -> None:
                    f"{len(report['damaged'])} damaged, {len(report['missing'])} versions without their blob "
                    f"({len(report['restored'])} restored from disk, {len(report['lost'])} marked lost)")
     sys.exit(0 if report["ok"] else 1)
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(file_okay=False))
+def demo(folder: str | None) -> None:
+    """Show the main job: two people save one notebook over each other, and nothing is lost.
+
+    Creates a small project in FOLDER (a new temporary folder by default),
+    watches it, plays two overlapping saves and a conflicting pair, prints
+    what happens, and leaves the folder for inspection.
+
+    \b
+    Example:
+        nbmergesave demo
+        nbmergesave demo ./try-it
+    """
+    from .demo import run_demo
+
+    run_demo(folder, click.echo)

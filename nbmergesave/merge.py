@@ -328,16 +328,28 @@ class _AttrDict(dict):  # type: ignore[type-arg]
 
 def _quiet_nbdime() -> None:
     """Settings for nbdime in this process, set before every use (cheap)."""
-    from nbdime import prettyprint
+    from nbdime.merging import strategies
 
     logging.getLogger("nbdime").setLevel(logging.ERROR)  # it warns about the id strategy on every call
-    # When both sides insert cells at one place, nbdime renders their text with
-    # `git merge-file` in a subprocess if git is installed: a process per
-    # conflict, and for text git takes for binary (a NUL byte) it returns
-    # nothing, so both sides' text vanished from the cell. nbdime's own
-    # renderer keeps both sides whole, in this process.
-    prettyprint.DefaultConfig.use_git = False
-    prettyprint.DefaultConfig.use_diff = False
+    if strategies.merge_render is not _safe_merge_render:
+        _safe_merge_render.nbdime = strategies.merge_render  # type: ignore[attr-defined]
+        strategies.merge_render = _safe_merge_render
+
+
+def _safe_merge_render(base: Any, local: Any, remote: Any, strategy: Any = None, *args: Any, **kwargs: Any) -> Any:
+    """nbdime's inline text merge, without losing text.
+
+    nbdime renders conflicting text with `git merge-file` when git is
+    installed (hunk by hunk, the best output). git takes text with a NUL byte
+    for binary and returns nothing, and both sides' text vanished from the
+    cell; for such text nbdime's own renderer is used, which keeps both sides
+    whole.
+    """
+    from nbdime import prettyprint
+
+    if any("\0" in str(text) for text in (base, local, remote)):
+        return prettyprint.builtin_merge_render(base, local, remote, strategy)
+    return _safe_merge_render.nbdime(base, local, remote, strategy, *args, **kwargs)  # type: ignore[attr-defined]
 
 
 def _nbdime_args(options: MergeOptions) -> SimpleNamespace:

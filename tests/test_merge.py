@@ -127,3 +127,27 @@ def test_notebook_metadata_conflict() -> None:
     result = merge(base, local, remote)
     assert [(c.kind, c.cell) for c in result.conflicts] == [("notebook-metadata", None)]
     notebook_io.validate(result.notebook)
+
+
+def test_conflicting_text_with_a_nul_byte_keeps_both_sides() -> None:
+    """nbdime's `git merge-file` renderer returned nothing for it (git calls it binary)."""
+    base = notebook(cell("rows = a\nlen(rows)", "x"))
+    local = notebook(cell("rows = b\0\nlen(rows)", "x"))
+    remote = notebook(cell("rows = c\nlen(rows)", "x"))
+    source = merge(base, local, remote).notebook["cells"][0]["source"]
+    assert "rows = b\0" in source and "rows = c" in source and source.startswith("<<<<<<< local")
+
+
+def test_a_region_nbdime_cannot_merge_keeps_both_sides_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbdime.merging import notebooks
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("id")
+
+    monkeypatch.setattr(notebooks, "merge_notebooks", broken)
+    base = notebook(cell("a", "a"))
+    result = merge(base, notebook(cell("a1", "a")), notebook(cell("a2", "a")))
+    sources = [c["source"] for c in result.notebook["cells"]]
+    assert sources[1::2] == ["a1", "a2"] and "<<<<<<< local" in sources[0]
+    assert [c.resolution for c in result.conflicts] == ["inline"]
+    notebook_io.validate(result.notebook)
