@@ -318,12 +318,24 @@ def _write_back(notebook: str, number: int, kind: str) -> int:
             # The current file goes into the store first, if it is new: nothing is lost.
             from .sync import sync_file
 
+            before = store.on_disk(notebook) if not Path(notebook).exists() else None
             if Path(notebook).exists():
                 sync_file(store, notebook)
-            write_atomic(notebook, data)
-            return store.add(notebook, data, kind).version
+                before = store.on_disk(notebook)
+            # Recorded as current before the write, so a watcher on the folder
+            # takes the write for what it is, not for a new save.
+            version = store.add(notebook, data, kind)
+            try:
+                write_atomic(notebook, data)
+            except OSError:
+                if before is not None:
+                    store.add_on_disk(notebook, before.version)
+                raise
+            return version.version
         except NbMergeSaveError as e:
             raise Refused(str(e)) from None
+        except OSError as e:
+            raise Refused(f"cannot write '{notebook}': {e.strerror}") from None
 
 
 @cli.command()

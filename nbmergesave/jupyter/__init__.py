@@ -22,9 +22,12 @@ This module is imported only by Jupyter.
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .. import notebook_io
@@ -69,6 +72,29 @@ class SaveMerger:
         new = tokens(notebook_io.parse_notebook(incoming))
         scored = [(_distance(tokens(notebook_io.parse_notebook(v)), new), -i, v) for i, v in enumerate(versions)]
         return min(scored)[2]
+
+    @contextmanager
+    def lock(self, path: str) -> Iterator[None]:
+        """Hold the store's save lock from reading the file on disk to writing the merge.
+
+        Two servers saving one notebook at once would each merge with the file
+        as it was before the other's write, and the later write would drop the
+        earlier one's changes; the lock (flock, so across processes) makes the
+        second wait a few milliseconds and merge with the first's result.
+        """
+        try:
+            os_path = self.cm._get_os_path(path)
+            with open_store(os_path) as store:
+                lock_file = store.location / "save.lock"
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        except Exception:
+            yield  # no lock to be had (say, a read-only folder): save as before
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def loaded(self, path: str, model: dict[str, Any]) -> None:
         if model.get("type") == "notebook" and model.get("content") is not None:
@@ -150,8 +176,9 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
 
     if inspect.iscoroutinefunction(original_save):
         async def save(model: dict[str, Any], path: str = "") -> Any:
-            merger.before_save(model, path.strip("/"))
-            return await original_save(model, path)
+            with merger.lock(path.strip("/")):
+                merger.before_save(model, path.strip("/"))
+                return await original_save(model, path)
 
         async def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:
             model = await original_get(path, content, *args, **kwargs)
@@ -160,8 +187,9 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
             return model
     else:
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
-            merger.before_save(model, path.strip("/"))
-            return original_save(model, path)
+            with merger.lock(path.strip("/")):
+                merger.before_save(model, path.strip("/"))
+                return original_save(model, path)
 
         def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             model = original_get(path, content, *args, **kwargs)
