@@ -22,12 +22,13 @@ This module is imported only by Jupyter.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import inspect
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from .. import notebook_io
@@ -55,6 +56,7 @@ class SaveMerger:
         self.cm = contents_manager
         self.log = log
         self.served: dict[str, list[bytes]] = {}
+        self._local = asyncio.Lock()
 
     def remember(self, path: str, data: bytes) -> None:
         versions = [v for v in self.served.get(path, []) if v != data]
@@ -73,6 +75,13 @@ class SaveMerger:
         scored = [(_distance(tokens(notebook_io.parse_notebook(v)), new), -i, v) for i, v in enumerate(versions)]
         return min(scored)[2]
 
+    def _lock_fd(self, path: str) -> int | None:
+        try:
+            with open_store(self.cm._get_os_path(path)) as store:
+                return os.open(store.location / "save.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except Exception:
+            return None  # no lock to be had (say, a read-only folder): save as before
+
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
         """Hold the store's save lock from reading the file on disk to writing the merge.
@@ -82,19 +91,28 @@ class SaveMerger:
         earlier one's changes; the lock (flock, so across processes) makes the
         second wait a few milliseconds and merge with the first's result.
         """
+        fd = self._lock_fd(path)
         try:
-            os_path = self.cm._get_os_path(path)
-            with open_store(os_path) as store:
-                lock_file = store.location / "save.lock"
-            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-        except Exception:
-            yield  # no lock to be had (say, a read-only folder): save as before
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # closing releases the lock
+            if fd is not None:
+                os.close(fd)  # closing releases the lock
+
+    @asynccontextmanager
+    async def alock(self, path: str) -> AsyncIterator[None]:
+        """:meth:`lock` for an async server: waits in a thread, never blocking the event loop
+        (a blocked loop could not finish the save that holds the lock)."""
+        async with self._local:  # saves through this server, one at a time
+            fd = self._lock_fd(path)
+            try:
+                if fd is not None:
+                    await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                if fd is not None:
+                    os.close(fd)
 
     def loaded(self, path: str, model: dict[str, Any]) -> None:
         if model.get("type") == "notebook" and model.get("content") is not None:
@@ -176,7 +194,7 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
 
     if inspect.iscoroutinefunction(original_save):
         async def save(model: dict[str, Any], path: str = "") -> Any:
-            with merger.lock(path.strip("/")):
+            async with merger.alock(path.strip("/")):
                 merger.before_save(model, path.strip("/"))
                 return await original_save(model, path)
 
