@@ -728,3 +728,48 @@ def jupyter_stop(root: str) -> None:
 
     record = jupyterd.stop(root)
     click.echo(f"stopped pid {record['pid']} (port {record['port']})" if record else "no Jupyter server was running")
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--version", "number", type=int, help="The merge to review (default: the latest).")
+@click.option("--text", "as_text", is_flag=True, help="Print nbdime's terminal diff instead of serving the web diff.")
+@click.option("--browser", is_flag=True, help="Open the web diff in a browser.")
+@click.option("--port", type=int, help="Port for the web diff (default: a free one).")
+def review(notebook: str, number: int | None, as_text: bool, browser: bool, port: int | None) -> None:
+    """Show what an automatic merge of NOTEBOOK did, in nbdime's web diff.
+
+    Two diffs: the writer's save against the merged result, and the other
+    writer's version against the merged result, served on loopback until
+    Ctrl-C. --text prints them in the terminal instead.
+
+    \b
+    Example:
+        nbmergesave review analysis.ipynb
+        nbmergesave review analysis.ipynb --version 8 --text
+    """
+    from . import review as rv
+
+    with _store_for(notebook) as store:
+        try:
+            found = rv.find_merge(store, notebook, number)
+            if as_text:
+                click.echo(rv.text(store, found), nl=False)
+                return
+            served = rv.serve(store, found, port)
+        except NbMergeSaveError as e:
+            raise Refused(str(e)) from None
+    try:
+        click.echo(f"merge v{found.merged.version} of {notebook}, in nbdime's web diff (Ctrl-C ends it):")
+        click.echo(f"  the save (v{found.save.version}) -> merged: {served.urls[0]}")
+        click.echo(f"  the other version (v{found.other.version}) -> merged: {served.urls[1]}")
+        if browser:
+            import webbrowser
+
+            for url in served.urls:
+                webbrowser.open(url, new=2)
+        served.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        served.close()
