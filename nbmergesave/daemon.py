@@ -104,19 +104,26 @@ def stop(timeout: float = 20.0) -> dict[str, Any] | None:
     if running is None:
         _record_file().unlink(missing_ok=True)
         return None
-    pid = int(running["pid"])
-    os.kill(pid, signal.SIGTERM)
+    terminate(int(running["pid"]), timeout, _alive)
+    _record_file().unlink(missing_ok=True)
+    return running
+
+
+def terminate(pid: int, timeout: float, alive: Any) -> None:
+    """SIGTERM ``pid``, wait up to ``timeout`` while ``alive(pid)``, then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and alive(pid):
         try:  # reap it when it is our child (tests start and stop in one process)
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.05)
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)
-    _record_file().unlink(missing_ok=True)
-    return running
 
 
 def change_roots(add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]

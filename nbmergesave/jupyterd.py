@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from .daemon import state_dir
+from .daemon import state_dir, terminate
 from .errors import DaemonError
 from .notebook_io import write_atomic
 
@@ -136,15 +135,6 @@ def stop(root: str, timeout: float = 20.0) -> dict[str, Any] | None:
         return None
     pid = int(record["pid"])
     if _alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        terminate(pid, timeout, _alive)
     record_file.unlink(missing_ok=True)
     return record
