@@ -246,6 +246,20 @@ class Store:
             self._db.execute("UPDATE on_disk SET path = ? WHERE path = ?", (b, a))
             self._db.execute("UPDATE declarations SET path = ? WHERE path = ?", (b, a))
 
+    @contextmanager
+    def save_lock(self) -> Iterator[None]:
+        """Exclusive across processes (flock on ``save.lock``): held by every writer of ours
+        (watcher, Jupyter extension, `nbmergesave save`) from reading a notebook to replacing it,
+        so none of them replaces a file between another's read and write."""
+        import fcntl
+
+        fd = os.open(self.location / "save.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
     # --- declarations: writers saying which version a save was made from ----
 
     def declare(self, path: str | os.PathLike[str], sha: str, base_sha: str, writer: str | None = None) -> None:

@@ -117,7 +117,8 @@ def _write_merged(store: Store, path: str | os.PathLike[str], merged: Version, e
     if _TEST_DELAY:  # test hook: widen the window between recording and writing a merge
         time.sleep(_TEST_DELAY)
     try:
-        replaced = notebook_io.write_atomic(path, store.content(merged), expected=expected)
+        with store.save_lock():
+            replaced = notebook_io.write_atomic(path, store.content(merged), expected=expected)
     except notebook_io.Changed:
         # A newer save is on disk: the merge is still the current version, and
         # the newer save will be merged against it, so nothing of this one is lost.
