@@ -350,19 +350,20 @@ def save_file(path: str | os.PathLike[str], new: bytes, base: bytes, *, writer: 
                 result = merge(base_nb, disk_nb, new_nb)
                 notebook_io.validate(result.notebook, f"merged '{p}'")
                 text, conflicts, merged = notebook_io.dumps(result.notebook).encode(), result.conflicts, True
-            current = p.read_bytes() if p.exists() else None
-            if current != disk:
-                continue
-            if merged:
-                disk_v = store.latest_with(p, sha256(disk))  # type: ignore[arg-type]
-                base_v = store.latest_with(p, sha256(base))
-                v = store.add(p, text, "merged", on_disk=False, base=base_v.version if base_v else None,
-                              local=disk_v.version if disk_v else None, remote=saved.version,
-                              conflicts=sum(c.resolution == "inline" for c in conflicts))
-            else:
-                v = saved
-            store.declare(p, sha256(text), sha256(disk) if disk is not None and merged else sha256(base), writer)
-            notebook_io.write_atomic(p, text)
-            store.add_on_disk(p, v.version)
-            return SaveResult(merged, tuple(conflicts), v.version)
+            with store.save_lock():
+                current = p.read_bytes() if p.exists() else None
+                if current != disk:
+                    continue
+                if merged:
+                    disk_v = store.latest_with(p, sha256(disk))  # type: ignore[arg-type]
+                    base_v = store.latest_with(p, sha256(base))
+                    v = store.add(p, text, "merged", on_disk=False, base=base_v.version if base_v else None,
+                                  local=disk_v.version if disk_v else None, remote=saved.version,
+                                  conflicts=sum(c.resolution == "inline" for c in conflicts))
+                else:
+                    v = saved
+                store.declare(p, sha256(text), sha256(disk) if disk is not None and merged else sha256(base), writer)
+                notebook_io.write_atomic(p, text)
+                store.add_on_disk(p, v.version)
+                return SaveResult(merged, tuple(conflicts), v.version)
     raise NbMergeSaveError(f"'{path}' kept changing while we merged; try again")
