@@ -759,6 +759,10 @@ def review(notebook: str, number: int | None, as_text: bool, browser: bool, port
             served = rv.serve(store, found, port)
         except NbMergeSaveError as e:
             raise Refused(str(e)) from None
+    import signal
+
+    # SIGTERM ends it like Ctrl-C does: through `finally`, which stops nbdime's server too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         click.echo(f"merge v{found.merged.version} of {notebook}, in nbdime's web diff (Ctrl-C ends it):")
         click.echo(f"  the save (v{found.save.version}) -> merged: {served.urls[0]}")
