@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import queue
 import sys
 import threading
 import time

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from nbmergesave.cli import cli
 from nbmergesave.store import Store
 
 from .conftest import cell, notebook
-from .test_watcher import wait_for
 
 
 @pytest.fixture
