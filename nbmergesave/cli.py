@@ -318,10 +318,9 @@ def _write_back(notebook: str, number: int, kind: str) -> int:
             # The current file goes into the store first, if it is new: nothing is lost.
             from .sync import sync_file
 
-            before = store.on_disk(notebook) if not Path(notebook).exists() else None
             if Path(notebook).exists():
                 sync_file(store, notebook)
-                before = store.on_disk(notebook)
+            before = store.on_disk(notebook)
             # Recorded as current before the write, so a watcher on the folder
             # takes the write for what it is, not for a new save.
             version = store.add(notebook, data, kind)
@@ -507,13 +506,7 @@ def daemon_add(roots: tuple[str, ...]) -> None:
     Example:
         nbmergesave daemon add ~/projects/new
     """
-    from . import daemon as d
-
-    try:
-        info = d.change_roots(add=list(roots))
-    except NbMergeSaveError as e:
-        raise Refused(str(e)) from None
-    click.echo("watching: " + ", ".join(info["roots"]))
+    _change_roots(add=list(roots))
 
 
 @daemon.command("remove")
@@ -525,10 +518,14 @@ def daemon_remove(roots: tuple[str, ...]) -> None:
     Example:
         nbmergesave daemon remove ~/projects/thesis
     """
+    _change_roots(remove=list(roots))
+
+
+def _change_roots(**change: list[str]) -> None:
     from . import daemon as d
 
     try:
-        info = d.change_roots(remove=list(roots))
+        info = d.change_roots(**change)
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     click.echo("watching: " + (", ".join(info["roots"]) or "nothing (daemon stopped)"))

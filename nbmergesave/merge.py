@@ -304,18 +304,16 @@ def _both_sides(
     side = {"local": l, "remote": r, "base": b}.get(options.strategy)
     if side is not None:
         cells = [_plain(c) for c in side]
-        custom = cells
     else:
         def marker(text: str) -> dict[str, Any]:
             return {"cell_type": "markdown", "metadata": {}, "source": f'<span style="color:red"><b>{text}</b></span>'}
 
         cells = [marker("<<<<<<< local"), *map(_plain, l), marker("======="), *map(_plain, r), marker(">>>>>>> remote")]
-        custom = cells
     decision = {
         "common_path": ("cells",), "conflict": side is None, "action": "custom" if side is None else options.strategy,
         "local_diff": [{"op": "addrange", "key": 0, "valuelist": list(l)}, {"op": "removerange", "key": 0, "length": len(b)}],
         "remote_diff": [{"op": "addrange", "key": 0, "valuelist": list(r)}, {"op": "removerange", "key": 0, "length": len(b)}],
-        "custom_diff": [{"op": "addrange", "key": 0, "valuelist": custom}, {"op": "removerange", "key": 0, "length": len(b)}],
+        "custom_diff": [{"op": "addrange", "key": 0, "valuelist": cells}, {"op": "removerange", "key": 0, "length": len(b)}],
     }
     return cells, _Decisions([_AttrDict(decision)])
 
@@ -552,10 +550,11 @@ def merge_files(
     from . import notebook_io
     from .errors import NbMergeSaveError
 
+    paths = (base, local, remote)
     with _no_gc():
         nbs = [
-            notebook_io.read_notebook(path, label, empty_ok=empty_base and label == labels[0])
-            for path, label in zip((base, local, remote), labels)
+            notebook_io.read_notebook(path, label, empty_ok=empty_base and i == 0)
+            for i, (path, label) in enumerate(zip(paths, labels))
         ]
         result = merge(*nbs, options)
         try:
@@ -563,8 +562,8 @@ def merge_files(
         except NbMergeSaveError:
             # Inputs get a structural check only; an invalid merge comes from an
             # invalid input: name that one.
-            for nb, label in zip(nbs, labels):
-                notebook_io.validate(nb, f"{label} '{(base, local, remote)[labels.index(label)]}'")
+            for nb, label, path in zip(nbs, labels, paths):
+                notebook_io.validate(nb, f"{label} '{path}'")
             raise
         text = notebook_io.dumps(result.notebook)
     if out is not None:

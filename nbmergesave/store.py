@@ -246,6 +246,10 @@ class Store:
             self._db.execute("UPDATE on_disk SET path = ? WHERE path = ?", (b, a))
             self._db.execute("UPDATE declarations SET path = ? WHERE path = ?", (b, a))
 
+    @property
+    def save_lock_path(self) -> Path:
+        return self.location / "save.lock"
+
     @contextmanager
     def save_lock(self) -> Iterator[None]:
         """Exclusive across processes (flock on ``save.lock``): held by every writer of ours
@@ -253,7 +257,7 @@ class Store:
         so none of them replaces a file between another's read and write."""
         import fcntl
 
-        fd = os.open(self.location / "save.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.save_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -282,12 +286,6 @@ class Store:
             "SELECT * FROM versions WHERE path = ? AND sha256 = ? ORDER BY version DESC LIMIT 1", (self.key(path), sha)
         ).fetchone()
         return Version(*row) if row else None
-
-    def stats(self) -> dict[str, int]:
-        merges, conflicts = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(conflicts > 0), 0) FROM versions WHERE kind = 'merged'"
-        ).fetchone()
-        return {"notebooks": len(self.tracked()), "merges": merges, "conflicts": conflicts}
 
     def fsck(self, *, repair: bool = True) -> dict[str, Any]:
         """Check the store; with ``repair``, mend what can be mended.
@@ -332,7 +330,3 @@ class Store:
                     report["lost"].append(f"{path} v{version}")
         report["ok"] = report["integrity"] == "ok" and not report["damaged"] and not report["missing"]
         return report
-
-    def iter_versions(self) -> Iterator[Version]:
-        for row in self._db.execute("SELECT * FROM versions ORDER BY path, version"):
-            yield Version(*row)

@@ -78,7 +78,7 @@ class SaveMerger:
     def _lock_fd(self, path: str) -> int | None:
         try:
             with open_store(self.cm._get_os_path(path)) as store:
-                return os.open(store.location / "save.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                return os.open(store.save_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except Exception:
             return None  # no lock to be had (say, a read-only folder): save as before
 
