@@ -7,10 +7,12 @@ through :func:`write_atomic`, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -274,12 +276,18 @@ class Replaced:
     middle of its own save) goes on writing into this inode, which no name
     points to any more. Whoever holds this can see that (``changed()``) and
     read what it wrote (``read()``) instead of letting it vanish.
+
+    ``unexpected``: when the write swapped files atomically and found
+    something other than the expected bytes (a save that landed between the
+    caller's read and the swap), those bytes. They are no longer on disk:
+    the caller must merge them in.
     """
 
     path: Path
     fd: int
     baseline: tuple[int, int]
     since: float
+    unexpected: bytes | None = None
 
     def changed(self) -> bool:
         st = os.fstat(self.fd)
@@ -300,11 +308,14 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
     file systems), takes the old file's mode, and is fsynced before and the
     folder after the rename. On any error the target is left as it was.
 
-    With ``expected`` (compare-and-swap), the old file is opened first and
-    must hold exactly those bytes, else :class:`Changed` is raised and
-    nothing is written; the old inode is then returned still open, as
-    :class:`Replaced`, so that a writer caught mid-save is not lost. The
-    caller closes it.
+    With ``expected`` (compare-and-swap) the old inode is returned still
+    open, as :class:`Replaced`, so that a writer caught mid-save is not
+    lost; the caller closes it. Where the kernel can swap two names
+    atomically (Linux ``renameat2(RENAME_EXCHANGE)``), the swap is the
+    compare: nothing that lands on ``path`` before it can be lost, and bytes
+    other than ``expected`` come back as :attr:`Replaced.unexpected`.
+    Elsewhere the old file is compared just before the rename, and
+    :class:`Changed` is raised, with nothing written, if it differs.
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -315,15 +326,21 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    old = _open_expected(target, expected) if expected is not None else None
     fd, tmp = tempfile.mkstemp(prefix=f".~{target.name}.", suffix=".tmp", dir=folder)
+    old = None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        if expected is None:
+            os.replace(tmp, target)
+        elif _exchange(tmp, target):
+            old = _displaced(target, tmp, expected)
+        else:
+            old = _open_expected(target, expected)
+            os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -334,6 +351,52 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
         raise
     _fsync_dir(folder)
     return old
+
+
+def _exchange(a: str, b: Path) -> bool:
+    """Atomically swap the files named ``a`` and ``b``; False where that cannot be done."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0:  # AT_FDCWD, RENAME_EXCHANGE
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.ENOENT, errno.EPERM):
+        return False  # no such call, a file system without it, or no file to swap with
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _load_renameat2():  # type: ignore[no-untyped-def]
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28, musl >= 1.2.3
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def _displaced(target: Path, tmp: str, expected: bytes) -> Replaced:
+    """After a swap: hold the file that was at ``target`` (now at ``tmp``) open, and drop its name."""
+    if stat.S_ISDIR(os.lstat(tmp).st_mode):  # a folder took the notebook's place: put it back
+        _exchange(tmp, target)
+        raise Changed(str(target))
+    fd = os.open(tmp, os.O_RDONLY)
+    os.unlink(tmp)
+    st = os.fstat(fd)
+    replaced = Replaced(target, fd, (st.st_size, st.st_mtime_ns), time.monotonic())
+    content = replaced.read()
+    if content != expected:
+        replaced.unexpected = content
+    return replaced
 
 
 def _open_expected(target: Path, expected: bytes) -> Replaced | None:

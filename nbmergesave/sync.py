@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,14 @@ class Session:
     ``own_writes``: sha256s of what it wrote. ``replaced``: files it replaced
     whose old inode it still holds open: a writer that had the old file open
     writes into that inode, and the watcher reads it from there (see
-    :class:`~nbmergesave.notebook_io.Replaced`).
+    :class:`~nbmergesave.notebook_io.Replaced`). ``displaced``: saves a
+    merge's write swapped off the disk (they landed after the merge began),
+    by notebook key, waiting to be merged in.
     """
 
     own_writes: set[str] = field(default_factory=set)
     replaced: list[notebook_io.Replaced] = field(default_factory=list)
+    displaced: dict[str, list[bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Outcome:
     remote: int | None = None
     conflicts: int = 0
     message: str = ""
+    earlier: tuple[Outcome, ...] = ()  # merges of saves our writes displaced, done in the same call
 
 
 def _load(store: Store, version: Version) -> dict[str, Any] | None:
@@ -127,9 +131,16 @@ def _write_merged(store: Store, path: str | os.PathLike[str], merged: Version, e
     except OSError as e:
         return Outcome("error", key, merged.version,
                        message=f"cannot write merged '{key}': {e.strerror}; left untouched, the merge is version {merged.version}")
+    store.add_on_disk(path, merged.version)
     if replaced is not None:
         session.replaced.append(replaced)
-    store.add_on_disk(path, merged.version)
+        displaced = replaced.unexpected
+        merged_from = store.get(path, merged.local).sha256 if merged.local is not None else None
+        if displaced is not None and sha256(displaced) not in session.own_writes | {merged_from}:
+            # a save landed between our read and our write: it is merged next
+            session.displaced.setdefault(key, []).append(displaced)
+    if merged.kind != "merged":
+        return Outcome("recorded", key, merged.version)
     return Outcome("merged", key, merged.version, merged.base, merged.local, merged.remote, merged.conflicts)
 
 
@@ -217,20 +228,29 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
     """
     session = session if session is not None else Session()
     key = store.key(path)
+    done: list[Outcome] = []
+    displaced = False
     for _ in range(attempts):
         if data is None:
             try:
                 data = notebook_io.read_bytes(path)
             except BadInput as e:
                 return Outcome("error", key, message=str(e))
-        outcome = _sync_once(store, path, key, data, session)
-        if outcome is not None:
-            return outcome
+        outcome = _sync_once(store, path, key, data, session, displaced)
         data = None  # a newer save replaced the file while we merged: merge it against our result
-    return Outcome("partial", key, message=f"'{key}' kept changing; will look again")
+        if outcome is not None:
+            pending = session.displaced.get(key)
+            if not pending:
+                return replace(outcome, earlier=tuple(done)) if done else outcome
+            done.append(outcome)  # our write swapped a save off the disk: merge it against our result
+            data, displaced = pending.pop(0), True
+    return Outcome("partial", key, message=f"'{key}' kept changing; will look again", earlier=tuple(done))
 
 
-def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes, session: Session) -> Outcome | None:
+def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes, session: Session,
+               displaced: bool = False) -> Outcome | None:
+    """``displaced``: ``data`` was swapped off the disk by our own write, so it is merged
+    even if the store knows it (the merge is a no-op when our write already held it)."""
     digest = sha256(data)
     before = store.on_disk(path)
     if before is not None and before.sha256 == digest:
@@ -242,7 +262,7 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     if before is None:  # first sighting (or back after a deletion)
         return Outcome("recorded", key, store.add(path, data, "observed").version)
     history = store.history(path)
-    match = next((v for v in reversed(history) if v.sha256 == digest), None)
+    match = None if displaced else next((v for v in reversed(history) if v.sha256 == digest), None)
     latest = history[-1]
     if match is not None and _read_or_empty(path) != data:
         # Content handled already, seen again late (two events for one save, or one
@@ -273,10 +293,13 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         candidates = [v for v in reversed(history[-HISTORY_WINDOW:])
                       if v.sha256 and v.version not in (before.version, saved.version)]
         base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
-    if base is None:
+    on_disk = store.content(before) if displaced else data
+    if base is None:  # made from the version on disk: it is the new version as it stands
+        if displaced:  # ... and our write took its place: put it back
+            return _write_merged(store, path, saved, on_disk, session)
         store.add_on_disk(path, saved.version)
         return Outcome("recorded", key, saved.version)
-    return _merge_and_write(store, path, base, before, save, saved, data, session)
+    return _merge_and_write(store, path, base, before, save, saved, on_disk, session)
 
 
 # --- writers that know their base ------------------------------------------

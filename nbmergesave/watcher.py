@@ -45,6 +45,48 @@ def scan(root: Path, ignore: Iterable[str] = ()) -> list[Path]:
     return found
 
 
+def _pair_moves_promptly() -> None:
+    """Stop watchdog's inotify backend from holding every event for 0.5 s after a rename.
+
+    watchdog holds an IN_MOVED_FROM up to 0.5 s to pair it with its
+    IN_MOVED_TO, and its queue's reader, finding that event at the head,
+    sleeps the whole 0.5 s even when the pair arrives a microsecond later
+    (gorakhargosh/watchdog#649). Every event behind it waits too, and saves
+    made meanwhile are replaced before anyone reads them: in the soak this
+    stall, not the writers' own races, caused most unseen saves. This queue
+    waits on its condition instead, so the put that pairs the move wakes it.
+    Only the inotify backend has the class; elsewhere this does nothing.
+    """
+    try:
+        from watchdog.observers import inotify_move_event_grouper as grouper
+    except ImportError:
+        return
+    base = grouper.DelayedQueue
+    if getattr(base, "prompt", False):
+        return
+
+    class PromptDelayedQueue(base):  # type: ignore[misc, valid-type]
+        prompt = True
+
+        def get(self):  # type: ignore[no-untyped-def]
+            if not all(hasattr(self, a) for a in ("_not_empty", "_queue", "_closed", "delay")):
+                return super().get()  # a watchdog whose queue we do not know
+            with self._not_empty:
+                while True:
+                    while not self._queue and not self._closed:
+                        self._not_empty.wait()
+                    if self._closed:
+                        return None
+                    head, inserted, delay = self._queue[0]
+                    left = inserted + self.delay - time.monotonic() if delay else 0.0
+                    if left <= 0:
+                        self._queue.popleft()
+                        return head
+                    self._not_empty.wait(left)  # a put (the pairing IN_MOVED_TO) wakes us to look again
+
+    grouper.DelayedQueue = PromptDelayedQueue
+
+
 @dataclass
 class Stats:
     merges: int = 0
@@ -218,15 +260,19 @@ class Watcher:
             self.stats.errors += 1
             self.stats.last_error = outcome.message
             self.log(f"error {outcome.message}")
-        elif outcome.action == "merged":
-            self.stats.merges += 1
-            what = f"{outcome.conflicts} conflict(s) marked inline" if outcome.conflicts else "clean"
-            if outcome.conflicts:
-                self.stats.conflicts += 1
-            source = f"conflict copy {path.name}" if conflict_copy_of(path) else "save"
-            self.log(f"merged {path}: base v{outcome.base} + on disk v{outcome.local} + {source} v{outcome.remote}"
-                     f" -> v{outcome.version} ({what})")
+        for merged in (*outcome.earlier, outcome):
+            if merged.action == "merged":
+                self._merged(path, merged)
         return outcome
+
+    def _merged(self, path: Path, outcome: Outcome) -> None:
+        self.stats.merges += 1
+        what = f"{outcome.conflicts} conflict(s) marked inline" if outcome.conflicts else "clean"
+        if outcome.conflicts:
+            self.stats.conflicts += 1
+        source = f"conflict copy {path.name}" if conflict_copy_of(path) else "save"
+        self.log(f"merged {path}: base v{outcome.base} + on disk v{outcome.local} + {source} v{outcome.remote}"
+                 f" -> v{outcome.version} ({what})")
 
     #: How long a replaced file's old inode is watched for a writer caught mid-save.
     REPLACED_WATCH = 2.0
@@ -327,6 +373,7 @@ class Watcher:
         # merges: a save is read at its close event, before the next writer's
         # save can replace it, and every millisecond of waiting widens that window.
         sys.setswitchinterval(0.0005)
+        _pair_moves_promptly()
         self._observer = Observer()
         # Always filter: watchdog's default mask includes open/close-without-write,
         # which floods the kernel queue on large trees.

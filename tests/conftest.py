@@ -49,3 +49,14 @@ def nb_files(tmp_path: Path):
         return tuple(write(tmp_path / f"{n}.ipynb", nb) for n, nb in (("base", base), ("local", local), ("remote", remote)))  # type: ignore[return-value]
 
     return make
+
+
+@pytest.fixture(params=["exchange", "compare-then-rename"])
+def swap_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the kernel's atomic swap, where this machine has it, and with the fallback."""
+    if request.param == "exchange":
+        if notebook_io._renameat2 is None:
+            pytest.skip("no renameat2 here")
+    else:
+        monkeypatch.setattr(notebook_io, "_renameat2", None)
+    return request.param

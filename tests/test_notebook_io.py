@@ -89,3 +89,41 @@ def test_write_atomic_failure_leaves_target_untouched(tmp_path: Path, monkeypatc
         notebook_io.write_atomic(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["nb.ipynb"]
+
+
+def test_compare_and_swap_holds_the_replaced_inode(tmp_path: Path, swap_mode: str) -> None:
+    target = tmp_path / "nb.ipynb"
+    target.write_bytes(b"old")
+    old = notebook_io.write_atomic(target, b"new", expected=b"old")
+    assert old is not None and old.unexpected is None
+    with open(old.path, "rb") as f:
+        assert f.read() == b"new"
+    assert not old.changed() and old.read() == b"old"
+    old.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.ipynb"]
+
+
+def test_compare_and_swap_never_loses_what_it_did_not_expect(tmp_path: Path, swap_mode: str) -> None:
+    """A save that landed after the caller read the file: refused (fallback), or swapped off and handed back."""
+    target = tmp_path / "nb.ipynb"
+    target.write_bytes(b"someone else's save")
+    if swap_mode == "exchange":
+        old = notebook_io.write_atomic(target, b"merged", expected=b"what we merged against")
+        assert old is not None and old.unexpected == b"someone else's save"
+        assert target.read_bytes() == b"merged"
+        old.close()
+    else:
+        with pytest.raises(notebook_io.Changed):
+            notebook_io.write_atomic(target, b"merged", expected=b"what we merged against")
+        assert target.read_bytes() == b"someone else's save"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.ipynb"]
+
+
+def test_compare_and_swap_leaves_a_folder_in_the_notebooks_place(tmp_path: Path, swap_mode: str) -> None:
+    target = tmp_path / "nb.ipynb"
+    target.mkdir()
+    (target / "inside").write_text("x")
+    with pytest.raises((notebook_io.Changed, OSError)):
+        notebook_io.write_atomic(target, b"merged", expected=b"old")
+    assert (target / "inside").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.ipynb"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nbmergesave.errors import StoreError
-from nbmergesave.store import Store
+from nbmergesave.store import Store, sha256
 
 
 def test_versions_number_up_and_identical_content_is_stored_once(tmp_path: Path) -> None:
@@ -74,3 +74,32 @@ def test_unknown_version_and_outside_paths(tmp_path: Path) -> None:
             store.get(tmp_path / "root" / "nb.ipynb", 7)
         with pytest.raises(StoreError, match="outside the watched folder"):
             store.key(tmp_path / "other.ipynb")
+
+
+def test_a_save_landing_while_a_merge_is_written_is_merged_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               swap_mode: str) -> None:
+    """The watcher read save A; save B replaced it before the merge of A was written: both end up in the file."""
+    from nbmergesave import notebook_io
+    from nbmergesave.sync import sync_file
+
+    from .conftest import cell, notebook, write
+
+    path = write(tmp_path / "nb.ipynb", notebook(cell("a = 0", "a"), cell("b = 0", "b"), cell("c = 0", "c")))
+    with Store.open(tmp_path) as store:
+        sync_file(store, path)
+        write(path, notebook(cell("a = 0", "a"), cell("b = 0", "b"), cell("c = 1", "c")))  # on disk, merged against
+        sync_file(store, path)
+        save_a = notebook_io.dumps(notebook(cell("a = 1", "a"), cell("b = 0", "b"), cell("c = 0", "c"))).encode()
+        save_b = notebook(cell("a = 0", "a"), cell("b = 2", "b"), cell("c = 1", "c"))
+        real_write = notebook_io.write_atomic
+
+        def b_lands_first(target, data, *, expected=None):  # type: ignore[no-untyped-def]
+            write(path, save_b)  # writer B saves after A's read, before our write
+            monkeypatch.setattr(notebook_io, "write_atomic", real_write)
+            return real_write(target, data, expected=expected)
+
+        monkeypatch.setattr(notebook_io, "write_atomic", b_lands_first)
+        sync_file(store, path, data=save_a)
+        final = path.read_text()
+        assert all(s in final for s in ("a = 1", "b = 2", "c = 1")), final
+        assert store.on_disk(path).sha256 == sha256(path.read_bytes())

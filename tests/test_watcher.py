@@ -305,3 +305,28 @@ def test_declared_base_is_used_instead_of_inference(project: Project) -> None:
     wait_for(lambda: any(v.kind == "merged" for v in project.versions("nb.ipynb")), "the declared merge")
     final = sources(project.read("nb.ipynb"))
     assert [final[1], final[4]] == ["mine", "theirs"]
+
+
+def test_a_paired_rename_does_not_hold_back_the_events_behind_it() -> None:
+    """watchdog's queue slept out its whole move-pairing delay once a lone IN_MOVED_FROM
+    reached its head, even after the IN_MOVED_TO arrived; saves made meanwhile were
+    replaced unread. Ours looks again as soon as the pair arrives."""
+    import threading
+
+    pytest.importorskip("watchdog.observers.inotify_move_event_grouper")
+    from watchdog.observers import inotify_move_event_grouper as grouper
+
+    from nbmergesave.watcher import _pair_moves_promptly
+
+    _pair_moves_promptly()
+    queue = grouper.DelayedQueue(3600)  # without the fix, get() would sleep an hour
+    queue.put("moved_from", delay=True)
+    got: list[str | None] = []
+    reader = threading.Thread(target=lambda: got.append(queue.get()), daemon=True)
+    reader.start()
+    wait_for(lambda: queue._not_empty._waiters, "the reader to wait on the held event")
+    queue.remove(lambda e: e == "moved_from")
+    queue.put(("moved_from", "moved_to"))  # watchdog pairs the two and queues the pair
+    reader.join(timeout=TIMEOUT)
+    assert got == [("moved_from", "moved_to")]
+    queue.close()
