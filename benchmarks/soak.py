@@ -100,7 +100,7 @@ def _edit_and_save(k: int, path: Path, saves: int, waits: tuple[float, float], r
         else:
             with open(path, "wb") as f:
                 f.write(data)
-        events.put((k, line, time.time(), sha256(data) + ":" + style))
+        events.put((k, line, time.time(), sha256(data)))
 
 
 def _load(path: Path, server: dict[str, Any] | None) -> dict[str, Any]:
@@ -145,16 +145,23 @@ class SoakResult:
     missing: int
     latencies: list[float]
     valid: bool
+    gaps: list[float]  # for each unseen save: how soon another writer's save replaced it (s)
 
     def report(self) -> str:
         lat = sorted(self.latencies) or [0.0]
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         return (f"saves {self.saves}, merges {self.merges}, merges with conflicts {self.conflicts}, valid notebook {self.valid}\n"
                 f"lost edits {len(self.lost)} (an edit the store had, missing from the file)\n"
-                f"saves replaced by another writer's before any watcher could read them: {self.missing}; "
+                f"saves replaced by another writer's before any watcher could read them: {self.missing}"
+                + (f" (replaced within {_ms(statistics.median(self.gaps))} median, {_ms(max(self.gaps))} at most)"
+                   if self.gaps else "") + "; "
                 f"edits lost with them (their writer reloaded before saving again): {len(self.unseen)}\n"
                 f"save-to-merged latency: median {statistics.median(lat) * 1000:.0f} ms, "
                 f"99th percentile {p99 * 1000:.0f} ms")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
 
 
 def _start_servers(root: Path, tmp: Path, count: int) -> list[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
@@ -199,9 +206,10 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
         root.mkdir()
         path = root / NAME
         path.write_text(notebook_io.dumps(initial(writers)))
-        log = tmp / "watcher.log"
+        log, status = tmp / "watcher.log", tmp / "status.json"
         with open(log, "w") as out:  # a file, not a pipe: a pipe nobody reads fills up and stops the watcher
-            watcher = subprocess.Popen([sys.executable, "-m", "nbmergesave", "watch", str(root), "--rescan", "5"],
+            watcher = subprocess.Popen([sys.executable, "-m", "nbmergesave", "watch", str(root), "--rescan", "5",
+                                        "--status-file", str(status)],
                                        stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         servers = _start_servers(root, tmp, 2) if jupyter else []
         try:
@@ -216,11 +224,10 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
             latencies: list[float] = []
             lines: dict[int, list[str]] = {k: [] for k in range(writers)}
             shas: list[str] = []
-            styles: dict[str, str] = {}
+            saved_at: dict[str, float] = {}
             done = 0
             deadline = time.monotonic() + timeout
-            quiet_since = None
-            while time.monotonic() < deadline:
+            while done < writers and time.monotonic() < deadline:
                 while not events.empty():
                     k, line, at, digest = events.get()
                     if k == "done":
@@ -229,23 +236,18 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
                     lines[k].append(line)
                     pending[line] = at
                     if digest:
-                        shas.append(digest.split(":")[0])
-                        styles[digest.split(":")[0]] = digest.split(":")[1]
+                        shas.append(digest)
+                        saved_at[digest] = at
                 text = _read_text(path)
                 now = time.time()
                 for line in [x for x in pending if x in text]:
                     latencies.append(now - pending.pop(line))
-                if done == writers:
-                    if not pending:
-                        break
-                    # the rest is lost unless the watcher is still at work
-                    quiet_since = (quiet_since or time.monotonic()) if _settled(root) else None
-                    if quiet_since and time.monotonic() - quiet_since > 2:
-                        break
                 time.sleep(0.005)
             for p in procs:
                 p.join(timeout=30)
-            _wait_settled(root)
+            _wait_idle(root, status, deadline)  # the watcher may still be merging saves it read
+            text = _read_text(path)
+            latencies += [time.time() - pending.pop(line) for line in list(pending) if line in text]
             final = notebook_io.read_notebook(path)
             try:
                 notebook_io.validate(final)
@@ -261,11 +263,11 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
                 stored = "".join(store.content(v).decode() for v in versions if v.sha256)
             lost = [line for line in gone if line in stored]
             unseen = [line for line in gone if line not in stored]
-            missing = [d for d in shas if d not in known]
-            if missing and os.environ.get("SOAK_DEBUG"):
-                print("missing saves by style:", {st: sum(styles[d] == st for d in missing) for st in set(styles.values())})
+            missing = {d for d in shas if d not in known}
+            order = sorted(saved_at, key=saved_at.__getitem__)
+            gaps = [saved_at[b] - saved_at[a] for a, b in zip(order, order[1:]) if a in missing]
             return SoakResult(sum(len(v) for v in lines.values()), len(merges), sum(m.conflicts > 0 for m in merges),
-                              lost, unseen, len(missing), latencies, valid)
+                              lost, unseen, len(missing), latencies, valid, gaps)
         finally:
             watcher.terminate()
             watcher.wait(timeout=30)
@@ -295,17 +297,20 @@ def _settled(root: Path) -> bool:
         return current is not None and current.sha256 == sha256((root / NAME).read_bytes())
 
 
-def _wait_settled(root: Path, quiet: float = 1.0, timeout: float = 60.0) -> None:
-    """Until the store's current version is the file, and has stayed so for ``quiet`` seconds."""
-    deadline = time.monotonic() + timeout
-    since = None
-    while time.monotonic() < deadline:
-        if _settled(root):
-            since = since or time.monotonic()
-            if time.monotonic() - since >= quiet:
-                return
+def _wait_idle(root: Path, status: Path, deadline: float) -> None:
+    """Until the watcher has handled every save it read (its status says so twice) and the store matches the file."""
+    idle_reports: set[float] = set()
+    while len(idle_reports) < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the watcher did not catch up before the soak's timeout")
+        try:
+            report = json.loads(status.read_text())
+        except (OSError, ValueError):
+            report = {}
+        if report.get("pending") == 0 and _settled(root):
+            idle_reports.add(report["uptime"])
         else:
-            since = None
+            idle_reports.clear()
         time.sleep(0.05)
 
 

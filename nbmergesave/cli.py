@@ -244,7 +244,7 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
                 "stores": [str(s.location) for s in watcher.stores.values()],
                 "uptime": round(time.time() - stats.started, 1), "notebooks": watcher.tracked(),
                 "merges": stats.merges, "conflicts": stats.conflicts, "errors": stats.errors,
-                "last_error": stats.last_error,
+                "last_error": stats.last_error, "pending": watcher.pending(),
             }))
 
     try:
@@ -436,6 +436,7 @@ def _print_status(info: dict, as_json: bool) -> None:  # type: ignore[type-arg]
     for root in info["roots"]:
         click.echo(f"{root:<{width}}  {notebooks.get(root, '-')}")
     click.echo(f"merges {info.get('merges', 0)}, with conflicts {info.get('conflicts', 0)}, errors {info.get('errors', 0)}"
+               + (f", saves waiting {info['pending']}" if info.get("pending") else "")
                + (f", last error: {info['last_error']}" if info.get("last_error") else ""))
 
 

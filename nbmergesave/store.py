@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS versions (
     conflicts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (path, version)
 );
+CREATE INDEX IF NOT EXISTS versions_by_content ON versions (path, sha256);
 CREATE TABLE IF NOT EXISTS blobs (
     sha256 TEXT PRIMARY KEY,
     data BLOB NOT NULL
@@ -210,8 +211,10 @@ class Store:
         with self._transaction():
             self._db.execute("INSERT OR REPLACE INTO on_disk VALUES (?, ?)", (self.key(path), version))
 
-    def history(self, path: str | os.PathLike[str]) -> list[Version]:
-        rows = self._db.execute("SELECT * FROM versions WHERE path = ? ORDER BY version", (self.key(path),))
+    def history(self, path: str | os.PathLike[str], last: int | None = None) -> list[Version]:
+        """Every version of ``path``, oldest first; with ``last``, only the newest ``last`` of them."""
+        rows = self._db.execute("SELECT * FROM (SELECT * FROM versions WHERE path = ? ORDER BY version DESC LIMIT ?)"
+                                " ORDER BY version", (self.key(path), -1 if last is None else last))
         return [Version(*row) for row in rows]
 
     def get(self, path: str | os.PathLike[str], version: int) -> Version:

@@ -255,19 +255,19 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     before = store.on_disk(path)
     if before is not None and before.sha256 == digest:
         return Outcome("unchanged", key, before.version)
+    match = None if displaced or before is None else store.latest_with(path, digest)
+    if match is not None and _read_or_empty(path) != data:
+        # Content handled already, seen again late (two events for one save, or one
+        # of our writes), and no longer the file: nothing to do.
+        return Outcome("unchanged", key, match.version)
     try:
         save = notebook_io.parse_notebook(data, f"'{key}'")
     except BadInput as e:
         return Outcome("partial", key, message=str(e))
     if before is None:  # first sighting (or back after a deletion)
         return Outcome("recorded", key, store.add(path, data, "observed").version)
-    history = store.history(path)
-    match = None if displaced else next((v for v in reversed(history) if v.sha256 == digest), None)
+    history = store.history(path, last=HISTORY_WINDOW + 1)
     latest = history[-1]
-    if match is not None and _read_or_empty(path) != data:
-        # Content handled already, seen again late (two events for one save, or one
-        # of our writes), and no longer the file: nothing to do.
-        return Outcome("unchanged", key, match.version)
     if match is not None and digest in session.own_writes:
         # The file holds an older write of ours, and the current version (a merge
         # whose write found a newer save in the way) never reached it: write it now.
@@ -290,8 +290,7 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     if declared is not None:  # the writer said what it started from: no guessing
         base = None if declared.sha256 == before.sha256 else declared
     else:
-        candidates = [v for v in reversed(history[-HISTORY_WINDOW:])
-                      if v.sha256 and v.version not in (before.version, saved.version)]
+        candidates = [v for v in reversed(history) if v.sha256 and v.version not in (before.version, saved.version)]
         base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
     on_disk = store.content(before) if displaced else data
     if base is None:  # made from the version on disk: it is the new version as it stands

@@ -116,6 +116,7 @@ class Watcher:
         self._snapshots: dict[Path, list[bytes]] = {}
         self._ops: list[tuple[str, Path, Path | None]] = []
         self._refused: set[Path] = set()
+        self._busy = 0  # paths the worker has taken off the queues and is syncing
         self._lock = threading.Lock()
         self._work = threading.RLock()  # one thread at a time talks to the stores
         self._wake = threading.Event()
@@ -130,6 +131,11 @@ class Watcher:
 
     def tracked(self) -> dict[str, int]:
         return {str(root): len(store.tracked()) for root, store in self.stores.items()}
+
+    def pending(self) -> int:
+        """Saves read and renames seen but not yet handled, plus files waiting to be looked at."""
+        with self._lock:
+            return sum(map(len, self._snapshots.values())) + len(self._due) + len(self._ops) + self._busy
 
     # --- events ------------------------------------------------------------
 
@@ -156,8 +162,9 @@ class Watcher:
         except OSError:
             data = None  # gone or unreadable: the worker reads (and reports) it
         with self._lock:
-            if data is not None:
-                self._snapshots.setdefault(p, []).append(data)
+            queued = self._snapshots.setdefault(p, [])
+            if data is not None and (not queued or queued[-1] != data):  # two events, one save: read once
+                queued.append(data)
         self.schedule(p, 0)
 
     def _watched(self, p: Path) -> bool:
@@ -342,6 +349,7 @@ class Watcher:
                     del self._due[p]
                 snapshots = {p: self._snapshots.pop(p, []) for p in ready}
                 ops, self._ops = self._ops, []
+                self._busy = len(ready) + len(ops)
             with self._work:
                 for op in ops:
                     self._apply(*op)
@@ -354,6 +362,8 @@ class Watcher:
                     self.sync(path, data)
                 if not snapshots[path]:
                     self.sync(path)
+            with self._lock:
+                self._busy = 0
             if time.monotonic() >= next_rescan:
                 self._rescan()
                 next_rescan = time.monotonic() + self.rescan_every

@@ -47,6 +47,7 @@ def test_start_status_add_remove_stop(tmp_path: Path, env: dict[str, str]) -> No
     status = json.loads(nbm("daemon", "status", "--json", env=env).stdout)
     assert status["notebooks"] == {str(a.resolve()): 1}
     assert {"version", "uptime", "merges", "conflicts", "last_error"} <= set(status)
+    assert status["pending"] == 0  # nothing saved yet, nothing waiting
 
     added = nbm("daemon", "add", str(b), env=env)
     assert added.returncode == 0, added.stderr
