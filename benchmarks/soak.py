@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -63,6 +64,10 @@ def writer(k: int, root: str, saves: int, waits: tuple[float, float], seed: int,
     """One editor process; puts (writer, line, time saved, sha256 or None) on ``events``, then ("done", k)."""
     try:
         _edit_and_save(k, Path(root) / NAME, saves, waits, random.Random(seed), events, server)
+    except HTTPError as e:
+        body = e.read().decode(errors="replace")
+        print(f"writer {k} stopped: HTTP {e.code} for {e.url}: {body[:500]}", file=sys.stderr)
+        raise
     finally:
         events.put(("done", k, 0.0, None))
 
@@ -172,18 +177,19 @@ def _start_servers(root: Path, tmp: Path, count: int) -> list[tuple[subprocess.P
     config.mkdir(exist_ok=True)
     (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}}))
     started = []
-    for _ in range(count):
+    for n in range(count):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         info = {"port": port, "token": secrets.token_hex(16)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={info['token']}", f"--ServerApp.root_dir={root}",
-             *(["--allow-root"] if os.geteuid() == 0 else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(config / "runtime")},
-        )
+        with open(tmp / f"server{n}.log", "w") as log:  # the server keeps its own copy of the file
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyter_server", "--no-browser", f"--ServerApp.port={port}",
+                 "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={info['token']}",
+                 f"--ServerApp.root_dir={root}", *(["--allow-root"] if os.geteuid() == 0 else [])],
+                stdout=subprocess.DEVNULL, stderr=log,
+                env={**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(config / "runtime")},
+            )
         started.append((proc, info))
     for proc, info in started:
         deadline = time.monotonic() + 60

@@ -308,14 +308,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
     file systems), takes the old file's mode, and is fsynced before and the
     folder after the rename. On any error the target is left as it was.
 
-    With ``expected`` (compare-and-swap) the old inode is returned still
-    open, as :class:`Replaced`, so that a writer caught mid-save is not
-    lost; the caller closes it. Where the kernel can swap two names
-    atomically (Linux ``renameat2(RENAME_EXCHANGE)``), the swap is the
-    compare: nothing that lands on ``path`` before it can be lost, and bytes
-    other than ``expected`` come back as :attr:`Replaced.unexpected`.
-    Elsewhere the old file is compared just before the rename, and
-    :class:`Changed` is raised, with nothing written, if it differs.
+    With ``expected`` (compare-and-swap) the file must hold exactly those
+    bytes just before the rename, else :class:`Changed` is raised and
+    nothing is written (so no other writer ever sees the file go back to an
+    older state). The old inode is returned still open, as :class:`Replaced`,
+    so that a writer caught mid-save is not lost; the caller closes it.
+    Where the kernel can swap two names atomically (Linux
+    ``renameat2(RENAME_EXCHANGE)``), the rename is that swap, and a save
+    that landed between the compare and the swap comes back as
+    :attr:`Replaced.unexpected` instead of vanishing.
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -336,11 +337,14 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
         os.chmod(tmp, mode)
         if expected is None:
             os.replace(tmp, target)
-        elif _exchange(tmp, target):
-            old = _displaced(target, tmp, expected)
         else:
-            old = _open_expected(target, expected)
-            os.replace(tmp, target)
+            old = _open_expected(target, expected)  # the compare: nothing is written unless the file holds it
+            if _exchange(tmp, target):  # the swap: a save landing since the compare is handed back, not lost
+                if old is not None:
+                    old.close()
+                old = _displaced(target, tmp, expected)
+            else:
+                os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)

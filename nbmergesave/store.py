@@ -284,6 +284,23 @@ class Store:
         ).fetchone()
         return Version(*row) if row else None
 
+    def descends(self, path: str | os.PathLike[str], sha: str, ancestor: str, *, steps: int = 64) -> bool:
+        """Whether content ``sha`` was made, through declarations and recorded merges, from ``ancestor``."""
+        key, seen, frontier = self.key(path), set(), [sha]
+        while frontier and len(seen) < steps:
+            current = frontier.pop()
+            if current == ancestor:
+                return True
+            if current in seen:
+                continue
+            seen.add(current)
+            frontier += [row[0] for row in self._db.execute(
+                "SELECT base_sha256 FROM declarations WHERE path = ? AND sha256 = ? UNION "
+                "SELECT p.sha256 FROM versions m JOIN versions p ON p.path = m.path AND p.version IN (m.local, m.remote) "
+                "WHERE m.path = ? AND m.sha256 = ? AND m.kind = 'merged' AND p.sha256 IS NOT NULL",
+                (key, current, key, current))]
+        return False
+
     def latest_with(self, path: str | os.PathLike[str], sha: str) -> Version | None:
         row = self._db.execute(
             "SELECT * FROM versions WHERE path = ? AND sha256 = ? ORDER BY version DESC LIMIT 1", (self.key(path), sha)

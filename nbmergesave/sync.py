@@ -288,7 +288,11 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         saved = store.add(path, data, "observed", on_disk=False)  # the raw save is kept, whatever happens
     declared = store.declared_base(path, digest)
     if declared is not None:  # the writer said what it started from: no guessing
-        base = None if declared.sha256 == before.sha256 else declared
+        # ... and when that was made from the version on disk (a writer that merged with
+        # the file itself, like the Jupyter extension, or saves we have not seen yet), the
+        # save simply follows it: merging against the older version would undo the newer.
+        follows = declared.sha256 == before.sha256 or store.descends(path, declared.sha256 or "", before.sha256 or "")
+        base = None if follows else declared
     else:
         candidates = [v for v in reversed(history) if v.sha256 and v.version not in (before.version, saved.version)]
         base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from nbmergesave import notebook_io
+from nbmergesave import notebook_io, sync_file
 from nbmergesave.store import Store
 
 from .conftest import cell, notebook
@@ -137,6 +137,25 @@ def test_two_servers_each_save_their_edit(servers: tuple[Path, list[Server]]) ->
     assert kinds.count("merged") == 2
 
 
+def test_a_watcher_takes_the_servers_saves_as_they_are(servers: tuple[Path, list[Server]]) -> None:
+    """Each save is declared as the bytes the server wrote (Jupyter drops the cells' 'trusted'
+    marks it served), so a watcher on the folder records them instead of merging them again."""
+    root, started = servers
+    path = root / "nb.ipynb"
+    path.write_text(notebook_io.dumps(base()))
+    with Store.open(root) as store:
+        sync_file(store, path)  # the watcher knows the file as it was
+        a, b = start(root, started), start(root, started)
+        nb_a, nb_b = a.get("nb.ipynb"), b.get("nb.ipynb")
+        assert "trusted" in json.dumps(nb_a), "the server marks trust on what it serves"
+        for server, nb, cell_index, text in ((a, nb_a, 1, "A"), (b, nb_b, 6, "B")):  # B's is merged with A's
+            server.put("nb.ipynb", edit(nb, cell_index, text))
+            written = path.read_bytes()
+            assert sync_file(store, path).action == "recorded"
+            assert path.read_bytes() == written
+        assert sources(path)[1::5] == ["A", "B"]
+
+
 def test_save_merges_a_plain_file_write_and_reports_conflicts(servers: tuple[Path, list[Server]]) -> None:
     root, started = servers
     (root / "nb.ipynb").write_text(notebook_io.dumps(base()))
@@ -167,4 +186,4 @@ def test_other_files_are_untouched_and_a_failing_merge_still_saves(servers: tupl
     with Store.open(root) as store:
         stored = [store.content(v) for v in store.history(root / "nb.ipynb")]
     assert b"{ this is not json" in stored, "the broken file is kept too"
-    assert notebook_io.dumps(mine).encode() in stored
+    assert (root / "nb.ipynb").read_bytes() in stored

@@ -70,3 +70,21 @@ def test_declare_records_the_base(tmp_path: Path) -> None:
     assert row == (sha256(target.read_bytes()), base_sha, "rsync")
     bad = CliRunner().invoke(cli, ["declare", str(target), "--base-sha256", "xyz"])
     assert bad.exit_code == 2 and "expected bytes or a sha256 hex digest" in bad.stderr
+
+
+def test_a_declared_save_that_follows_unseen_saves_is_not_merged_backwards(tmp_path: Path) -> None:
+    """Two declared saves land before the watcher looks: the second was made from the first,
+    which was made from the version the watcher knows. Merging the second against that older
+    version would undo the first; it is recorded as it is."""
+    from nbmergesave import declare, sync_file
+
+    path = write(tmp_path / "nb.ipynb", nb())
+    with Store.open(tmp_path) as store:
+        sync_file(store, path)
+    first, second = notebook_io.dumps(nb((1, "first"))).encode(), notebook_io.dumps(nb((1, "first"), (4, "second"))).encode()
+    declare(path, first, base=path.read_bytes(), writer="tool")
+    declare(path, second, base=first, writer="tool")
+    path.write_bytes(second)
+    with Store.open(tmp_path) as store:
+        assert sync_file(store, path).action == "recorded"
+    assert path.read_bytes() == second

@@ -117,14 +117,14 @@ class SaveMerger:
     def loaded(self, path: str, model: dict[str, Any]) -> None:
         if model.get("type") == "notebook" and model.get("content") is not None:
             try:
-                self.remember(path, notebook_io.dumps(model["content"]).encode())
+                self.remember(path, _as_written(model["content"]))
             except Exception:  # an odd model is the server's business, not ours
                 pass
 
     def before_save(self, model: dict[str, Any], path: str) -> None:
         if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
             return
-        incoming = notebook_io.dumps(model["content"]).encode()
+        incoming = _as_written(model["content"])
         base = None
         os_path = self.cm._get_os_path(path)
         try:
@@ -173,6 +173,36 @@ class SaveMerger:
             self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
 
 
+    def after_save(self, model: dict[str, Any], path: str) -> None:
+        """Declare the bytes the server wrote, should they differ from what was declared (another
+        serialiser): a watcher must recognise this save as ours, not merge it again."""
+        if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
+            return
+        try:
+            os_path = self.cm._get_os_path(path)
+            written, meant = _read(os_path), _as_written(model["content"])
+            if written is None or written == meant:
+                return
+            with open_store(os_path) as store:
+                declared = store.declared_base(os_path, sha256(meant))
+                if declared is not None and declared.sha256:
+                    store.declare(os_path, sha256(written), declared.sha256, "jupyter")
+        except Exception:
+            self.log.error("nbmergesave: could not record the save of %s", path, exc_info=True)
+
+
+def _as_written(nb: dict[str, Any]) -> bytes:
+    """The bytes Jupyter writes for ``nb``: nbformat drops the keys it only keeps in memory
+    (cell ``trusted`` marks, ``orig_nbformat``, ``signature``) before writing."""
+    transient = ("orig_nbformat", "orig_nbformat_minor", "signature")
+    return notebook_io.dumps({
+        **nb,
+        "metadata": {k: v for k, v in nb.get("metadata", {}).items() if k not in transient},
+        "cells": [{**c, "metadata": {k: v for k, v in c.get("metadata", {}).items() if k != "trusted"}}
+                  for c in nb.get("cells", [])],
+    }).encode()
+
+
 def _describe(conflict: Any) -> str:
     from ..report import describe
 
@@ -196,7 +226,9 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
         async def save(model: dict[str, Any], path: str = "") -> Any:
             async with merger.alock(path.strip("/")):
                 merger.before_save(model, path.strip("/"))
-                return await original_save(model, path)
+                saved = await original_save(model, path)
+                merger.after_save(model, path.strip("/"))
+                return saved
 
         async def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:
             model = await original_get(path, content, *args, **kwargs)
@@ -207,7 +239,9 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
             with merger.lock(path.strip("/")):
                 merger.before_save(model, path.strip("/"))
-                return original_save(model, path)
+                saved = original_save(model, path)
+                merger.after_save(model, path.strip("/"))
+                return saved
 
         def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             model = original_get(path, content, *args, **kwargs)
