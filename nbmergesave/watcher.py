@@ -369,7 +369,7 @@ class Watcher:
                 next_rescan = time.monotonic() + self.rescan_every
             if not ready:
                 if self.session.replaced:
-                    wait = min(wait, 0.01)
+                    wait = min(wait, 0.1)  # a writer caught mid-save: look at the inode it writes into
                 self._wake.wait(max(0.0, min(wait, 0.5)))
                 self._wake.clear()
 
