@@ -73,6 +73,28 @@ def parse_notebook(
     return notebook_from_dict(raw, label)
 
 
+def torn_prefix(data: bytes) -> bytes | None:
+    r"""The whole notebook at the start of a file two in-place writers tore, or ``None``.
+
+    Two editors that rewrite a file in place at once (truncate, then write)
+    leave the later one's notebook followed by the tail of a longer one: a
+    file that does not parse. Its leading JSON document, when it is a
+    notebook, is exactly what the later writer saved.
+
+    >>> torn_prefix(b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n": [], "nbformat": 4}\n')
+    b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n'
+    """
+    try:
+        text = data.decode("utf-8")
+        raw, end = json.JSONDecoder().raw_decode(text)
+        notebook_from_dict(raw)
+    except (ValueError, RecursionError, BadInput):
+        return None
+    if not text[end:].strip():
+        return None  # not torn: the whole file is one document
+    return text[:end].encode("utf-8") + (b"\n" if text[end:end + 1] == "\n" else b"")
+
+
 def notebook_from_dict(raw: Any, label: str = "notebook") -> dict[str, Any]:
     """Check a parsed JSON value is an nbformat 4 notebook; rejoin split lines in place.
 

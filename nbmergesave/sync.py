@@ -144,6 +144,26 @@ def _write_merged(store: Store, path: str | os.PathLike[str], merged: Version, e
     return Outcome("merged", key, merged.version, merged.base, merged.local, merged.remote, merged.conflicts)
 
 
+def _untear(store: Store, path: str | os.PathLike[str], key: str, torn: bytes, whole: bytes,
+            session: Session) -> Outcome | None:
+    """Put back the notebook a torn file starts with (see :func:`~nbmergesave.notebook_io.torn_prefix`).
+
+    The torn bytes are kept (kind ``torn``, never used as a base); the caller
+    then reads the file again and handles that notebook as a save.
+    """
+    store.add(path, torn, "torn", on_disk=False)
+    try:
+        with store.save_lock():
+            replaced = notebook_io.write_atomic(path, whole, expected=torn)
+    except notebook_io.Changed:
+        return None  # a newer save replaced the torn file: handle that one
+    except OSError as e:
+        return Outcome("error", key, message=f"'{key}' was torn by two writers at once and cannot be mended: {e.strerror}")
+    if replaced is not None:
+        session.replaced.append(replaced)
+    return None
+
+
 def _read_only(path: str | os.PathLike[str]) -> bool:
     """No write permission for us, or (as root, who may write anyway) none for anyone."""
     try:
@@ -263,7 +283,10 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     try:
         save = notebook_io.parse_notebook(data, f"'{key}'")
     except BadInput as e:
-        return Outcome("partial", key, message=str(e))
+        whole = notebook_io.torn_prefix(data)
+        if whole is None or _read_or_empty(path) != data:
+            return Outcome("partial", key, message=str(e))
+        return _untear(store, path, key, data, whole, session)
     if before is None:  # first sighting (or back after a deletion)
         return Outcome("recorded", key, store.add(path, data, "observed").version)
     history = store.history(path, last=HISTORY_WINDOW + 1)

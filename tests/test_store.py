@@ -113,3 +113,37 @@ def test_a_save_landing_while_a_merge_is_written_is_merged_too(tmp_path: Path, m
         final = path.read_text()
         assert all(s in final for s in ("a = 1", "b = 2", "c = 1")), final
         assert store.on_disk(path).sha256 == sha256(path.read_bytes())
+
+
+def test_a_file_two_writers_tore_is_mended_and_kept(tmp_path: Path) -> None:
+    """Two editors rewrite the file in place at once: the later one's notebook, then the tail of
+    the longer earlier one. The watcher puts the later save back whole, and keeps the torn bytes."""
+    from nbmergesave import notebook_io
+    from nbmergesave.sync import sync_file
+
+    from .conftest import cell, notebook, write
+
+    path = write(tmp_path / "nb.ipynb", notebook(cell("a = 0", "a"), cell("b = 0", "b")))
+    longer = notebook_io.dumps(notebook(cell("a = 0", "a"), cell("b = 0\n" + "# a long edit\n" * 20, "b"))).encode()
+    later = notebook_io.dumps(notebook(cell("a = 1", "a"), cell("b = 0", "b"))).encode()
+    torn = later + longer[len(later):]
+    with Store.open(tmp_path) as store:
+        sync_file(store, path)
+        path.write_bytes(torn)
+        sync_file(store, path)
+        assert path.read_bytes() == later
+        assert store.on_disk(path).sha256 == sha256(later)
+        assert [v.kind for v in store.history(path)] == ["observed", "torn", "observed"]
+        assert store.content(store.history(path)[1]) == torn
+
+
+def test_only_a_torn_file_counts_as_torn() -> None:
+    from nbmergesave import notebook_io
+
+    from .conftest import cell, notebook
+
+    whole = notebook_io.dumps(notebook(cell("a = 0", "a"))).encode()
+    assert notebook_io.torn_prefix(whole) is None  # one document
+    assert notebook_io.torn_prefix(whole[:-20]) is None  # a save still being written
+    assert notebook_io.torn_prefix(b'{"a": 1}\n{"b": 2}') is None  # not a notebook
+    assert notebook_io.torn_prefix(whole + b'  "tail"\n}\n') == whole
