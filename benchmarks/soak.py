@@ -38,6 +38,7 @@ from urllib.error import HTTPError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nbmergesave import notebook_io  # noqa: E402
+from nbmergesave.jupyter import _as_written as as_written  # noqa: E402
 from nbmergesave.store import Store, sha256  # noqa: E402
 
 NAME = "shared.ipynb"
@@ -86,7 +87,7 @@ def _edit_and_save(k: int, path: Path, saves: int, waits: tuple[float, float], r
         data = notebook_io.dumps(nb).encode()
         if server is not None:
             _request(server, "PUT", f"/api/contents/{NAME}", {"type": "notebook", "format": "json", "content": nb})
-            events.put((k, line, time.time(), None))
+            events.put((k, line, time.time(), sha256(as_written(nb))))  # what the server stores of it
             continue
         style = rng.choice(["jupyter", "rename", "plain"])
         if style == "jupyter":  # FileContentsManager: copy aside, rewrite in place, remove the copy

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS blobs (
     sha256 TEXT PRIMARY KEY,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS token_sizes (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS on_disk (
     path TEXT PRIMARY KEY,
     version INTEGER NOT NULL
@@ -300,6 +304,19 @@ class Store:
                 "WHERE m.path = ? AND m.sha256 = ? AND m.kind = 'merged' AND p.sha256 IS NOT NULL",
                 (key, current, key, current))]
         return False
+
+    # --- the lineage search's index: each content's size in tokens ---------
+
+    def record_size(self, sha: str, size: int) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO token_sizes VALUES (?, ?)", (sha, size))
+
+    def nearest_in_size(self, path: str | os.PathLike[str], size: int, limit: int) -> list[Version]:
+        """Versions of ``path`` whose content is closest to ``size`` tokens (where that is known), newest first at a tie."""
+        rows = self._db.execute(
+            "SELECT v.* FROM versions v JOIN token_sizes t ON t.sha256 = v.sha256 WHERE v.path = ? "
+            "ORDER BY abs(t.size - ?), v.version DESC LIMIT ?", (self.key(path), size, limit))
+        return [Version(*row) for row in rows]
 
     def latest_with(self, path: str | os.PathLike[str], sha: str) -> Version | None:
         row = self._db.execute(

@@ -21,8 +21,10 @@ from .errors import BadInput, NbMergeSaveError
 from .merge import merge
 from .store import Store, Version, sha256
 
-#: How many older versions the base search looks at.
+#: How many of the newest versions the base search looks at ...
 HISTORY_WINDOW = 200
+#: ... and how many more, of any age, closest in size to the save.
+NEAR_IN_SIZE = 40
 
 #: Crash-safety tests set this to slow every merge down, to kill the watcher mid-merge.
 _TEST_DELAY = float(os.environ.get("NBMERGESAVE_TEST_MERGE_DELAY", "0") or 0)
@@ -84,6 +86,8 @@ def _tokens(store: Store, version: Version) -> lineage.Tokens | None:
         return _TOKENS[key]
     nb = _load(store, version)
     value = _TOKENS[key] = lineage.tokens(nb) if nb is not None else None
+    if value is not None:
+        store.record_size(version.sha256, value.size)
     if len(_TOKENS) > 256:
         _TOKENS.popitem(last=False)
     return value
@@ -248,23 +252,28 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
     """
     session = session if session is not None else Session()
     key = store.key(path)
+    # Work in order: saves our own writes swapped off the disk (merged first, they are older),
+    # then this save, then the file again whenever a newer save got in the way of a write.
+    queue: list[tuple[bytes | None, bool]] = [(d, True) for d in session.displaced.pop(key, [])] + [(data, False)]
     done: list[Outcome] = []
-    displaced = False
-    for _ in range(attempts):
+    rereads = 0
+    while queue:
+        data, displaced = queue.pop(0)
         if data is None:
             try:
                 data = notebook_io.read_bytes(path)
             except BadInput as e:
-                return Outcome("error", key, message=str(e))
+                return Outcome("error", key, message=str(e), earlier=tuple(done))
         outcome = _sync_once(store, path, key, data, session, displaced)
-        data = None  # a newer save replaced the file while we merged: merge it against our result
+        queue[:0] = [(d, True) for d in session.displaced.pop(key, [])]
         if outcome is not None:
-            pending = session.displaced.get(key)
-            if not pending:
-                return replace(outcome, earlier=tuple(done)) if done else outcome
-            done.append(outcome)  # our write swapped a save off the disk: merge it against our result
-            data, displaced = pending.pop(0), True
-    return Outcome("partial", key, message=f"'{key}' kept changing; will look again", earlier=tuple(done))
+            done.append(outcome)
+        elif rereads < attempts:  # a newer save replaced the file while we merged: merge it against our result
+            rereads += 1
+            queue.append((None, False))
+        else:
+            done.append(Outcome("partial", key, message=f"'{key}' kept changing; will look again"))
+    return replace(done[-1], earlier=tuple(done[:-1])) if len(done) > 1 else done[0]
 
 
 def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes, session: Session,
@@ -317,7 +326,13 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         follows = declared.sha256 == before.sha256 or store.descends(path, declared.sha256 or "", before.sha256 or "")
         base = None if follows else declared
     else:
-        candidates = [v for v in reversed(history) if v.sha256 and v.version not in (before.version, saved.version)]
+        # The newest versions, and those closest in size to the save, wherever they are in the
+        # history: a writer who loaded long ago (hundreds of versions) saves something the size
+        # of what it loaded plus its own edits.
+        recent = [v for v in reversed(history) if v.sha256]
+        seen = {v.version for v in recent} | {before.version, saved.version}
+        near = [v for v in store.nearest_in_size(path, lineage.tokens(save).size, NEAR_IN_SIZE) if v.version not in seen]
+        candidates = [v for v in recent if v.version not in (before.version, saved.version)] + near
         base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
     on_disk = store.content(before) if displaced else data
     if base is None:  # made from the version on disk: it is the new version as it stands

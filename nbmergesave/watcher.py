@@ -260,16 +260,15 @@ class Watcher:
             self.stats.last_error = f"{path}: {e}"
             self.log(f"error {path}: {e}")
             return None
-        if outcome.action == "partial":
-            if path.exists():
-                self.schedule(path, self.retry)
-        elif outcome.action == "error":
-            self.stats.errors += 1
-            self.stats.last_error = outcome.message
-            self.log(f"error {outcome.message}")
-        for merged in (*outcome.earlier, outcome):
-            if merged.action == "merged":
-                self._merged(path, merged)
+        if outcome.action == "partial" and path.exists():
+            self.schedule(path, self.retry)
+        for step in (*outcome.earlier, outcome):
+            if step.action == "merged":
+                self._merged(path, step)
+            elif step.action == "error":
+                self.stats.errors += 1
+                self.stats.last_error = step.message
+                self.log(f"error {step.message}")
         return outcome
 
     def _merged(self, path: Path, outcome: Outcome) -> None:

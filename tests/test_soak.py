@@ -20,3 +20,12 @@ def test_concurrent_writers_lose_nothing_the_watcher_saw() -> None:
     # Saves another writer replaced within milliseconds are invisible to any file watcher; they are
     # rare at this pace, and their edits survive unless their writer reloads before saving again.
     assert result.missing < result.saves // 2
+
+
+def test_writers_through_two_jupyter_servers_lose_nothing() -> None:
+    """Every save says its base here, so every version written must be in the store, and every edit in the file."""
+    result = soak.run(writers=2, saves=15, waits=(0.05, 0.3), seed=5, jupyter=True, timeout=180)
+    print(result.report())
+    assert result.valid
+    assert result.saves == 30
+    assert (result.lost, result.unseen, result.missing) == ([], [], 0)

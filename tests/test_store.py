@@ -147,3 +147,34 @@ def test_only_a_torn_file_counts_as_torn() -> None:
     assert notebook_io.torn_prefix(whole[:-20]) is None  # a save still being written
     assert notebook_io.torn_prefix(b'{"a": 1}\n{"b": 2}') is None  # not a notebook
     assert notebook_io.torn_prefix(whole + b'  "tail"\n}\n') == whole
+
+
+def test_a_save_made_long_ago_is_merged_against_what_it_was_made_from(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that loaded many versions ago (beyond the newest ones the search reads first) saves:
+    its base is found by size, and the merge keeps everything the others saved since."""
+    from nbmergesave import notebook_io, sync
+    from nbmergesave.sync import sync_file
+
+    from .conftest import cell, notebook, write
+
+    monkeypatch.setattr(sync, "HISTORY_WINDOW", 3)
+    mine, theirs = ["# mine"], ["# theirs"]
+
+    def nb() -> dict:  # type: ignore[type-arg]
+        return notebook(cell("\n".join(mine), "m"), cell("\n".join(theirs), "t"))
+
+    path = write(tmp_path / "nb.ipynb", nb())
+    with Store.open(tmp_path) as store:
+        sync_file(store, path)
+        loaded = notebook_io.read_notebook(path)  # my editor loads now...
+        for n in range(12):  # ...then others save, a dozen versions
+            theirs.append(f"their edit {n}")
+            write(path, nb())
+            sync_file(store, path)
+        loaded["cells"][0]["source"] += "\nmy edit"  # ...and I save what I loaded plus my edit
+        write(path, loaded)
+        outcome = sync_file(store, path)
+        assert (outcome.action, outcome.base, outcome.conflicts) == ("merged", 1, 0)  # merged from what I loaded
+    mine.append("my edit")
+    assert notebook_io.read_notebook(path)["cells"] == nb()["cells"]
