@@ -51,10 +51,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     sha256 TEXT PRIMARY KEY,
     data BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS token_sizes (
-    sha256 TEXT PRIMARY KEY,
-    size INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS cell_sources (
+    sha256 TEXT NOT NULL,
+    cell TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (sha256, cell)
 );
+CREATE INDEX IF NOT EXISTS cell_sources_by_source ON cell_sources (source);
 CREATE TABLE IF NOT EXISTS on_disk (
     path TEXT PRIMARY KEY,
     version INTEGER NOT NULL
@@ -305,17 +308,23 @@ class Store:
                 (key, current, key, current))]
         return False
 
-    # --- the lineage search's index: each content's size in tokens ---------
+    # --- the base search's index: which contents hold which cells ------------
 
-    def record_size(self, sha: str, size: int) -> None:
+    def record_cells(self, sha: str, cells: dict[str, str]) -> None:
+        """Note that content ``sha`` holds, for each cell key, a source with that digest."""
         with self._transaction():
-            self._db.execute("INSERT OR IGNORE INTO token_sizes VALUES (?, ?)", (sha, size))
+            self._db.executemany("INSERT OR IGNORE INTO cell_sources VALUES (?, ?, ?)",
+                                 [(sha, cell, source) for cell, source in cells.items()])
 
-    def nearest_in_size(self, path: str | os.PathLike[str], size: int, limit: int) -> list[Version]:
-        """Versions of ``path`` whose content is closest to ``size`` tokens (where that is known), newest first at a tie."""
+    def sharing_cells(self, path: str | os.PathLike[str], cells: dict[str, str], limit: int) -> list[Version]:
+        """The versions of ``path`` with the most cells identical to ``cells`` (newest first at a tie)."""
+        if not cells:
+            return []
+        pairs = " OR ".join("(c.cell = ? AND c.source = ?)" for _ in cells)
         rows = self._db.execute(
-            "SELECT v.* FROM versions v JOIN token_sizes t ON t.sha256 = v.sha256 WHERE v.path = ? "
-            "ORDER BY abs(t.size - ?), v.version DESC LIMIT ?", (self.key(path), size, limit))
+            f"SELECT v.* FROM (SELECT c.sha256, count(*) AS n FROM cell_sources c WHERE {pairs} GROUP BY c.sha256) m "
+            "JOIN versions v ON v.sha256 = m.sha256 AND v.path = ? ORDER BY m.n DESC, v.version DESC LIMIT ?",
+            [x for pair in cells.items() for x in pair] + [self.key(path), limit])
         return [Version(*row) for row in rows]
 
     def latest_with(self, path: str | os.PathLike[str], sha: str) -> Version | None:

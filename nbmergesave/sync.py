@@ -23,8 +23,8 @@ from .store import Store, Version, sha256
 
 #: How many of the newest versions the base search looks at ...
 HISTORY_WINDOW = 200
-#: ... and how many more, of any age, closest in size to the save.
-NEAR_IN_SIZE = 40
+#: ... and how many more, of any age, sharing the most cells with the save.
+SHARING_CELLS = 40
 
 #: Crash-safety tests set this to slow every merge down, to kill the watcher mid-merge.
 _TEST_DELAY = float(os.environ.get("NBMERGESAVE_TEST_MERGE_DELAY", "0") or 0)
@@ -86,11 +86,17 @@ def _tokens(store: Store, version: Version) -> lineage.Tokens | None:
         return _TOKENS[key]
     nb = _load(store, version)
     value = _TOKENS[key] = lineage.tokens(nb) if nb is not None else None
-    if value is not None:
-        store.record_size(version.sha256, value.size)
+    if nb is not None:
+        store.record_cells(version.sha256, _cell_digests(nb))
     if len(_TOKENS) > 256:
         _TOKENS.popitem(last=False)
     return value
+
+
+def _cell_digests(nb: dict[str, Any], limit: int = 500) -> dict[str, str]:
+    """Each cell's key and a digest of its source, for the first ``limit`` cells (enough to tell versions apart)."""
+    return {cell.get("id") or f"#{i}": sha256(str(cell.get("source", "")).encode())
+            for i, cell in enumerate(nb.get("cells", [])[:limit])}
 
 
 def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, before: Version,
@@ -326,13 +332,13 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         follows = declared.sha256 == before.sha256 or store.descends(path, declared.sha256 or "", before.sha256 or "")
         base = None if follows else declared
     else:
-        # The newest versions, and those closest in size to the save, wherever they are in the
-        # history: a writer who loaded long ago (hundreds of versions) saves something the size
-        # of what it loaded plus its own edits.
+        # The newest versions, and those sharing the most cells with the save, wherever they are
+        # in the history: a writer who loaded long ago (hundreds of versions) saves the cells it
+        # did not touch exactly as it loaded them.
         recent = [v for v in reversed(history) if v.sha256]
         seen = {v.version for v in recent} | {before.version, saved.version}
-        near = [v for v in store.nearest_in_size(path, lineage.tokens(save).size, NEAR_IN_SIZE) if v.version not in seen]
-        candidates = [v for v in recent if v.version not in (before.version, saved.version)] + near
+        alike = [v for v in store.sharing_cells(path, _cell_digests(save), SHARING_CELLS) if v.version not in seen]
+        candidates = [v for v in recent if v.version not in (before.version, saved.version)] + alike
         base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
     on_disk = store.content(before) if displaced else data
     if base is None:  # made from the version on disk: it is the new version as it stands
