@@ -9,12 +9,15 @@ a numbered line to its own cell (and now and then to a shared cell), and
 saves every 50-500 ms at random, in one of the ways real writers save
 (Jupyter's copy-then-write-in-place, temporary file + rename, plain write;
 with --jupyter, a PUT to its server). Now and then it reloads the file from
-disk, as an editor does after "file changed on disk". At the end every line
-each writer put in its own cell that any stored version held must be in the
-final notebook (a conflict's markers count: they hold both sides), and the
-file must be a valid notebook. Prints saves, merges, conflicts, lost edits,
-saves no watcher could see (replaced by another writer's save within
-milliseconds) and the edits lost with them, and the save-to-merged latency.
+disk, as an editor does after "file changed on disk". When the writers are
+done, the soak waits until the watcher reports no save pending. Then every
+line each writer put in its own cell that any stored version held must be in
+the final notebook (a conflict's markers count: they hold both sides), and
+the file must be a valid notebook. Prints saves, merges, conflicts, lost
+edits, saves never stored (for files: replaced by another writer's save, or
+torn by one, within milliseconds; through Jupyter, where every save says its
+base, this must be 0) and the edits lost with them, and the save-to-merged
+latency.
 """
 
 from __future__ import annotations
