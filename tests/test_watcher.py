@@ -302,7 +302,9 @@ def test_declared_base_is_used_instead_of_inference(project: Project) -> None:
     data = notebook_io.dumps(theirs).encode()
     declare(project.root / "nb.ipynb", data, base=notebook_io.dumps(v0).encode(), writer="test-sync")
     (project.root / "nb.ipynb").write_bytes(data)
-    wait_for(lambda: any(v.kind == "merged" for v in project.versions("nb.ipynb")), "the declared merge")
+    # the merge is recorded before it is written: wait for the file to hold it
+    wait_for(lambda: any(v.kind == "merged" for v in project.versions("nb.ipynb")) and project.settled("nb.ipynb"),
+             "the declared merge")
     final = sources(project.read("nb.ipynb"))
     assert [final[1], final[4]] == ["mine", "theirs"]
 
