@@ -209,7 +209,6 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
     """
     import json
     import signal
-    import threading
     import time
 
     from .watcher import Watcher
@@ -221,8 +220,10 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
         watcher = Watcher(roots, log=log, rescan=rescan, ignore=ignore, store_location=store_location)
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM stops us as Ctrl-C does. (Setting a threading.Event from the handler can
+    # deadlock: the handler runs in the main thread, which may hold that Event's lock
+    # inside its own wait(); seen once, a watcher that never stopped.)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     def progress(paths: list[Path]):  # type: ignore[no-untyped-def]
         if len(paths) < 200 or not sys.stderr.isatty():
             yield from paths
@@ -249,7 +250,8 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
 
     try:
         write_status()  # its appearance tells `daemon start` that we are ready
-        while not stop.wait(1.0):
+        while True:
+            time.sleep(1.0)
             write_status()
     except KeyboardInterrupt:
         pass
