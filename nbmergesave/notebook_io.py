@@ -311,6 +311,12 @@ class Replaced:
     since: float
     unexpected: bytes | None = None
 
+    @classmethod
+    def hold(cls, path: Path, fd: int) -> Replaced:
+        """Watch the open file ``fd`` (that was at ``path``) from its present size and time on."""
+        st = os.fstat(fd)
+        return cls(path, fd, (st.st_size, st.st_mtime_ns), time.monotonic())
+
     def changed(self) -> bool:
         st = os.fstat(self.fd)
         return (st.st_size, st.st_mtime_ns) != self.baseline
@@ -415,10 +421,8 @@ def _displaced(target: Path, tmp: str, expected: bytes) -> Replaced:
     if stat.S_ISDIR(os.lstat(tmp).st_mode):  # a folder took the notebook's place: put it back
         _exchange(tmp, target)
         raise Changed(str(target))
-    fd = os.open(tmp, os.O_RDONLY)
+    replaced = Replaced.hold(target, os.open(tmp, os.O_RDONLY))
     os.unlink(tmp)
-    st = os.fstat(fd)
-    replaced = Replaced(target, fd, (st.st_size, st.st_mtime_ns), time.monotonic())
     content = replaced.read()
     if content != expected:
         replaced.unexpected = content
@@ -432,8 +436,7 @@ def _open_expected(target: Path, expected: bytes) -> Replaced | None:
         if expected:
             raise Changed(str(target)) from None
         return None
-    st = os.fstat(fd)
-    replaced = Replaced(target, fd, (st.st_size, st.st_mtime_ns), time.monotonic())
+    replaced = Replaced.hold(target, fd)
     if replaced.read() != expected:
         replaced.close()
         raise Changed(str(target))

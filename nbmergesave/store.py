@@ -311,7 +311,9 @@ class Store:
     # --- the base search's index: which contents hold which cells ------------
 
     def record_cells(self, sha: str, cells: dict[str, str]) -> None:
-        """Note that content ``sha`` holds, for each cell key, a source with that digest."""
+        """Note that content ``sha`` holds, for each cell key, a source with that digest (once per content)."""
+        if self._db.execute("SELECT 1 FROM cell_sources WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
+            return  # a read, where inserting again would be a write transaction for nothing
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO cell_sources VALUES (?, ?, ?)",
                                  [(sha, cell, source) for cell, source in cells.items()])

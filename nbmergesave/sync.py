@@ -130,9 +130,9 @@ def _write_merged(store: Store, path: str | os.PathLike[str], merged: Version, e
     session.own_writes.add(merged.sha256 or "")
     if _TEST_DELAY:  # test hook: widen the window between recording and writing a merge
         time.sleep(_TEST_DELAY)
+    merged_from = store.get(path, merged.local).sha256 if merged.local is not None else None
     try:
-        with store.save_lock():
-            replaced = notebook_io.write_atomic(path, store.content(merged), expected=expected)
+        _swap_in(store, path, store.content(merged), expected, session, merged_from)
     except notebook_io.Changed:
         # A newer save is on disk: the merge is still the current version, and
         # the newer save will be merged against it, so nothing of this one is lost.
@@ -142,13 +142,6 @@ def _write_merged(store: Store, path: str | os.PathLike[str], merged: Version, e
         return Outcome("error", key, merged.version,
                        message=f"cannot write merged '{key}': {e.strerror}; left untouched, the merge is version {merged.version}")
     store.add_on_disk(path, merged.version)
-    if replaced is not None:
-        session.replaced.append(replaced)
-        displaced = replaced.unexpected
-        merged_from = store.get(path, merged.local).sha256 if merged.local is not None else None
-        if displaced is not None and sha256(displaced) not in session.own_writes | {merged_from}:
-            # a save landed between our read and our write: it is merged next
-            session.displaced.setdefault(key, []).append(displaced)
     if merged.kind != "merged":
         return Outcome("recorded", key, merged.version)
     return Outcome("merged", key, merged.version, merged.base, merged.local, merged.remote, merged.conflicts)
@@ -163,15 +156,28 @@ def _untear(store: Store, path: str | os.PathLike[str], key: str, torn: bytes, w
     """
     store.add(path, torn, "torn", on_disk=False)
     try:
-        with store.save_lock():
-            replaced = notebook_io.write_atomic(path, whole, expected=torn)
+        _swap_in(store, path, whole, torn, session)
     except notebook_io.Changed:
         return None  # a newer save replaced the torn file: handle that one
     except OSError as e:
         return Outcome("error", key, message=f"'{key}' was torn by two writers at once and cannot be mended: {e.strerror}")
-    if replaced is not None:
-        session.replaced.append(replaced)
     return None
+
+
+def _swap_in(store: Store, path: str | os.PathLike[str], data: bytes, expected: bytes, session: Session,
+             known: str | None = None) -> None:
+    """Replace ``path`` with ``data`` if it holds ``expected`` (raises :class:`~nbmergesave.notebook_io.Changed`
+    if not), under the save lock. The replaced file stays watched (``session.replaced``), and a save the
+    swap took off the disk, unless it is ours or ``known`` (a sha256 already merged in), waits in
+    ``session.displaced`` to be merged next."""
+    with store.save_lock():
+        replaced = notebook_io.write_atomic(path, data, expected=expected)
+    if replaced is None:
+        return
+    session.replaced.append(replaced)
+    displaced = replaced.unexpected
+    if displaced is not None and sha256(displaced) not in session.own_writes | {known}:
+        session.displaced.setdefault(store.key(path), []).append(displaced)
 
 
 def _read_only(path: str | os.PathLike[str]) -> bool:
