@@ -121,15 +121,14 @@ class SaveMerger:
             except Exception:  # an odd model is the server's business, not ours
                 pass
 
-    def before_save(self, model: dict[str, Any], path: str) -> None:
+    def before_save(self, model: dict[str, Any], path: str) -> bytes | None:
+        """Merge the save with what changed on disk; return the bytes declared for it (``None``: none)."""
         if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
-            return
+            return None
         incoming = _as_written(model["content"])
-        base = None
         os_path = self.cm._get_os_path(path)
         try:
-            base = self.base_of(path, incoming)
-            self._merge_into(model, path, os_path, incoming, base)
+            return self._merge_into(model, path, os_path, incoming, self.base_of(path, incoming))
         except Exception as e:
             self.log.error("nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e, exc_info=True)
             try:
@@ -137,10 +136,11 @@ class SaveMerger:
                     store.add(os_path, incoming, "observed", on_disk=False)
             except Exception:
                 self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
+            return None
         finally:
             self.remember(path, incoming)  # what this client now holds
 
-    def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes, base: bytes | None) -> None:
+    def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes, base: bytes | None) -> bytes:
         import nbformat
 
         disk = _read(os_path)
@@ -151,12 +151,12 @@ class SaveMerger:
             saved = store.add(os_path, incoming, "observed", on_disk=False)
             if base is None or disk is None or disk in (base, incoming):
                 store.declare(os_path, saved.sha256 or "", sha256(base if base is not None else disk or incoming), "jupyter")
-                return
+                return incoming
             disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
             base_nb = notebook_io.parse_notebook(base, "the loaded version")
             if disk_nb == base_nb:  # same notebook, other bytes
                 store.declare(os_path, saved.sha256 or "", sha256(disk), "jupyter")
-                return
+                return incoming
             result = merge(base_nb, disk_nb, notebook_io.parse_notebook(incoming, "the save"))
             notebook_io.validate(result.notebook, f"merged '{path}'")
             text = notebook_io.dumps(result.notebook).encode()
@@ -171,16 +171,17 @@ class SaveMerger:
                              "inline: %s", path, unresolved, "; ".join(_describe(c) for c in result.unresolved))
         else:
             self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
+        return text
 
 
-    def after_save(self, model: dict[str, Any], path: str) -> None:
-        """Declare the bytes the server wrote, should they differ from what was declared (another
-        serialiser): a watcher must recognise this save as ours, not merge it again."""
-        if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
+    def after_save(self, path: str, meant: bytes | None) -> None:
+        """Declare the bytes the server wrote, should they differ from ``meant``, what was declared
+        (another serialiser): a watcher must recognise this save as ours, not merge it again."""
+        if meant is None:
             return
         try:
             os_path = self.cm._get_os_path(path)
-            written, meant = _read(os_path), _as_written(model["content"])
+            written = _read(os_path)
             if written is None or written == meant:
                 return
             with open_store(os_path) as store:
@@ -225,9 +226,9 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
     if inspect.iscoroutinefunction(original_save):
         async def save(model: dict[str, Any], path: str = "") -> Any:
             async with merger.alock(path.strip("/")):
-                merger.before_save(model, path.strip("/"))
+                meant = merger.before_save(model, path.strip("/"))
                 saved = await original_save(model, path)
-                merger.after_save(model, path.strip("/"))
+                merger.after_save(path.strip("/"), meant)
                 return saved
 
         async def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:
@@ -238,9 +239,9 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
     else:
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
             with merger.lock(path.strip("/")):
-                merger.before_save(model, path.strip("/"))
+                meant = merger.before_save(model, path.strip("/"))
                 saved = original_save(model, path)
-                merger.after_save(model, path.strip("/"))
+                merger.after_save(path.strip("/"), meant)
                 return saved
 
         def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
