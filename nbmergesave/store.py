@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import private
 from .errors import StoreError
 
 STORE_DIR = ".nbmergesave"
@@ -104,23 +105,16 @@ class Store:
         self._db = sqlite3.connect(location / "index.sqlite", timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
-        for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
-            if (location / name).exists():
-                os.chmod(location / name, 0o600)
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], location: str | os.PathLike[str] | None = None) -> Store:
         """Open (creating if needed) the store of ``root``: ``location``, ``$NBMERGESAVE_STORE``, or ``ROOT/.nbmergesave``."""
         root = Path(root)
         where = Path(location or os.environ.get(ENV_STORE) or root / STORE_DIR)
-        old = os.umask(0o077)
-        try:
-            where.mkdir(parents=True, exist_ok=True)
+        try:  # 0700/0600, or the group's in a team folder: see nbmergesave.private
+            private.store_folder(where)
         except OSError as e:
             raise StoreError(f"cannot create the store at '{where}': {e.strerror}") from None
-        finally:
-            os.umask(old)
-        os.chmod(where, 0o700)
         return cls(root, where)
 
     @classmethod

@@ -1,0 +1,149 @@
+"""Folders and files only their owner can read, whatever the umask; and URLs safe to print.
+
+The rule, in one place:
+
+- The state folder (daemon and Jupyter records, logs) is always private:
+  folders ``0700``, files ``0600``. Records hold tokens.
+- A version store is private too, unless it is shared on purpose: when the
+  folder that holds the store (the project root for ``ROOT/.nbmergesave``),
+  or the store folder itself, is **group-writable and setgid** — the usual
+  way a team folder is set up (``chgrp team proj && chmod 2770 proj``) — the
+  store folder gets ``2770`` and its files ``0660``: the group the setgid bit
+  hands down keeps read and write access, others get nothing. Group-writable
+  alone is not enough (a umask of 002 makes every folder so); setgid says
+  the sharing is deliberate.
+
+Modes are set with ``chmod`` after creation, so the umask of the process
+(even ``000``) never widens them, and the umask is never changed (it is
+process-wide, and the Jupyter server runs threads). Files and folders owned
+by another user (a teammate's, in a shared store) are left as they are.
+
+>>> import pathlib, tempfile
+>>> folder = private_dir(pathlib.Path(tempfile.mkdtemp()) / "state")
+>>> oct(folder.stat().st_mode & 0o7777)
+'0o700'
+>>> redact_url("postgresql://me:s3cret@db.example.org/notes")
+'postgresql://me:***@db.example.org/notes'
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import urllib.parse
+from pathlib import Path
+
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+SHARED_DIR, SHARED_FILE = 0o2770, 0o660
+
+
+def is_team_folder(folder: str | os.PathLike[str]) -> bool:
+    """True when ``folder`` is group-writable and setgid: a folder shared with a group on purpose."""
+    try:
+        mode = os.stat(folder).st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_ISGID) and bool(mode & stat.S_IWGRP)
+
+
+def _make_parents(folder: Path) -> None:
+    missing = []
+    parent = folder.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=0o755)  # 0o755 & ~umask: never writable by others, whatever the umask
+        except FileExistsError:
+            pass
+
+
+def _chmod_own(path: Path, mode: int) -> None:
+    st = os.stat(path)
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def private_dir(folder: str | os.PathLike[str], *, mode: int = PRIVATE_DIR) -> Path:
+    """Create ``folder`` (and missing parents) and give it exactly ``mode`` (default ``0700``); returns it."""
+    path = Path(folder)
+    _make_parents(path)
+    try:
+        path.mkdir(mode=mode & 0o777)  # at most ``mode`` from the start; no window where it is wider
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+    _chmod_own(path, mode)
+    return path
+
+
+def private_file(path: str | os.PathLike[str], *, mode: int = PRIVATE_FILE) -> Path:
+    """Create ``path`` empty if missing (never truncating it) and give it exactly ``mode`` (default ``0600``)."""
+    p = Path(path)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), mode & 0o777)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return p
+
+
+def open_private_log(path: str | os.PathLike[str]) -> int:
+    """A file descriptor appending to ``path``, created ``0600`` (a log handed to a child process)."""
+    private_file(path)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+
+
+def store_modes(folder: str | os.PathLike[str]) -> tuple[int, int]:
+    """(folder mode, file mode) for a store at ``folder``: shared with the group only in a team folder."""
+    path = Path(folder)
+    shared = is_team_folder(path.parent) or is_team_folder(path)
+    return (SHARED_DIR, SHARED_FILE) if shared else (PRIVATE_DIR, PRIVATE_FILE)
+
+
+def store_folder(folder: str | os.PathLike[str], files: tuple[str, ...] = ("index.sqlite",)) -> Path:
+    """Create the store folder at ``folder`` and its ``files`` with the modes of :func:`store_modes`.
+
+    The database file is created here, before SQLite opens it, so it never
+    exists with the umask's mode; SQLite gives its ``-wal`` and ``-shm``
+    files the database file's mode. Existing files of ours are brought back
+    to the rule (stores made by older versions).
+    """
+    dir_mode, file_mode = store_modes(folder)
+    path = private_dir(folder, mode=dir_mode)
+    for name in files:
+        private_file(path / name, mode=file_mode)
+        for suffix in ("-wal", "-shm", "-journal"):
+            extra = path / (name + suffix)
+            if extra.exists():
+                _chmod_own(extra, file_mode)
+    return path
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for logs, status output and error messages.
+
+    >>> redact_url("postgresql://ann:pw@host:5432/db?sslmode=require")
+    'postgresql://ann:***@host:5432/db?sslmode=require'
+    >>> redact_url("postgresql://host/db?password=pw&user=ann")
+    'postgresql://host/db?password=***&user=ann'
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unprintable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = userinfo.split(":", 1)[0] + ":***@" + host
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in ("password", "passwd", "pass") for k, _ in pairs):
+            query = "&".join(f"{k}=***" if k.lower() in ("password", "passwd", "pass") else
+                             f"{urllib.parse.quote(k)}={urllib.parse.quote(v)}" for k, v in pairs)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
