@@ -3,8 +3,9 @@
 The daemon is ``nbmergesave watch ROOT… --status-file …`` started in a new
 session with its output in a log file. Its record (pid, roots, log, status
 file) lives in the state folder (``$NBMERGESAVE_HOME``, else
-``$XDG_STATE_HOME/nbmergesave``, else ``~/.local/state/nbmergesave``). A record
-whose pid is gone, or is not our watcher, is stale and replaced.
+``$XDG_STATE_HOME/nbmergesave``, else ``~/.local/state/nbmergesave``), mode 0700
+with files 0600 whatever the umask. A record whose pid is gone, or is not our
+watcher, is stale and replaced.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from .errors import DaemonError
 from .notebook_io import write_atomic
+from .private import open_private_log, private_dir, private_file
 
 
 def state_dir() -> Path:
@@ -73,26 +75,29 @@ def start(roots: list[str], *, timeout: float = 60.0, extra: list[str] | None = 
     running = status()
     if running is not None:
         return running, False
-    folder = state_dir()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = private_dir(state_dir())
     log_file, status_file = folder / "daemon.log", folder / "status.json"
     status_file.unlink(missing_ok=True)
+    private_file(status_file)  # empty until the watcher is ready; write_atomic keeps its 0600
     resolved = [str(Path(r).resolve()) for r in roots]
     for r in resolved:
         if not Path(r).is_dir():
             raise DaemonError(f"'{r}' is not a folder")
     cmd = [sys.executable, "-m", "nbmergesave", "watch", *resolved, "--status-file", str(status_file), *(extra or [])]
-    with open(log_file, "ab") as log:
+    log = open_private_log(log_file)
+    try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(log)
     record = {"pid": proc.pid, "roots": resolved, "log": str(log_file), "status_file": str(status_file)}
-    write_atomic(_record_file(), json.dumps(record))
+    write_atomic(private_file(_record_file()), json.dumps(record))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
             raise DaemonError(f"the watcher exited at start: {tail[0] if tail else 'no output'} (log: {log_file})")
-        if status_file.exists():
+        if status_file.exists() and status_file.stat().st_size:
             return status() or record, True
         time.sleep(0.05)
     raise DaemonError(f"the watcher did not get ready in {timeout:.0f} s (log: {log_file})")

@@ -26,6 +26,7 @@ from typing import Any
 from .daemon import state_dir, terminate
 from .errors import DaemonError
 from .notebook_io import write_atomic
+from .private import open_private_log, private_dir, private_file
 
 
 def _records() -> Path:
@@ -91,29 +92,35 @@ def start(root: str, *, port: int | None = None, ip: str = "127.0.0.1", base_url
     running = status(str(folder))
     if running:
         return running[0], False
-    _records().mkdir(parents=True, exist_ok=True, mode=0o700)
-    config = _records() / "config"
-    config.mkdir(exist_ok=True)
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}}), encoding="utf-8")
+    private_dir(state_dir())
+    private_dir(_records())
+    config = private_dir(_records() / "config")
+    write_atomic(private_file(config / "jupyter_server_config.json"),
+                 json.dumps({"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}}))
     base_url = "/" + base_url.strip("/") + ("/" if base_url.strip("/") else "")
     port = port or _free_port(ip)
     token = secrets.token_hex(24)
     app = "jupyterlab" if find_spec("jupyterlab") else "jupyter_server"
     record_file = _record_file(folder)
     log = record_file.with_suffix(".log")
-    env = {**os.environ, "JUPYTER_CONFIG_PATH": os.pathsep.join(filter(None, [str(config), os.environ.get("JUPYTER_CONFIG_PATH")]))}
+    # The token goes through the environment, which only its owner can read (/proc/PID/environ),
+    # never the command line, which every local user can (ps).
+    env = {**os.environ, "JUPYTER_TOKEN": token,
+           "JUPYTER_CONFIG_PATH": os.pathsep.join(filter(None, [str(config), os.environ.get("JUPYTER_CONFIG_PATH")]))}
+    env.pop("JUPYTER_TOKEN_FILE", None)
     cmd = [sys.executable, "-m", app, "--no-browser", f"--ServerApp.ip={ip}", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={folder}",
            f"--ServerApp.base_url={base_url}", *(["--allow-root"] if os.geteuid() == 0 else [])]
-    with open(log, "ab") as out:
+    out = open_private_log(log)
+    try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env)
+    finally:
+        os.close(out)
     host = ip if ip not in ("0.0.0.0", "::") else "127.0.0.1"
     record = {"pid": proc.pid, "port": port, "ip": host, "root": str(folder), "base_url": base_url, "token": token,
               "url": f"http://{host}:{port}{base_url}{'lab' if app == 'jupyterlab' else 'tree'}?token={token}",
               "log": str(log), "app": app}
-    write_atomic(record_file, json.dumps(record))
-    os.chmod(record_file, 0o600)  # it holds the token
+    write_atomic(private_file(record_file), json.dumps(record))  # 0600: it holds the token
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
