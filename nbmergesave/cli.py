@@ -736,12 +736,16 @@ def jupyter_stop(root: str) -> None:
 @click.option("--text", "as_text", is_flag=True, help="Print nbdime's terminal diff instead of serving the web diff.")
 @click.option("--browser", is_flag=True, help="Open the web diff in a browser.")
 @click.option("--port", type=int, help="Port for the web diff (default: a free one).")
-def review(notebook: str, number: int | None, as_text: bool, browser: bool, port: int | None) -> None:
+@click.option("--ip", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the URL's secret is required on any address.")
+def review(notebook: str, number: int | None, as_text: bool, browser: bool, port: int | None, ip: str) -> None:
     """Show what an automatic merge of NOTEBOOK did, in nbdime's web diff.
 
     Two diffs: the writer's save against the merged result, and the other
     writer's version against the merged result, served on loopback until
-    Ctrl-C. --text prints them in the terminal instead.
+    Ctrl-C. Only the printed URLs open them: they carry a random secret, and
+    the server refuses every request without it. --text prints the diffs in
+    the terminal instead.
 
     \b
     Example:
@@ -756,7 +760,7 @@ def review(notebook: str, number: int | None, as_text: bool, browser: bool, port
             if as_text:
                 click.echo(rv.text(store, found), nl=False)
                 return
-            served = rv.serve(store, found, port)
+            served = rv.serve(store, found, port, ip=ip)
         except NbMergeSaveError as e:
             raise Refused(str(e)) from None
     import signal
