@@ -118,7 +118,7 @@ def start(root: str, *, port: int | None = None, ip: str = "127.0.0.1", base_url
         os.close(out)
     host = ip if ip not in ("0.0.0.0", "::") else "127.0.0.1"
     record = {"pid": proc.pid, "port": port, "ip": host, "root": str(folder), "base_url": base_url, "token": token,
-              "url": f"http://{host}:{port}{base_url}{'lab' if app == 'jupyterlab' else 'tree'}?token={token}",
+              "url": f"http://{host}:{port}{base_url}{'lab' if app == 'jupyterlab' else ''}?token={token}",  # no /tree without a UI
               "log": str(log), "app": app}
     write_atomic(private_file(record_file), json.dumps(record))  # 0600: it holds the token
     deadline = time.monotonic() + timeout
