@@ -274,3 +274,38 @@ def test_review_on_another_address_still_requires_the_secret(merged_notebook: Pa
         assert ask(r.origin + "/api/diff", "POST", body=b"{}").status == 401
     finally:
         r.close()
+
+
+def test_review_outputs_are_shown_untrusted_in_headless_chromium(tmp_path: Path) -> None:
+    """Scripts in a writer's outputs do not run in the review page (nbdime renders outputs untrusted)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium here (.ci/run installs Debian's)")
+    path = tmp_path / "nb.ipynb"
+    v0 = notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(6)])
+    w1, w2 = copy.deepcopy(v0), copy.deepcopy(v0)
+    w1["cells"][1]["source"] = "show()"
+    w1["cells"][1]["outputs"] = [
+        {"output_type": "display_data", "metadata": {}, "data": {
+            "text/html": "<b>SHOWN-OUTPUT-MARK</b><img src=x onerror=\"document.body.setAttribute('data-ran','img')\">"
+                         "<script>document.body.setAttribute('data-ran','script')</script>",
+            "text/plain": "fallback"}},
+        {"output_type": "display_data", "metadata": {}, "data": {
+            "application/javascript": "document.body.setAttribute('data-ran','js')", "text/plain": "js"}}]
+    w2["cells"][4]["source"] = "x4 = 'second writer'"
+    with Store.open(tmp_path) as store:
+        for nb in (v0, w1, w2):
+            path.write_text(notebook_io.dumps(nb))
+            sync_file(store, path)
+    r = Review(path, tmp_path)
+    try:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--virtual-time-budget=10000", "--window-size=1200,900"]
+        with tempfile.TemporaryDirectory() as profile:
+            dom = subprocess.run([browser, *flags, f"--user-data-dir={profile}", "--dump-dom", r.urls[0]],
+                                 capture_output=True, text=True, timeout=120).stdout
+        assert "SHOWN-OUTPUT-MARK" in dom, "the output is on the page"
+        assert "data-ran" not in dom, "no script of the output ran"
+    finally:
+        r.close()
