@@ -1,11 +1,13 @@
 """`nbmergesave jupyter start|status|stop`: one background Jupyter server per folder tree, merging on save.
 
 The server is jupyter_server (JupyterLab's UI when JupyterLab is installed),
-bound to loopback unless told otherwise, with a generated token and the
-nbmergesave extension enabled through an extra config folder of ours
+bound to loopback unless told otherwise, with a generated token (handed over
+in ``JUPYTER_TOKEN``, not on the command line every local user can read) and
+the nbmergesave extension enabled through an extra config folder of ours
 (``JUPYTER_CONFIG_PATH``), so the user's own Jupyter config still applies.
 Records live in the state folder (see :func:`nbmergesave.daemon.state_dir`),
-one per root; a record whose process is gone or does not answer is stale.
+one per root, 0600 in a 0700 folder (they hold the token); a record whose
+process is gone or does not answer is stale.
 """
 
 from __future__ import annotations
