@@ -19,8 +19,8 @@ process-wide, and the Jupyter server runs threads). Files and folders owned
 by another user (a teammate's, in a shared store) are left as they are.
 
 >>> import pathlib, tempfile
->>> folder = private_dir(pathlib.Path(tempfile.mkdtemp()) / "state")
->>> oct(folder.stat().st_mode & 0o7777)
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     oct(private_dir(pathlib.Path(tmp) / "state").stat().st_mode & 0o7777)
 '0o700'
 >>> redact_url("postgresql://me:s3cret@db.example.org/notes")
 'postgresql://me:***@db.example.org/notes'
@@ -29,6 +29,7 @@ by another user (a teammate's, in a shared store) are left as they are.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import urllib.parse
 from pathlib import Path
@@ -130,7 +131,11 @@ def redact_url(url: str) -> str:
     'postgresql://ann:***@host:5432/db?sslmode=require'
     >>> redact_url("postgresql://host/db?password=pw&user=ann")
     'postgresql://host/db?password=***&user=ann'
+    >>> redact_url("host=db dbname=notes password='p w'")
+    'host=db dbname=notes password=***'
     """
+    if "://" not in url:  # a libpq keyword string: "host=db dbname=notes password=pw"
+        return re.sub(r"(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:

@@ -156,3 +156,18 @@ def test_token_required_loopback_only_and_nothing_outside_the_root(tmp_path: Pat
         if f.is_file():
             assert oct(f.stat().st_mode & 0o777) == "0o600", f
     assert Path(info["log"]).exists() and Path(info["log"]).stat().st_mode & 0o777 == 0o600
+
+
+def test_another_address_still_requires_the_token(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "nb.ipynb").write_text(notebook_io.dumps(notebook(cell(f"print('{MARKER_IN}')", "x"))))
+    started = nbm("jupyter", "start", str(root), "--ip", "127.0.0.2", "--json", env=env)
+    assert started.returncode == 0, started.stderr
+    info = json.loads(started.stdout)
+    assert info["ip"] == "127.0.0.2" and info["url"].startswith(f"http://127.0.0.2:{info['port']}/")
+    origin = f"http://127.0.0.2:{info['port']}"
+    status, body = ask(origin, "/api/contents/nb.ipynb")
+    assert status == 403 and MARKER_IN not in body
+    status, body = ask(origin, "/api/contents/nb.ipynb", {"Authorization": f"token {info['token']}"})
+    assert status == 200 and MARKER_IN in body

@@ -6,6 +6,7 @@ import copy
 import http.client
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -309,3 +310,14 @@ def test_review_outputs_are_shown_untrusted_in_headless_chromium(tmp_path: Path)
         assert "data-ran" not in dom, "no script of the output ran"
     finally:
         r.close()
+
+
+def test_review_on_a_busy_port_says_so(merged_notebook: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "nbmergesave", "review", str(merged_notebook), "--port", str(port)],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "nbdime's web diff did not start: OSError" in result.stderr and "in use" in result.stderr
