@@ -105,13 +105,14 @@ def store_modes(folder: str | os.PathLike[str]) -> tuple[int, int]:
     return (SHARED_DIR, SHARED_FILE) if shared else (PRIVATE_DIR, PRIVATE_FILE)
 
 
-def store_folder(folder: str | os.PathLike[str], files: tuple[str, ...] = ("index.sqlite",)) -> Path:
+def store_folder(folder: str | os.PathLike[str], files: tuple[str, ...] = ("index.sqlite", "save.lock")) -> Path:
     """Create the store folder at ``folder`` and its ``files`` with the modes of :func:`store_modes`.
 
     The database file is created here, before SQLite opens it, so it never
     exists with the umask's mode; SQLite gives its ``-wal`` and ``-shm``
-    files the database file's mode. Existing files of ours are brought back
-    to the rule (stores made by older versions).
+    files the database file's mode. The lock file is made here too, so that
+    in a team store every member can open it. Existing files of ours are
+    brought back to the rule (stores made by older versions).
     """
     dir_mode, file_mode = store_modes(folder)
     path = private_dir(folder, mode=dir_mode)

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_store_is_private_whatever_the_umask(tmp_path: Path, umask: int) -> None
         files = list(folder.iterdir())  # while open, so SQLite's -wal and -shm are there too
         assert {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"} <= {f.name for f in files}
         for f in files:
-            assert mode(f) & 0o077 == 0, f  # 0600 (a lock file may be 0600 or less)
+            assert mode(f) == 0o600, f
 
 
 def test_store_in_a_team_folder_keeps_the_group(tmp_path: Path, umask: int) -> None:
@@ -78,8 +79,8 @@ def test_store_in_a_team_folder_keeps_the_group(tmp_path: Path, umask: int) -> N
         sync_file(store, nb)
         folder = team / ".nbmergesave"
         assert mode(folder) == 0o2770 and folder.stat().st_gid == gid
-        names = {f.name for f in folder.glob("index.sqlite*")}
-        assert names == {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"}
+        names = {f.name for f in folder.iterdir()}
+        assert names == {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "save.lock"}
         for name in names:
             f = folder / name
             assert mode(f) == 0o660 and f.stat().st_gid == gid, f
@@ -106,7 +107,7 @@ def test_daemon_state_and_log_are_private_whatever_the_umask(tmp_path: Path, uma
         store = root / ".nbmergesave"
         assert mode(store) == 0o700
         for f in store.iterdir():
-            assert mode(f) & 0o077 == 0, f
+            assert mode(f) == 0o600, f
     finally:
         subprocess.run([*cmd, "stop"], capture_output=True, env=env, timeout=60)
 
@@ -117,3 +118,63 @@ def test_redact_url() -> None:
     assert private.redact_url("postgresql://ann@db/notes") == "postgresql://ann@db/notes"
     assert private.redact_url("/home/ann/store") == "/home/ann/store"
     assert "s3cret" not in private.redact_url("postgres://:s3cret@/notes?host=/run/pg")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")
+def test_a_second_user_reads_nothing_of_a_private_store_and_shares_a_team_store() -> None:
+    """Act as 'nobody' (in group 100 for the team case), as a colleague on the same machine would."""
+    with tempfile.TemporaryDirectory() as tmp:  # not under pytest's 0700 folders: the colleague must reach it
+        os.chmod(tmp, 0o755)
+        _second_user(Path(tmp))
+
+
+def _second_user(tmp_path: Path) -> None:
+    mine, team = tmp_path / "mine", tmp_path / "team"
+    for folder in (mine, team):
+        folder.mkdir()
+        (folder / "nb.ipynb").write_text(notebook_io.dumps(notebook(cell(f"print('{folder.name}')", "x"))))
+    os.chmod(mine, 0o755)
+    os.chown(team, -1, 100)
+    os.chmod(team, 0o2775)
+    for folder in (mine, team):
+        with Store.open(folder) as store:
+            sync_file(store, folder / "nb.ipynb")
+    (team / "theirs.ipynb").write_text(notebook_io.dumps(notebook(cell("y = 1", "y"))))
+    os.chown(team / "theirs.ipynb", 65534, 100)
+
+    def colleague(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, user=65534, group=65534,
+                              extra_groups=[100], umask=0o002, cwd="/")
+
+    for argv in (["cat", str(mine / ".nbmergesave" / "index.sqlite")], ["ls", str(mine / ".nbmergesave")]):
+        probe = colleague(argv)
+        assert probe.returncode != 0 and "Permission denied" in probe.stderr, (argv, probe.stdout, probe.stderr)
+        assert probe.stdout == ""
+
+    # The colleague saves in the team folder: a forked child that drops to their uid (this interpreter's own
+    # files, under /root, are not theirs to run, and everything the save needs is imported already).
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.setgroups([100])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.umask(0o002)
+            with Store.open(team) as store:
+                sync_file(store, team / "theirs.ipynb")
+                os.write(write, str(len(store.history(team / "theirs.ipynb"))).encode())
+            os._exit(0)
+        except BaseException as e:
+            os.write(write, f"{type(e).__name__}: {e}".encode())
+            os._exit(1)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        said = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and said == "1", said
+    with Store.open(team) as store:
+        assert len(store.history(team / "theirs.ipynb")) == 1  # the owner sees the colleague's version
+    for f in (team / ".nbmergesave").iterdir():
+        assert f.stat().st_gid == 100 and mode(f) == 0o660, f
