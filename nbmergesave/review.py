@@ -148,12 +148,13 @@ def serve(store: Store, review: Review, port: int | None = None, timeout: float 
         why = started.get("error", "no answer")
         raise StoreError(f"nbdime's web diff did not start: {why}")
     request = urllib.request.Request(urls[0].split("?")[0], headers={"Authorization": f"token {secret}"})
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never hand the secret to a proxy
     while True:
         try:
-            with urllib.request.urlopen(request, timeout=2):
+            with direct.open(request, timeout=2):
                 return served
         except urllib.error.HTTPError:
-            return served  # it answers (the bare page asks for names)
+            return served  # it answers
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 served.close()

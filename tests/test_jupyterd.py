@@ -162,8 +162,16 @@ def test_another_address_still_requires_the_token(tmp_path: Path, env: dict[str,
     root = tmp_path / "project"
     root.mkdir()
     (root / "nb.ipynb").write_text(notebook_io.dumps(notebook(cell(f"print('{MARKER_IN}')", "x"))))
-    started = nbm("jupyter", "start", str(root), "--ip", "127.0.0.2", "--json", env=env)
-    assert started.returncode == 0, started.stderr
+    with socket.socket() as proxy:  # a proxy in the environment never gets the token
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        proxy.settimeout(0.5)
+        url = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+        started = nbm("jupyter", "start", str(root), "--ip", "127.0.0.2", "--json",
+                      env={**env, "http_proxy": url, "HTTP_PROXY": url, "no_proxy": "", "NO_PROXY": ""})
+        assert started.returncode == 0, started.stderr
+        with pytest.raises(socket.timeout):
+            proxy.accept()
     info = json.loads(started.stdout)
     assert info["ip"] == "127.0.0.2" and info["url"].startswith(f"http://127.0.0.2:{info['port']}/")
     origin = f"http://127.0.0.2:{info['port']}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -321,3 +322,23 @@ def test_review_on_a_busy_port_says_so(merged_notebook: Path) -> None:
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert "nbdime's web diff did not start: OSError" in result.stderr and "in use" in result.stderr
+
+
+def test_review_never_hands_its_secret_to_a_proxy(merged_notebook: Path, tmp_path: Path) -> None:
+    """With http_proxy set to a listener of ours, starting a review sends it nothing."""
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        proxy.settimeout(0.5)
+        env = {**os.environ, "http_proxy": f"http://127.0.0.1:{proxy.getsockname()[1]}", "no_proxy": "",
+               "HTTP_PROXY": f"http://127.0.0.1:{proxy.getsockname()[1]}", "NO_PROXY": ""}
+        proc = subprocess.Popen([sys.executable, "-m", "nbmergesave", "review", str(merged_notebook)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().startswith("merge v4 of")
+            with pytest.raises(socket.timeout):
+                proxy.accept()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
