@@ -121,7 +121,8 @@ class Conflict:
     cell_id: str | None
     base_cell: int | None
     resolution: str
-    how: str = ""
+    #: Not part of equality: a conflict is where and what, whatever the words.
+    how: str = field(default="", compare=False)
 
     @property
     def left(self) -> bool:

@@ -27,7 +27,7 @@ def describe(conflict: Conflict) -> str:
     """One line for a person, e.g. ``cell 3 (id 'a1b2'): both sides edited the source``.
 
     Cell numbers count from 1, as JupyterLab shows them. A settled conflict
-    ends with how it was settled (``[took remote]`` and the rule).
+    says how it was settled (``both re-ran; took remote's outputs``).
     """
     return f"{_where(conflict)}: {_what(conflict)}"
 
@@ -45,6 +45,8 @@ def _what(conflict: Conflict) -> str:
     if conflict.resolution == "inline":
         note = " (a note cell before it says so)" if conflict.kind == "delete-edit" else ""
         return f"{_WHAT.get(conflict.kind, conflict.kind)}{note}"
+    if conflict.how and "took" in conflict.how or conflict.resolution == "clear":
+        return conflict.how or _WHAT.get(conflict.kind, conflict.kind)
     return f"{conflict.how or _WHAT.get(conflict.kind, conflict.kind)} [took {conflict.resolution}]"
 
 
@@ -77,7 +79,7 @@ def human(conflicts: Sequence[Conflict], name: str = "notebook") -> str:
 
     What is left for a person comes first, one line per cell; then what the
     merge settled, with many alike entries grouped on one line
-    (``118 cells (2, 3, …): both re-ran; took remote's outputs [took remote]``).
+    (``118 cells (2, 3, …): both re-ran; took remote's outputs``).
     """
     if not conflicts:
         return ""
