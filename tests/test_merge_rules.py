@@ -169,3 +169,34 @@ def test_cells_without_ids_pair_by_similarity() -> None:
     assert [c["source"] for c in result.notebook["cells"]] == [
         "import pandas as pd\nimport numpy as np\n\ndf = pd.read_csv('b.csv')", "df.head()"]
     assert result.conflicts == ()
+
+
+def test_cli_outputs_inline_exits_1_and_default_settles_with_a_grouped_report(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from click.testing import CliRunner
+
+    from nbmergesave.cli import cli
+
+    from .conftest import FIXTURES
+
+    files = [str(FIXTURES / f"both-reran--{side}.ipynb") for side in ("base", "local", "remote")]
+    out = tmp_path / "m.ipynb"
+    runner = CliRunner()
+    settled = runner.invoke(cli, ["merge", *files, "-o", str(out)], catch_exceptions=False)
+    assert settled.exit_code == 0
+    assert settled.stderr == (
+        f"{files[1]}: 4 conflicts settled by the merge\n"
+        "  cell 3 (id 'load'): both re-ran; took remote's outputs\n"
+        "  cell 4 (id 'stations'): only local changed the source; took its outputs\n"
+        "  cell 6 (id 'totals'): both re-ran; took remote's outputs\n"
+        "  cell 7 (id 'wettest'): both re-ran; took remote's outputs\n"
+        f"{out}: merged cleanly\n")
+    assert markers(notebook_io.read_notebook(out)) == []
+    inline = runner.invoke(cli, ["merge", *files, "-o", str(out), "--outputs", "inline", "--json"], catch_exceptions=False)
+    assert inline.exit_code == 1
+    report = json.loads(inline.stderr)
+    assert report["clean"] is False
+    assert [(c["kind"], c["cell"], c["left"]) for c in report["conflicts"]] == [
+        ("outputs", 2, True), ("outputs", 3, True), ("outputs", 5, True), ("outputs", 6, True)]
+    assert [m["cell"] for m in markers(notebook_io.read_notebook(out))] == [2, 3, 5, 6]
