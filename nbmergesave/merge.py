@@ -242,7 +242,11 @@ class _Merger:
             if b1 - b0 == l1 - l0 == r1 - r0 == 1 and keys[0][b0] == keys[1][l0] == keys[2][r0] and not touched:
                 self._cell(b0, cb[0], cl[0], cr[0])
             else:
-                self._region(b0, cb, cl, cr)
+                # The region's pairs are the whole notebook's (so a moved cell is never paired in place), plus,
+                # without ids, cells alike enough to be an edit.
+                pl = {i - b0: j - l0 for i, j in to_l.items() if b0 <= i < b1 and l0 <= j < l1}
+                pr = {i - b0: k - r0 for i, k in to_r.items() if b0 <= i < b1 and r0 <= k < r1}
+                self._region(b0, cb, cl, cr, pl, pr)
         return self.out
 
     def _find_moves(self, to_l: dict[int, int], to_r: dict[int, int]) -> None:
@@ -258,9 +262,11 @@ class _Merger:
         cells = self.l if side == "local" else self.r
         return next((c for c in cells if c.get("id") == cell_id), None)
 
-    def _region(self, b0: int, cb: Sequence[Any], cl: Sequence[Any], cr: Sequence[Any]) -> None:
+    def _region(self, b0: int, cb: Sequence[Any], cl: Sequence[Any], cr: Sequence[Any],
+                pl: dict[int, int], pr: dict[int, int]) -> None:
         """Cells inserted, deleted or moved on both sides between two cells both kept."""
-        pl, pr = _pair(cb, cl, self.by_id), _pair(cb, cr, self.by_id)
+        if not self.by_id:
+            pl, pr = _pair(cb, cl, pl), _pair(cb, cr, pr)
         ins_l, ins_r = _anchored(cl, pl), _anchored(cr, pr)
         moved = self.moved["local"].keys() | self.moved["remote"].keys()
         for i in range(len(cb) + 1):
@@ -525,11 +531,9 @@ def _matches(a: list[Any], b: list[Any]) -> dict[int, int]:
     return pairs
 
 
-def _pair(cb: Sequence[Mapping[str, Any]], cs: Sequence[Mapping[str, Any]], by_id: bool) -> dict[int, int]:
-    """Base cells of a region -> one side's cells: by id, else by type and source, then by similarity."""
-    if by_id:
-        return _matches([c["id"] for c in cb], [c["id"] for c in cs])
-    pairs = _matches([(c.get("cell_type"), c.get("source")) for c in cb], [(c.get("cell_type"), c.get("source")) for c in cs])
+def _pair(cb: Sequence[Mapping[str, Any]], cs: Sequence[Mapping[str, Any]], pairs: dict[int, int]) -> dict[int, int]:
+    """Base cells of a region -> one side's cells: the exact ``pairs``, then cells alike enough to be an edit."""
+    pairs = dict(pairs)
     # Between exact matches, pair cells of one type whose sources are alike (an edit, not a delete and an insert).
     anchors = [(-1, -1), *sorted(pairs.items()), (len(cb), len(cs))]
     for (i0, j0), (i1, j1) in zip(anchors, anchors[1:]):
