@@ -82,9 +82,12 @@ def run_nbmergesave(folder: Path) -> Outcome:
 
 
 def run_nbdime(folder: Path) -> Outcome:
+    import logging
+
     import nbformat
     from nbdime.merging.notebooks import merge_notebooks
 
+    logging.getLogger("nbdime").setLevel(logging.ERROR)  # it logs every conflict it records
     t = time.perf_counter()
     try:
         nbs = [nbformat.read(str(folder / f"{s}.ipynb"), as_version=4) for s in SIDES]

@@ -634,6 +634,7 @@ def _merge3(b: Any, l: Any, r: Any) -> tuple[Any, bool]:
 def _merge_dict(b: Any, l: Any, r: Any, side: str, *, deep: bool = True) -> tuple[dict[str, Any], list[str]]:
     """Key by key three-way merge; keys both changed differently take ``side``'s value. Returns (merged, clashing keys)."""
     b = b if isinstance(b, Mapping) else {}
+    l, r = (x if isinstance(x, Mapping) else {} for x in (l, r))  # invalid inputs: the schema check names them after
     merged: dict[str, Any] = {}
     clashes: list[str] = []
     for key in [*l, *(k for k in r if k not in l), *(k for k in b if k not in l and k not in r)]:

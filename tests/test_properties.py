@@ -30,7 +30,7 @@ def edited(draw: Any, base: dict[str, Any], ids: bool, counter: list[int]) -> di
     nb = copy.deepcopy(base)
     out = nb["cells"]
     for _ in range(draw(st.integers(0, 4))):
-        op = draw(st.sampled_from(["edit", "insert", "delete", "move", "rerun", "meta", "newline", "line"]))
+        op = draw(st.sampled_from(["edit", "insert", "delete", "move", "rerun", "meta", "newline", "line", "retype"]))
         if op == "insert" or not out:
             c = draw(cells(ids))
             if ids:
@@ -40,6 +40,14 @@ def edited(draw: Any, base: dict[str, Any], ids: bool, counter: list[int]) -> di
         elif op == "edit":
             i = draw(st.integers(0, len(out) - 1))
             out[i] = {**out[i], "source": draw(SOURCES)}
+        elif op == "retype":  # code <-> markdown, as the cell type menu does
+            i = draw(st.integers(0, len(out) - 1))
+            c = {k: v for k, v in out[i].items() if k not in ("outputs", "execution_count")}
+            if c["cell_type"] == "code":
+                c["cell_type"] = "markdown"
+            else:
+                c.update(cell_type="code", outputs=[], execution_count=None)
+            out[i] = c
         elif op == "rerun":
             i = draw(st.integers(0, len(out) - 1))
             if out[i]["cell_type"] == "code":
