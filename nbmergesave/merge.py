@@ -213,8 +213,10 @@ class _Merger:
         self.out: list[Any] = []
         self.conflicts: list[Conflict] = []
         self.by_id = _ids_usable(b, l, r)
-        self.moved: dict[str, dict[str, Any]] = {"local": {}, "remote": {}}
-        self.base_at: dict[str, int] = {}
+        self.pairs: dict[str, dict[int, int]] = {}
+        #: Base cells a side moved: base index -> that side's cell, and the cell (by object) -> base index.
+        self.moved: dict[str, dict[int, Any]] = {"local": {}, "remote": {}}
+        self.moved_cell: dict[str, dict[int, int]] = {"local": {}, "remote": {}}
 
     # -- alignment ----------------------------------------------------------
 
@@ -226,12 +228,14 @@ class _Merger:
             return list(l)
         keys = _alignment_keys(b, l, r)
         to_l, to_r = _matches(keys[0], keys[1]), _matches(keys[0], keys[2])
-        if self.by_id:
-            self._find_moves(to_l, to_r)
-        moved_ids = self.moved["local"].keys() | self.moved["remote"].keys()
+        # Without ids, cells of one type whose sources are alike pair up too (an edit, not a delete and an insert).
+        self.pairs = {"local": to_l if self.by_id else _pair(b, l, to_l), "remote": to_r if self.by_id else _pair(b, r, to_r)}
+        self._find_moves(keys)
+        moved = self.moved["local"].keys() | self.moved["remote"].keys()
+        moved_cells = self.moved_cell["local"].keys() | self.moved_cell["remote"].keys()
         for (b0, b1), (l0, l1), (r0, r1) in _diff3_chunks(keys, to_l, to_r):
             cb, cl, cr = b[b0:b1], l[l0:l1], r[r0:r1]
-            touched = bool(moved_ids) and any(c.get("id") in moved_ids for c in (*cb, *cl, *cr))
+            touched = bool(moved) and (any(i in moved for i in range(b0, b1)) or any(id(c) in moved_cells for c in (*cl, *cr)))
             if not touched:
                 if cl == cb:
                     self.out.extend(cr)
@@ -242,39 +246,48 @@ class _Merger:
             if b1 - b0 == l1 - l0 == r1 - r0 == 1 and keys[0][b0] == keys[1][l0] == keys[2][r0] and not touched:
                 self._cell(b0, cb[0], cl[0], cr[0])
             else:
-                # The region's pairs are the whole notebook's (so a moved cell is never paired in place), plus,
-                # without ids, cells alike enough to be an edit.
-                pl = {i - b0: j - l0 for i, j in to_l.items() if b0 <= i < b1 and l0 <= j < l1}
-                pr = {i - b0: k - r0 for i, k in to_r.items() if b0 <= i < b1 and r0 <= k < r1}
+                # The region's pairs are the whole notebook's, so a moved cell is never paired in place.
+                pl = {i - b0: j - l0 for i, j in self.pairs["local"].items() if b0 <= i < b1 and l0 <= j < l1}
+                pr = {i - b0: k - r0 for i, k in self.pairs["remote"].items() if b0 <= i < b1 and r0 <= k < r1}
                 self._region(b0, cb, cl, cr, pl, pr)
         return self.out
 
-    def _find_moves(self, to_l: dict[int, int], to_r: dict[int, int]) -> None:
-        """Base cells a side kept (same id) at a place the matching could not pair: moved by that side."""
-        self.base_at = {c["id"]: i for i, c in enumerate(self.b)}
-        for side, cells, pairs in (("local", self.l, to_l), ("remote", self.r, to_r)):
+    def _find_moves(self, keys: list[list[Any]]) -> None:
+        """Base cells a side kept (same id; without ids, same type and source, once only) where no pair follows them."""
+        for n, side, cells in ((1, "local", self.l), (2, "remote", self.r)):
+            pairs = self.pairs[side]
             paired = set(pairs.values())
-            for j, c in enumerate(cells):
-                if j not in paired and c["id"] in self.base_at:
-                    self.moved[side][c["id"]] = c
+            loose_base: dict[Any, list[int]] = {}
+            for i, key in enumerate(keys[0]):
+                if i not in pairs:
+                    loose_base.setdefault(key, []).append(i)
+            loose_side: dict[Any, list[int]] = {}
+            for j, key in enumerate(keys[n]):
+                if j not in paired:
+                    loose_side.setdefault(key, []).append(j)
+            for key, at in loose_base.items():
+                there = loose_side.get(key, [])
+                if len(at) == 1 and len(there) == 1:
+                    self.moved[side][at[0]] = cells[there[0]]
+                    self.moved_cell[side][id(cells[there[0]])] = at[0]
 
-    def _version(self, side: str, cell_id: str) -> Any:
-        cells = self.l if side == "local" else self.r
-        return next((c for c in cells if c.get("id") == cell_id), None)
+    def _version(self, side: str, base_index: int) -> Any:
+        """``side``'s cell for a base cell (paired, or moved), or None when that side deleted it."""
+        j = self.pairs[side].get(base_index)
+        if j is not None:
+            return (self.l if side == "local" else self.r)[j]
+        return self.moved[side].get(base_index)
 
     def _region(self, b0: int, cb: Sequence[Any], cl: Sequence[Any], cr: Sequence[Any],
                 pl: dict[int, int], pr: dict[int, int]) -> None:
         """Cells inserted, deleted or moved on both sides between two cells both kept."""
-        if not self.by_id:
-            pl, pr = _pair(cb, cl, pl), _pair(cb, cr, pr)
         ins_l, ins_r = _anchored(cl, pl), _anchored(cr, pr)
-        moved = self.moved["local"].keys() | self.moved["remote"].keys()
         for i in range(len(cb) + 1):
             self._inserts(ins_l.get(i, []), ins_r.get(i, []), b0 + i)
             if i == len(cb):
                 break
             bc = cb[i]
-            if self.by_id and bc.get("id") in moved:
+            if b0 + i in self.moved["local"] or b0 + i in self.moved["remote"]:
                 continue  # written where a side moved it to
             lc = cl[pl[i]] if i in pl else None
             rc = cr[pr[i]] if i in pr else None
@@ -286,23 +299,19 @@ class _Merger:
 
     def _inserts(self, a: list[Any], b: list[Any], base_pos: int) -> None:
         """Cells local (``a``) and remote (``b``) put at one place: equal ones once, one side's as they are."""
-        if self.by_id:  # a cell both sides moved goes where local put it
-            b = [c for c in b if not (c.get("id") in self.moved["remote"] and c.get("id") in self.moved["local"])]
+        # a cell both sides moved goes where local put it
+        b = [c for c in b if self.moved_cell["remote"].get(id(c), -1) not in self.moved["local"]]
         if not a or not b:
             for c in a:
                 self._inserted(c, "local")
             for c in b:
                 self._inserted(c, "remote")
             return
-        ka, kb = [self._insert_key(c) for c in a], [self._insert_key(c) for c in b]
+        ka, kb = [self._insert_key(c, "local") for c in a], [self._insert_key(c, "remote") for c in b]
         for tag, a0, a1, b0, b1 in SequenceMatcher(None, ka, kb, autojunk=False).get_opcodes():
             if tag == "equal":
-                for x, y in zip(a[a0:a1], b[b0:b1]):
-                    bid = x.get("id") if self.by_id else None
-                    if bid in self.base_at and (bid in self.moved["local"] or bid in self.moved["remote"]):
-                        self._cell(self.base_at[bid], self.b[self.base_at[bid]], x, y)
-                    else:
-                        self._cell(None, _blank(x), x, y)
+                for x, y in zip(a[a0:a1], b[b0:b1]):  # the same new cell on both sides (moved cells have their own keys)
+                    self._cell(None, _blank(x), x, y)
             elif tag == "delete":
                 for c in a[a0:a1]:
                     self._inserted(c, "local")
@@ -312,19 +321,19 @@ class _Merger:
             else:
                 self._insert_conflict(a[a0:a1], b[b0:b1], base_pos)
 
-    def _insert_key(self, cell: Mapping[str, Any]) -> Any:
-        if self.by_id and cell.get("id") in self.base_at:
-            return ("id", cell["id"])
+    def _insert_key(self, cell: Mapping[str, Any], side: str) -> Any:
+        i = self.moved_cell[side].get(id(cell))
+        if i is not None:
+            return ("moved", i)
         return (cell.get("cell_type"), cell.get("source"))
 
     def _inserted(self, cell: Any, side: str) -> None:
         """A cell only ``side`` put here: new, or a base cell ``side`` moved (merged with the other side's version)."""
-        cid = cell.get("id") if self.by_id else None
-        if cid not in self.moved[side]:
+        i = self.moved_cell[side].get(id(cell))
+        if i is None:
             self.out.append(cell)
             return
-        i = self.base_at[cid]
-        other = self._version(_OTHER[side], cid)
+        other = self._version(_OTHER[side], i)
         if other is None:
             self._deleted_by(_OTHER[side], i, self.b[i], cell)
         elif side == "local":

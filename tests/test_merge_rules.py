@@ -200,3 +200,15 @@ def test_cli_outputs_inline_exits_1_and_default_settles_with_a_grouped_report(tm
     assert [(c["kind"], c["cell"], c["left"]) for c in report["conflicts"]] == [
         ("outputs", 2, True), ("outputs", 3, True), ("outputs", 5, True), ("outputs", 6, True)]
     assert [m["cell"] for m in markers(notebook_io.read_notebook(out))] == [2, 3, 5, 6]
+
+
+def test_without_ids_a_moved_cell_keeps_the_other_sides_edit() -> None:
+    cells = [cell("import numpy as np"), cell("x = np.arange(10)\ny = x ** 2"), cell("plot(x, y)"), cell("print('done')")]
+    base = notebook(*cells, minor=4)
+    local = notebook(cells[0], cells[2], cells[3], cells[1], minor=4)
+    remote = notebook(*cells, minor=4)
+    remote["cells"][1]["source"] = "x = np.arange(10)\ny = x ** 3"
+    result = merge(base, local, remote)
+    assert [c["source"] for c in result.notebook["cells"]] == [
+        "import numpy as np", "plot(x, y)", "print('done')", "x = np.arange(10)\ny = x ** 3"]
+    assert result.conflicts == ()
