@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbmergesave import merge, notebook_io
+from nbmergesave.errors import NotANotebook
 
 SOURCES = st.sampled_from(["a = 1", "b = 2", "print(a)", "", "# notes", "a = 1\nb = 2", "x"])
 
@@ -152,8 +153,11 @@ def test_fast_path_equals_nbdime_where_alignments_agree(t: tuple[dict[str, Any],
     insert.
     """
     fast, full = merge(*t), merge(*t, engine="nbdime")
-    notebook_io.validate(full.notebook)
     notebook_io.validate(fast.notebook)
+    try:
+        notebook_io.validate(full.notebook)
+    except NotANotebook:
+        return  # nbdime writes an invalid notebook (e.g. a cell one side made markdown, the other re-ran): not a reference
     base, local, remote = t
     if all(_nbdime_pairs(base, side) == _our_pairs(base, side) and not _moved(base, side) for side in (local, remote)) \
             and not full.conflicts:
@@ -224,3 +228,27 @@ def test_a_cell_moved_past_a_cell_the_other_side_deleted_is_kept() -> None:
 
     assert [c["id"] for c in merge(nb("x", "y"), nb("y", "x"), nb("x")).notebook["cells"]] == ["x"]
     assert [c["id"] for c in merge(nb("x", "y", "z"), nb("y", "z", "x"), nb("x", "z")).notebook["cells"]] == ["z", "x"]
+
+
+@FAST
+@given(triplets())
+def test_outputs_follow_their_source(t: tuple[dict[str, Any], dict[str, Any], dict[str, Any]]) -> None:
+    """A code cell whose source only one side changed carries that side's outputs and execution count."""
+    base, local, remote = t
+    if not all(all(isinstance(c.get("id"), str) for c in nb["cells"]) for nb in t):
+        return
+    merged = {c["id"]: c for c in merge(*t).notebook["cells"]}
+    sides = [{c["id"]: c for c in nb["cells"]} for nb in t]
+    for cell_id, b in sides[0].items():
+        l, r = sides[1].get(cell_id), sides[2].get(cell_id)
+        m = merged.get(cell_id)
+        if l is None or r is None or m is None or m["cell_type"] != "code" or "<<<<<<<" in m["source"]:
+            continue
+        if not (l["cell_type"] == r["cell_type"] == b["cell_type"] == "code"):
+            continue
+        changed = [s for s, x in (("local", l), ("remote", r)) if x["source"] != b["source"]]
+        if len(changed) == 1:
+            owner = l if changed == ["local"] else r
+            assert (m["outputs"], m["execution_count"]) == (owner["outputs"], owner["execution_count"])
+        elif not changed and l["outputs"] != b["outputs"] and r["outputs"] != b["outputs"]:
+            assert (m["outputs"], m["execution_count"]) == (r["outputs"], r["execution_count"]), "both re-ran: remote's"
