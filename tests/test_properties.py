@@ -166,15 +166,15 @@ def test_fast_path_equals_nbdime_where_alignments_agree(t: tuple[dict[str, Any],
 
 
 def _moved(base: dict[str, Any], side: dict[str, Any]) -> bool:
-    """A base cell the side kept (same id) where the pairing cannot follow it: we merge it as moved, nbdime as
-    deleted and inserted (so a move on one side and a delete on the other is a delete for us, two cells for nbdime)."""
-    from nbmergesave.merge import _ids_usable
+    """A base cell the side kept (same id, or without ids same type and source) where the pairing cannot follow it:
+    we merge it as moved, nbdime as deleted and inserted (so a move on one side and a delete on the other is a delete
+    for us, two cells for nbdime)."""
+    from nbmergesave.merge import _alignment_keys
 
-    if not _ids_usable(base["cells"], side["cells"]):
-        return False
-    paired = set(_our_pairs(base, side))
-    ids = {c["id"] for c in side["cells"]}
-    return any(c["id"] in ids and i not in paired for i, c in enumerate(base["cells"]))
+    pairs = _our_pairs(base, side)
+    kb, ks = _alignment_keys(base["cells"], side["cells"])
+    loose = {k for j, k in enumerate(ks) if j not in set(pairs.values())}
+    return any(k in loose for i, k in enumerate(kb) if i not in pairs)
 
 
 def _nbdime_pairs(base: dict[str, Any], side: dict[str, Any]) -> dict[int, int]:
