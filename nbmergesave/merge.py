@@ -415,17 +415,19 @@ class _Merger:
         if "attachments" in lc or "attachments" in rc:
             attachments, keys = _merge_dict(bc.get("attachments", {}), lc.get("attachments", {}), rc.get("attachments", {}),
                                             side, deep=False)
-            cell["attachments"] = attachments
+            if attachments or ("attachments" in lc and "attachments" in rc):
+                cell["attachments"] = attachments
+            else:
+                cell.pop("attachments", None)
             if keys:
                 self._record("attachments", at, base_index, side, f"both sides changed {_keys(keys)}; took {side}'s")
         if kind == "code":
             src_l, src_r = lc.get("source") != bc.get("source"), rc.get("source") != bc.get("source")
             cell["outputs"], cell["execution_count"] = self._outputs(at, base_index, bc, lc, rc, src_l, src_r)
+            cell.pop("attachments", None)  # code cells have none in nbformat's schema
         else:
             for key in ("outputs", "execution_count"):
                 cell.pop(key, None)
-        if kind == "code":
-            cell.pop("attachments", None)  # code cells have none in nbformat's schema
         self.out.append(cell)
 
     def _outputs(self, at: int, base_index: int | None, bc: Mapping[str, Any], lc: Mapping[str, Any],
