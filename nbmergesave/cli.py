@@ -57,7 +57,8 @@ STRATEGY_CHOICES = ["inline", "local", "ours", "remote", "theirs", "base"]
 @click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default="inline", show_default=True,
               help="How to settle conflicts: inline markers, or take one side.")
 @click.option("--outputs", "outputs", type=click.Choice([*STRATEGY_CHOICES, "clear"]), default=None,
-              help="How to settle conflicting outputs (default: as --strategy; 'clear' empties them).")
+              help="Outputs both sides changed: 'inline' keeps both between marker outputs (nbdime's way), 'clear' "
+                   "empties them, or take a side (default: outputs follow the side that changed the source, else remote).")
 @click.option("--keep-transients", is_flag=True, help="Let execution counts conflict too (by default they never do).")
 @click.option("--json", "as_json", is_flag=True, help="Report conflicts as JSON (on stderr, or to --report).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON conflict report to this file.")
@@ -66,14 +67,17 @@ def merge(base: str, local: str, remote: str, out: str | None, inplace: bool, st
     """Three-way merge of notebooks: the changes LOCAL and REMOTE made to BASE.
 
     The merged notebook goes to stdout, to -o OUT, or into LOCAL with
-    --inplace. Conflicts are kept in the notebook as nbdime's inline markers
-    and listed on stderr. Exit status: 0 clean, 1 conflicts left in the
-    notebook, 2 bad input or usage.
+    --inplace. Lines both sides changed are left between <<<<<<< local and
+    >>>>>>> remote lines, a cell one side deleted and the other edited is kept
+    after a note cell; stderr lists those, then (grouped) what the merge
+    settled itself. Exit status: 0 clean, 1 conflicts left in the notebook,
+    2 bad input or usage.
 
     \b
     Example:
         nbmergesave merge base.ipynb mine.ipynb theirs.ipynb -o merged.ipynb
         nbmergesave merge base.ipynb mine.ipynb theirs.ipynb --inplace --json
+        nbmergesave merge base.ipynb mine.ipynb theirs.ipynb --outputs inline
     """
     if out and inplace:
         raise click.UsageError("use either -o/--output or --inplace, not both")
@@ -94,7 +98,7 @@ def merge(base: str, local: str, remote: str, out: str | None, inplace: bool, st
     if not target:
         click.echo(text, nl=False)
     _report(result.conflicts, as_json, report, name=local)
-    if target and not result.conflicts and not as_json:
+    if target and not result.unresolved and not as_json:
         click.echo(f"{target}: merged cleanly", err=True)
     sys.exit(1 if result.unresolved else 0)
 

@@ -54,7 +54,7 @@ def parse_notebook(
     >>> parse_notebook(b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')["nbformat"]
     4
     """
-    if not data.strip():
+    if not data or data.isspace():  # not data.strip(): that copies the whole file
         if empty_ok:
             return empty_notebook()
         raise BadInput(f"{label} is empty")

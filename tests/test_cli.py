@@ -47,7 +47,8 @@ def test_json_report_on_stderr_and_to_file(tmp_path: Path) -> None:
     report = json.loads(result.stderr)
     assert report["clean"] is False
     assert report["conflicts"] == [{
-        "kind": "insert", "cell": 4, "cell_id": None, "base_cell": 4, "resolution": "inline",
+        "kind": "insert", "cell": 4, "cell_id": None, "base_cell": 4, "resolution": "inline", "left": True,
+        "how": "both sides inserted different cells here: local's and remote's are between marker cells",
         "description": "cell 5: both sides inserted cells here",
     }]
     result = run("merge", *fixture("inserts-same-place"), "-o", str(tmp_path / "m.ipynb"), "--report", str(tmp_path / "r.json"))
@@ -71,7 +72,7 @@ def test_strategy_ours_settles_and_exits_0() -> None:
     result = run("merge", *fixture("same-line"), "--strategy", "ours")
     assert result.exit_code == 0
     assert "min(totals, key=totals.get)" in result.stdout and "<<<<<<<" not in result.stdout
-    assert "[took local]" in result.stderr
+    assert "1 conflict settled by the merge\n  cell 7 (id 'wettest'): both sides changed the same lines; took local's\n" in result.stderr
 
 
 BAD = {

@@ -39,10 +39,12 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 NAME = "dir with space/Ana's “notes” ü.ipynb"
 
 
-def branch_edits(repo: Path, name: str, edit_local, edit_remote) -> None:  # type: ignore[no-untyped-def]
+def branch_edits(repo: Path, name: str, edit_local, edit_remote, edit_base=None) -> None:  # type: ignore[no-untyped-def]
     path = repo / name
     path.parent.mkdir(parents=True, exist_ok=True)
     base = notebook(*numbered(10))
+    if edit_base is not None:
+        edit_base(base)
     write(path, base)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "base")
@@ -122,3 +124,46 @@ def test_git_merge_of_same_line_leaves_markers_in_a_valid_notebook(repo: Path) -
     notebook_io.validate(merged)
     assert merged["cells"][4]["source"] == "<<<<<<< local\nx4 = 'ours'\n=======\nx4 = 'theirs'\n>>>>>>> remote"
     assert NAME in git(repo, "diff", "--name-only", "--diff-filter=U", "-z").stdout
+
+
+def test_git_merge_of_delete_versus_edit_stops_with_the_note_in_the_file(repo: Path) -> None:
+    """Reported as left for a person, and shown: a note cell before the edited cell, which stays runnable."""
+    gitdriver.install(cwd=repo)
+
+    def local(nb):  # type: ignore[no-untyped-def]
+        del nb["cells"][4]
+
+    def remote(nb):  # type: ignore[no-untyped-def]
+        nb["cells"][4]["source"] = "x4 = 'edited'"
+
+    branch_edits(repo, NAME, local, remote)
+    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    assert result.returncode != 0
+    assert f"{NAME}: 1 conflict left in the notebook" in result.stderr + result.stdout
+    assert "one side deleted a cell the other edited" in result.stderr + result.stdout
+    merged = notebook_io.read_notebook(repo / NAME)
+    notebook_io.validate(merged)
+    note, kept = merged["cells"][4], merged["cells"][5]
+    assert note["cell_type"] == "markdown" and note["source"].startswith("<<<<<<< nbmergesave: local deleted the next cell")
+    assert kept["source"] == "x4 = 'edited'"
+    assert NAME in git(repo, "diff", "--name-only", "--diff-filter=U", "-z").stdout
+
+
+def test_git_merge_of_a_line_edit_beside_a_removed_final_newline_is_clean(repo: Path) -> None:
+    """nbdime's decisions call this a conflict and its renderer merges it; we report what is written: clean."""
+    gitdriver.install(cwd=repo)
+
+    def base(nb):  # type: ignore[no-untyped-def]
+        nb["cells"][3]["source"] = "a = 0\nb = 2\n"
+
+    def local(nb):  # type: ignore[no-untyped-def]
+        nb["cells"][3]["source"] = "a = 0\nb = 2"
+
+    def remote(nb):  # type: ignore[no-untyped-def]
+        nb["cells"][3]["source"] = "a = 1\nb = 2\n"
+
+    branch_edits(repo, NAME, local, remote, edit_base=base)
+    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    merged = notebook_io.read_notebook(repo / NAME)
+    assert merged["cells"][3]["source"] == "a = 1\nb = 2"

@@ -22,13 +22,21 @@ def test_fixture_merges_to_expected_bytes(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", triplets(CORPUS) if CORPUS.exists() else [])
-def test_fast_merge_equals_nbdime_on_corpus(case: str) -> None:
-    """The fast path hands nbdime only the regions both sides changed; the result must not change."""
+def test_clean_wherever_nbdime_is_clean_on_corpus(case: str) -> None:
+    """Differential test against nbdime's full merge on its own triplets.
+
+    Where nbdime leaves no conflict, neither do we, and the cell sources are the
+    same. (Named differences, by design: outputs follow their source instead
+    of being marked, delete-versus-edit is a note cell, and we settle what
+    nbdime calls a conflict but writes cleanly, such as a removed final
+    newline beside an edited line.)
+    """
     nbs = read_triplet(CORPUS, case)
-    fast, full = merge(*nbs), merge(*nbs, engine="nbdime")
-    assert fast.notebook == full.notebook
-    assert fast.conflicts == full.conflicts
-    notebook_io.validate(fast.notebook)
+    ours, theirs = merge(*nbs), merge(*nbs, engine="nbdime")
+    notebook_io.validate(ours.notebook)
+    if not theirs.conflicts:
+        assert ours.unresolved == ()
+        assert [c["source"] for c in ours.notebook["cells"]] == [c["source"] for c in theirs.notebook["cells"]]
 
 
 def test_nbdimes_own_expected_merge() -> None:
@@ -138,16 +146,16 @@ def test_conflicting_text_with_a_nul_byte_keeps_both_sides() -> None:
     assert "rows = b\0" in source and "rows = c" in source and source.startswith("<<<<<<< local")
 
 
-def test_a_region_nbdime_cannot_merge_keeps_both_sides_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_fast_merge_never_calls_nbdime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nbdime's comparisons run regular expressions over base64 images; the merge does not use them."""
     from nbdime.merging import notebooks
 
     def broken(*args: object, **kwargs: object) -> None:
-        raise KeyError("id")
+        raise AssertionError("nbdime called")
 
     monkeypatch.setattr(notebooks, "merge_notebooks", broken)
-    base = notebook(cell("a", "a"))
-    result = merge(base, notebook(cell("a1", "a")), notebook(cell("a2", "a")))
-    sources = [c["source"] for c in result.notebook["cells"]]
-    assert sources[1::2] == ["a1", "a2"] and "<<<<<<< local" in sources[0]
-    assert [c.resolution for c in result.conflicts] == ["inline"]
+    base = notebook(cell("a", "a"), cell("b", "b"))
+    result = merge(base, notebook(cell("a1", "a"), cell("l", "l"), cell("b", "b")),
+                   notebook(cell("a2", "a"), cell("r", "r"), cell("b", "b")))
+    assert [c.kind for c in result.unresolved] == ["source", "insert"]
     notebook_io.validate(result.notebook)
