@@ -603,8 +603,9 @@ def declare(notebook: str, base_sha256: str, content_sha: str | None, writer: st
 def fsck(root: str, check_only: bool, as_json: bool) -> None:
     """Verify the version store of ROOT and repair what can be repaired.
 
-    Checks SQLite's integrity, every blob against its sha256, and versions
-    whose blob is missing (taken back from the notebook on disk when it still
+    Checks the database's integrity, every piece against its sha256, every
+    version's manifest (its pieces joined give the bytes saved), and versions
+    whose content is missing or damaged (taken back from the notebook on disk when it still
     holds those bytes, otherwise marked lost). Exit 0 when all was well, 1
     when problems were found.
 
@@ -623,8 +624,8 @@ def fsck(root: str, check_only: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(f"integrity: {report['integrity']}; {report['blobs']} blobs checked; "
-                   f"{len(report['damaged'])} damaged, {len(report['missing'])} versions without their blob "
+        click.echo(f"integrity: {report['integrity']}; {report['contents']} contents and {report['pieces']} pieces "
+                   f"checked; {len(report['damaged'])} damaged, {len(report['missing'])} versions without their content "
                    f"({len(report['restored'])} restored from disk, {len(report['lost'])} marked lost)")
     sys.exit(0 if report["ok"] else 1)
 

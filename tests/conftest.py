@@ -60,3 +60,25 @@ def swap_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     else:
         monkeypatch.setattr(notebook_io, "_renameat2", None)
     return request.param
+
+
+# --- the version store, once per backend (the PostgreSQL backend adds its param here) ---
+
+STORE_BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An empty store over the project folder ``tmp_path / "project"``, for each backend."""
+    from nbmergesave.store import Store
+
+    root = tmp_path / "project"
+    root.mkdir()
+    if request.param == "sqlite":
+        s = Store.open(root)
+    else:  # pragma: no cover - a backend added without its fixture
+        pytest.fail(f"no fixture for the {request.param} backend")
+    try:
+        yield s
+    finally:
+        s.close()
