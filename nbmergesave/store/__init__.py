@@ -165,7 +165,16 @@ class Store:
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], location: str | os.PathLike[str] | None = None) -> Store:
-        """Open (creating if needed) the store of ``root``: ``location``, ``$NBMERGESAVE_STORE``, or ``ROOT/.nbmergesave``."""
+        """Open (creating if needed) the store of ``root``: ``location``, ``$NBMERGESAVE_STORE``, or ``ROOT/.nbmergesave``.
+
+        A PostgreSQL URL (as ``location``, configured, or in ``$NBMERGESAVE_STORE_URL``) opens the
+        shared store instead, with ``root``'s project root as the root (:mod:`.where`).
+        """
+        from .where import store_url
+
+        url = store_url(location)
+        if url is not None:
+            return cls.open_url(url, root)
         root = Path(root)
         where = files.make_private_dir(Path(location or os.environ.get(ENV_STORE) or root / STORE_DIR))
         return cls(root, where)
@@ -173,6 +182,11 @@ class Store:
     @classmethod
     def find(cls, path: str | os.PathLike[str]) -> Store:
         """The store that holds ``path``: walk up from it to a folder with ``.nbmergesave/``."""
+        from .where import store_url
+
+        url = store_url()
+        if url is not None:
+            return cls.open_url(url, path)
         start = Path(path).absolute()
         if os.environ.get(ENV_STORE):
             root = next((p for p in start.parents if (p / STORE_DIR).is_dir()), start.parent)
@@ -181,6 +195,15 @@ class Store:
             if (folder / STORE_DIR / "index.sqlite").exists():
                 return cls.open(folder)
         raise StoreError(f"no version store holds '{path}' (hint: run 'nbmergesave watch' on its folder first)")
+
+    @classmethod
+    def open_url(cls, url: str, path: str | os.PathLike[str]) -> Store:
+        """The PostgreSQL store at ``url``, rooted at the project root of ``path`` (a folder or a notebook in it)."""
+        from .postgres import open_backend, redact_url
+        from .where import project_root
+
+        root = project_root(path)
+        return cls(root, redact_url(url), open_backend(url))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.backend.close()
