@@ -30,6 +30,31 @@ class Refused(click.ClickException):
     exit_code = 2
 
 
+def _store_options(command):  # type: ignore[no-untyped-def]
+    """``--store URL`` and ``--project-root DIR`` for a command that opens a store (a shared PostgreSQL one)."""
+
+    def use_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        from .store.postgres import is_url
+        from .store.where import configure
+
+        if value and not is_url(value):
+            raise click.BadParameter("a PostgreSQL URL, e.g. postgresql://ann@db.team:5432/notebooks "
+                                     "(the embedded store is found from the notebook's folder)")
+        configure(url=value or "", roots=[])
+
+    def use_root(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        from .store.where import configure
+
+        configure(project_root=value or "")
+
+    command = click.option("--project-root", type=click.Path(file_okay=False), expose_value=False, callback=use_root,
+                           help="With a PostgreSQL store: the folder notebooks are named relative to "
+                                "(default: the nearest folder holding .nbmergesave-project).")(command)
+    return click.option("--store", "store_url", metavar="URL", envvar="NBMERGESAVE_STORE_URL", expose_value=False,
+                        callback=use_url, help="A PostgreSQL store shared across hosts "
+                                               "(default: $NBMERGESAVE_STORE_URL, else ROOT/.nbmergesave).")(command)
+
+
 def _paths_differ(a: str, b: str) -> bool:
     return Path(a).absolute() != Path(b).absolute()
 
@@ -194,9 +219,15 @@ def git_driver_run(base: str, local: str, remote: str, path: str | None) -> None
 @click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--rescan", default=300.0, show_default=True, help="Seconds between rescans that catch missed events.")
 @click.option("--ignore", multiple=True, help="Notebook name patterns to leave alone (repeatable).")
-@click.option("--store", "store_location", envvar="NBMERGESAVE_STORE", help="Store folder (default ROOT/.nbmergesave).")
+@click.option("--store", "store_location", envvar="NBMERGESAVE_STORE",
+              help="Store folder, or a PostgreSQL URL shared across hosts (default ROOT/.nbmergesave, "
+                   "or $NBMERGESAVE_STORE_URL).")
+@click.option("--project-root", type=click.Path(file_okay=False),
+              help="With a PostgreSQL store: the folder notebooks are named relative to (default: the nearest "
+                   "folder holding .nbmergesave-project, else each ROOT).")
 @click.option("--status-file", type=click.Path(dir_okay=False), help="Keep a JSON status here (the daemon reads it).")
-def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_location: str | None, status_file: str | None) -> None:
+def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_location: str | None,
+          project_root: str | None, status_file: str | None) -> None:
     """Merge overlapping notebook saves in ROOTS (recursive) until Ctrl-C.
 
     Every version seen is kept in ROOT/.nbmergesave/; a save made from an
@@ -216,6 +247,9 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
     def log(line: str) -> None:
         click.echo(f"nbmergesave: {line}", err=True)
 
+    from .store.where import configure
+
+    configure(project_root=project_root or "", roots=list(roots))
     try:
         watcher = Watcher(roots, log=log, rescan=rescan, ignore=ignore, store_location=store_location)
     except NbMergeSaveError as e:
@@ -273,6 +307,7 @@ def _store_for(notebook: str):  # type: ignore[no-untyped-def]
 @cli.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of versions.")
+@_store_options
 def history(notebook: str, as_json: bool) -> None:
     """List every stored version of NOTEBOOK, oldest first.
 
@@ -296,6 +331,7 @@ def history(notebook: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--version", "number", type=int, required=True, help="The version number (see history).")
+@_store_options
 def show(notebook: str, number: int) -> None:
     """Print a stored version of NOTEBOOK.
 
@@ -342,6 +378,7 @@ def _write_back(notebook: str, number: int, kind: str) -> int:
 @cli.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--version", "number", type=int, required=True, help="The version to bring back.")
+@_store_options
 def restore(notebook: str, number: int) -> None:
     """Write a stored version back to NOTEBOOK (recorded as a new version).
 
@@ -355,6 +392,7 @@ def restore(notebook: str, number: int) -> None:
 
 @cli.command()
 @click.argument("notebook", type=click.Path())
+@_store_options
 def undo(notebook: str) -> None:
     """Revert the last automatic merge of NOTEBOOK to the save it merged.
 
@@ -542,6 +580,7 @@ def _change_roots(**change: list[str]) -> None:
 @click.option("--from", "from_file", type=click.Path(), help="The new content (default: standard input).")
 @click.option("--writer", help="Who writes, recorded with the save.")
 @click.option("--json", "as_json", is_flag=True, help="Report conflicts as JSON on stderr.")
+@_store_options
 def save(notebook: str, base_file: str, from_file: str | None, writer: str | None, as_json: bool) -> None:
     """Save new content into NOTEBOOK, merging what others saved since BASE.
 
@@ -575,6 +614,7 @@ def save(notebook: str, base_file: str, from_file: str | None, writer: str | Non
 @click.option("--base-sha256", required=True, help="sha256 of the version the content was made from.")
 @click.option("--sha256", "content_sha", help="sha256 of the content written (default: the file as it is now).")
 @click.option("--writer", help="Who writes.")
+@_store_options
 def declare(notebook: str, base_sha256: str, content_sha: str | None, writer: str | None) -> None:
     """Record that NOTEBOOK's content was made from the version with --base-sha256.
 
@@ -600,6 +640,7 @@ def declare(notebook: str, base_sha256: str, content_sha: str | None, writer: st
 @click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
 @click.option("--check-only", is_flag=True, help="Report, repair nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_store_options
 def fsck(root: str, check_only: bool, as_json: bool) -> None:
     """Verify the version store of ROOT and repair what can be repaired.
 
@@ -616,11 +657,16 @@ def fsck(root: str, check_only: bool, as_json: bool) -> None:
     import json
 
     from .store import STORE_DIR, Store
+    from .store.where import configure, store_url
 
-    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE"):
+    configure(roots=[root])
+    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE") and store_url() is None:
         raise Refused(f"'{root}' has no version store (hint: run 'nbmergesave watch' on it first)")
-    with Store.open(root) as store:
-        report = store.fsck(repair=not check_only)
+    try:
+        with Store.open(root) as store:
+            report = store.fsck(repair=not check_only)
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -737,6 +783,7 @@ def jupyter_stop(root: str) -> None:
 @click.option("--text", "as_text", is_flag=True, help="Print nbdime's terminal diff instead of serving the web diff.")
 @click.option("--browser", is_flag=True, help="Open the web diff in a browser.")
 @click.option("--port", type=int, help="Port for the web diff (default: a free one).")
+@_store_options
 def review(notebook: str, number: int | None, as_text: bool, browser: bool, port: int | None) -> None:
     """Show what an automatic merge of NOTEBOOK did, in nbdime's web diff.
 
@@ -778,3 +825,53 @@ def review(notebook: str, number: int | None, as_text: bool, browser: bool, port
         pass
     finally:
         served.close()
+
+
+# --- stores shared across hosts (PostgreSQL) ---------------------------------------
+
+@cli.group("store")
+def store_group() -> None:
+    """Move a project's history between the embedded store and a PostgreSQL store.
+
+    \b
+    Example:
+        nbmergesave store copy ~/projects/survey postgresql://ann@db.team:5432/notebooks
+    """
+
+
+@store_group.command("copy")
+@click.argument("source", metavar="FROM")
+@click.argument("target", metavar="TO")
+@click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON.")
+def store_copy(source: str, target: str, as_json: bool) -> None:
+    """Copy every version in FROM into the empty store TO, and check each one.
+
+    FROM and TO are each a project folder (its embedded store, ROOT/.nbmergesave)
+    or a PostgreSQL URL. Version numbers, times, merges, declarations and pins
+    are kept; every version is compared with the source, byte for byte, before
+    this reports success. Notebooks keep the names they have in FROM: copy a
+    folder's store from the folder that is the project root. Put the password
+    in ~/.pgpass or $PGPASSWORD rather than in the URL.
+
+    \b
+    Example:
+        nbmergesave store copy ~/projects/survey postgresql://ann@db.team:5432/notebooks
+        nbmergesave store copy postgresql://ann@db.team:5432/notebooks ~/projects/survey-backup
+    """
+    import json
+
+    from .store.copy import copy_store
+
+    def progress(line: str) -> None:
+        if not as_json:
+            click.echo(f"nbmergesave: {line}", err=True)
+
+    try:
+        report = copy_store(source, target, progress=progress)
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(f"copied {report.versions} versions of {report.notebooks} notebooks ({report.contents} contents, "
+                   f"{report.bytes / 1e6:.1f} MB) from {report.source} to {report.target}; every version verified")

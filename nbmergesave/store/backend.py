@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from . import Version
@@ -152,6 +152,26 @@ class Backend(Protocol):
 
     def integrity(self) -> str:
         """The database's own consistency check: ``"ok"`` or what is wrong."""
+
+    # --- copying a whole store to another backend (``nbmergesave store copy``) ----------
+
+    def rows(self, table: str) -> list[tuple[Any, ...]]:
+        """Every row of ``table`` (one of :data:`COPIED`), its columns in that order."""
+
+    def put_rows(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows as :meth:`rows` gives them (rows already present are kept); inside a transaction."""
+
+
+#: The tables a copy moves row for row, and their columns (contents and pieces are copied by
+#: content, since piece ids are each backend's own).
+COPIED: dict[str, tuple[str, ...]] = {
+    "versions": ("path", "version", "sha256", "time", "kind", "base", "local", "remote", "conflicts"),
+    "on_disk": ("path", "version"),
+    "declarations": ("path", "sha256", "base_sha256", "writer", "time"),
+    "pins": ("path", "version"),
+    "cell_sources": ("sha256", "cell", "source"),
+    "settings": ("name", "value"),
+}
 
 
 def chunked(items: Sequence[object] | list[object], size: int = 500) -> Iterator[Sequence[object]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 import urllib.parse
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -33,10 +34,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
-from .backend import chunked
+from .backend import COPIED, chunked
 
 CONNECT_TIMEOUT = 3  # seconds to reach the server before a store call gives up
-POOL_WAIT = 5.0  # seconds to wait for a pooled connection
+POOL_WAIT = 3.0  # seconds to wait for a pooled connection
+RETRY_AFTER = 5.0  # after failing to reach the server, calls fail at once for this long (a save is never held up twice)
 LOCK_TIMEOUT = "120s"  # the longest a save waits for another host's save of the same notebook
 SCHEMES = ("postgresql", "postgres")
 
@@ -84,15 +86,6 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("versions", "contents", "pieces", "cell_sources", "on_disk", "declarations", "pins", "settings")
-#: Columns of the tables ``rows``/``put_rows`` move between stores (the same in every backend).
-COPIED = {
-    "versions": ("path", "version", "sha256", "time", "kind", "base", "local", "remote", "conflicts"),
-    "on_disk": ("path", "version"),
-    "declarations": ("path", "sha256", "base_sha256", "writer", "time"),
-    "pins": ("path", "version"),
-    "cell_sources": ("sha256", "cell", "source"),
-    "settings": ("name", "value"),
-}
 _KEYS = {"versions": "path, version", "on_disk": "path", "declarations": "path, sha256", "pins": "path, version",
          "cell_sources": "sha256, cell", "settings": "name"}
 
@@ -160,6 +153,20 @@ def _drivers() -> tuple[Any, Any]:
 
 _pools: dict[str, Any] = {}
 _pools_lock = threading.Lock()
+_down: dict[str, tuple[float, str]] = {}  # url -> (monotonic time until which we do not try, why)
+
+
+def _unavailable(url: str, why: str) -> StoreUnavailable:
+    """Note that ``url`` cannot be reached (calls in the next :data:`RETRY_AFTER` seconds fail at once)."""
+    _down[url] = (time.monotonic() + RETRY_AFTER, why)
+    return StoreUnavailable(f"cannot reach the PostgreSQL store at '{redact_url(url)}': {why}")
+
+
+def _refuse_if_down(url: str) -> None:
+    until, why = _down.get(url, (0.0, ""))
+    if time.monotonic() < until:
+        raise StoreUnavailable(f"cannot reach the PostgreSQL store at '{redact_url(url)}': {why} "
+                               f"(trying again within {RETRY_AFTER:.0f} s)")
 
 
 def _close_pools() -> None:
@@ -195,7 +202,7 @@ def _connect_once(url: str) -> None:
             raise StoreError(f"the PostgreSQL store at '{where}' refused the credentials: {text}") from None
         if "does not exist" in text:
             raise StoreError(f"the PostgreSQL store at '{where}': {text}") from None
-        raise StoreUnavailable(f"cannot reach the PostgreSQL store at '{where}': {text}") from None
+        raise _unavailable(url, text) from None
     except psycopg.Error as e:  # a malformed URL
         raise StoreError(f"cannot use '{redact_url(url)}' as a PostgreSQL store: {_message(url, e)}") from None
     try:
@@ -238,6 +245,7 @@ def _pool(url: str) -> Any:
         pool = _pools.get(url)
         if pool is not None:
             return pool
+    _refuse_if_down(url)
     _connect_once(url)
     _, psycopg_pool = _drivers()
     with _pools_lock:
@@ -247,7 +255,7 @@ def _pool(url: str) -> Any:
                 if hasattr(psycopg_pool.ConnectionPool, "check_connection") else {}
             pool = psycopg_pool.ConnectionPool(
                 url, min_size=1, max_size=10, timeout=POOL_WAIT, open=True, name="nbmergesave",
-                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}, reconnect_timeout=0, **extra)
+                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}, **extra)
             _pools[url] = pool
         return pool
 
@@ -280,11 +288,14 @@ class PostgresBackend:
     def _error(self, e: BaseException) -> StoreError:
         if isinstance(e, StoreError):
             return e
-        if isinstance(e, (self._psycopg.OperationalError, self._psycopg_pool.PoolTimeout)):
-            return StoreUnavailable(f"the PostgreSQL store at '{self.where}' is unavailable: {_message(self.url, e)}")
+        state = getattr(e, "sqlstate", None) or ""
+        lost = isinstance(e, self._psycopg.OperationalError) and (not state or state[:2] in ("08", "57"))
+        if lost or isinstance(e, self._psycopg_pool.PoolTimeout):  # the server went away, or never answered
+            return _unavailable(self.url, _message(self.url, e) if str(e) else "no connection in time")
         return StoreError(f"the PostgreSQL store at '{self.where}' failed: {_message(self.url, e)}")
 
     def _getconn(self) -> Any:
+        _refuse_if_down(self.url)
         try:
             return self._pool.getconn()
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:

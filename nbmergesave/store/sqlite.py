@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from . import files
-from .backend import chunked
+from .backend import COPIED, chunked
 
 SCHEMA_VERSION = "2"
 DB_NAME = "index.sqlite"
@@ -324,6 +324,16 @@ class SQLiteBackend:
 
     def integrity(self) -> str:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # --- copying a whole store (``nbmergesave store copy``) ---------------------------
+
+    def rows(self, table: str) -> list[tuple]:  # type: ignore[type-arg]
+        return self._db.execute(f"SELECT {', '.join(COPIED[table])} FROM {table}").fetchall()
+
+    def put_rows(self, table: str, rows: list[tuple]) -> None:  # type: ignore[type-arg]
+        columns = COPIED[table]
+        self._db.executemany(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+                             f"VALUES ({', '.join('?' * len(columns))})", rows)
 
     # --- upgrading a store written by nbmergesave 0.1 --------------------------------
 
