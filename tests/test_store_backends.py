@@ -27,6 +27,11 @@ def nb_bytes(*sources: str, outputs: int = 0) -> bytes:
     return notebook_io.dumps(notebook(*cells)).encode()
 
 
+def other_handle(store: Store) -> Store:
+    """A second, independent handle on the same store, as another process (or host) would open."""
+    return Store.open(store.root, store.backend.url if store.backend.name == "postgresql" else None)  # type: ignore[attr-defined]
+
+
 def test_versions_number_up_and_read_back_byte_for_byte(store: Store) -> None:
     nb = store.root / "nb.ipynb"
     kinds = {"observed": nb_bytes("a = 1", "b = 2", outputs=1), "torn": nb_bytes("a = 1")[:-7] + b'{"x"\n}',
@@ -158,9 +163,10 @@ def test_a_save_landing_during_collection_keeps_its_pieces(store: Store) -> None
     saved: list = []  # type: ignore[type-arg]
 
     def save_while_collecting() -> None:
-        while not done.is_set():
-            saved.append(store.add(nb, nb_bytes(f"late = {len(saved)}", shared), "observed"))
-            time.sleep(0.001)
+        with other_handle(store) as writer:
+            while not done.is_set():
+                saved.append(writer.add(nb, nb_bytes(f"late = {len(saved)}", shared), "observed"))
+                time.sleep(0.001)
 
     t = threading.Thread(target=save_while_collecting)
     t.start()
@@ -169,6 +175,7 @@ def test_a_save_landing_during_collection_keeps_its_pieces(store: Store) -> None
     finally:
         done.set()
         t.join(timeout=30)
+    assert saved, "no save landed during the collection"
     for v in store.history(nb):
         assert sha256(store.content(v)) == v.sha256
     assert store.fsck(repair=False)["ok"]
@@ -199,7 +206,7 @@ def test_stats_count_what_the_store_holds(store: Store) -> None:
 def test_the_save_lock_excludes_other_holders(store: Store) -> None:
     """Two holders of one notebook's lock (each with its own store, as two processes would) take turns."""
     nb = store.root / "nb.ipynb"
-    other = Store.open(store.root, store.backend.url if store.backend.name == "postgresql" else None)  # type: ignore[attr-defined]
+    other = other_handle(store)
     inside, order = threading.Event(), []
 
     def second() -> None:

@@ -38,7 +38,7 @@ from .backend import COPIED, chunked
 
 CONNECT_TIMEOUT = 3  # seconds to reach the server before a store call gives up
 POOL_WAIT = 3.0  # seconds to wait for a pooled connection
-RETRY_AFTER = 5.0  # after failing to reach the server, calls fail at once for this long (a save is never held up twice)
+RETRY_AFTER = 2.0  # after failing to reach the server, calls fail at once for this long (a save is held up once)
 LOCK_TIMEOUT = "120s"  # the longest a save waits for another host's save of the same notebook
 SCHEMES = ("postgresql", "postgres")
 
@@ -159,6 +159,10 @@ _down: dict[str, tuple[float, str]] = {}  # url -> (monotonic time until which w
 def _unavailable(url: str, why: str) -> StoreUnavailable:
     """Note that ``url`` cannot be reached (calls in the next :data:`RETRY_AFTER` seconds fail at once)."""
     _down[url] = (time.monotonic() + RETRY_AFTER, why)
+    with _pools_lock:
+        pool = _pools.pop(url, None)
+    if pool is not None:  # a pool whose server went away: a new one (after a direct connection) when it is back
+        threading.Thread(target=pool.close, kwargs={"timeout": 1}, daemon=True).start()
     return StoreUnavailable(f"cannot reach the PostgreSQL store at '{redact_url(url)}': {why}")
 
 
@@ -273,7 +277,7 @@ class PostgresBackend:
         self.where = redact_url(url)
         self._version = Version
         self._psycopg, self._psycopg_pool = _drivers()
-        self._pool = _pool(url)
+        _pool(url)
         self._local = threading.local()
         schema = self._run(lambda c: c.execute("SELECT current_schema()").fetchone()[0])
         self._write_lock = _lock_id(schema, "nbmergesave write")
@@ -294,12 +298,21 @@ class PostgresBackend:
             return _unavailable(self.url, _message(self.url, e) if str(e) else "no connection in time")
         return StoreError(f"the PostgreSQL store at '{self.where}' failed: {_message(self.url, e)}")
 
-    def _getconn(self) -> Any:
+    def _getconn(self) -> tuple[Any, Any]:
+        """``(pool, connection)``: give the connection back to that pool."""
         _refuse_if_down(self.url)
+        pool = _pool(self.url)
         try:
-            return self._pool.getconn()
+            return pool, pool.getconn()
         except (self._psycopg.Error, self._psycopg_pool.PoolTimeout) as e:
             raise self._error(e) from None
+
+    @staticmethod
+    def _putconn(pool: Any, conn: Any) -> None:
+        try:
+            pool.putconn(conn)
+        except Exception:  # a pool closed meanwhile (its server went away)
+            conn.close()
 
     def _run(self, work: Callable[[Any], Any]) -> Any:
         """``work(connection)``: in the current transaction, or on a pooled connection (a read: retried once
@@ -311,7 +324,7 @@ class PostgresBackend:
             except self._psycopg.Error as e:
                 raise self._error(e) from None
         for attempt in range(3):
-            conn = self._getconn()
+            pool, conn = self._getconn()
             try:
                 return work(conn)
             except self._psycopg.OperationalError as e:
@@ -320,7 +333,7 @@ class PostgresBackend:
             except self._psycopg.Error as e:
                 raise self._error(e) from None
             finally:
-                self._pool.putconn(conn)
+                self._putconn(pool, conn)
         raise AssertionError("unreachable")
 
     def _all(self, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
@@ -340,7 +353,7 @@ class PostgresBackend:
     def _held(self, *statements: tuple[str, tuple[Any, ...]]) -> Iterator[Any]:
         """A connection in a transaction that ran ``statements`` (taking locks) first; retried on a dropped connection."""
         for attempt in range(3):
-            conn = self._getconn()
+            pool, conn = self._getconn()
             try:
                 conn.execute("BEGIN")
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
@@ -349,12 +362,12 @@ class PostgresBackend:
                 break
             except self._psycopg.OperationalError as e:
                 self._rollback(conn)
-                self._pool.putconn(conn)
+                self._putconn(pool, conn)
                 if attempt == 2 or not conn.closed:
                     raise self._error(e) from None
             except self._psycopg.Error as e:
                 self._rollback(conn)
-                self._pool.putconn(conn)
+                self._putconn(pool, conn)
                 raise self._error(e) from None
         try:
             try:
@@ -367,7 +380,7 @@ class PostgresBackend:
             except self._psycopg.Error as e:
                 raise self._error(e) from None
         finally:
-            self._pool.putconn(conn)
+            self._putconn(pool, conn)
 
     def _rollback(self, conn: Any) -> None:
         try:
