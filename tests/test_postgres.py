@@ -148,14 +148,20 @@ def _get(server: Any, name: str) -> dict[str, Any]:
     return server.get(name)  # type: ignore[no-any-return]
 
 
-def _servers(roots: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> list[Any]:
+def _servers(roots: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, *,
+             via: str = "environment") -> list[Any]:
+    """jupyter_servers with the extension, told the URL by ``$NBMERGESAVE_STORE_URL`` or by ``c.NbMergeSave.store_url``."""
     from .test_jupyter import Server
 
-    monkeypatch.setenv("NBMERGESAVE_STORE_URL", url)
+    settings: dict[str, Any] = {"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}}
+    if via == "environment":
+        monkeypatch.setenv("NBMERGESAVE_STORE_URL", url)
+    else:
+        monkeypatch.delenv("NBMERGESAVE_STORE_URL", raising=False)
+        settings["NbMergeSave"] = {"store_url": url}
     config = tmp_path / "jupyter"
     config.mkdir(exist_ok=True)
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}}))
+    (config / "jupyter_server_config.json").write_text(json.dumps(settings))
     return [Server(root, config) for root in roots]
 
 
@@ -166,7 +172,7 @@ def test_two_servers_through_two_paths_keep_every_edit_in_one_history(
     writers, saves = 4, 12
     cells = [cell(f"# writer {k}", f"w{k}") for k in range(writers)]
     write(real / "shared.ipynb", notebook(*cells))
-    servers = _servers([real, alias], tmp_path, monkeypatch, postgres_url)
+    servers = _servers([real, alias], tmp_path, monkeypatch, postgres_url, via="config")
     lines: dict[int, list[str]] = {k: [] for k in range(writers)}
     errors: list[BaseException] = []
 
@@ -230,13 +236,16 @@ def test_saves_reach_the_disk_while_the_database_is_down_and_the_store_catches_u
     url = database.url("restarts")
     servers = _servers([root, root], tmp_path, monkeypatch, url)
     saved: list[str] = []
+    took: dict[str, list[float]] = {}  # seconds per save, printed (not asserted: no timed assertions)
 
     def save(n: int, phase: str) -> None:
         server = servers[n % 2]  # each save made from what is on disk now, through either server
         nb = _get(server, "nb.ipynb")
         line = f"save {n} ({phase})"
         nb["cells"][n % 2]["source"] += "\n" + line
+        started = time.monotonic()
         server.put("nb.ipynb", nb)
+        took.setdefault(phase, []).append(time.monotonic() - started)
         assert line in (root / "nb.ipynb").read_text(), f"{line} did not reach the disk"
         saved.append(line)
 
@@ -265,6 +274,7 @@ def test_saves_reach_the_disk_while_the_database_is_down_and_the_store_catches_u
         # the store caught up from the file: the last save made while it was down is in it
         assert "save 11 (database down)" in stored()
         logs = "".join(server.output() for server in servers)
+        print({phase: f"{len(t)} saves, longest {max(t):.2f} s" for phase, t in took.items()})
         assert "cannot reach the PostgreSQL store at 'postgresql://postgres:***@" in logs
         assert pg.PASSWORD not in logs
     finally:
@@ -344,3 +354,17 @@ def test_store_copy_sqlite_to_postgresql_and_back_loses_nothing(postgres_url: st
         assert sqlite.fsck()["ok"]
     missing = run("store", "copy", str(tmp_path / "restored" / "sub-nothing"), postgres_url)
     assert missing.exit_code == 2 and "neither a PostgreSQL URL nor a folder" in one_line(missing)
+
+
+def test_soak_through_two_servers_and_a_watcher_on_one_postgresql_store(postgres_url: str) -> None:
+    """benchmarks/soak.py --jupyter --store URL, short: every save stored, every edit in the file."""
+    import sys
+
+    pytest.importorskip("jupyter_server")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import soak
+
+    result = soak.run(writers=2, saves=12, waits=(0.05, 0.3), seed=7, jupyter=True, timeout=180, store=postgres_url)
+    print(result.report())
+    assert result.valid and result.saves == 24
+    assert (result.lost, result.unseen, result.missing) == ([], [], 0)
