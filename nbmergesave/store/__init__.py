@@ -40,6 +40,7 @@ from .retention import Retention, parse_time
 STORE_DIR = ".nbmergesave"
 ENV_STORE = "NBMERGESAVE_STORE"
 GC_EVERY = timedelta(days=1)  # automatic collections (watcher, daemon) at most this often
+UPGRADE_BATCH = 32  # old blobs turned into pieces per transaction
 
 __all__ = ["ENV_STORE", "STORE_DIR", "Backend", "GcReport", "Retention", "Store", "StoreStats", "Version", "sha256"]
 
@@ -139,7 +140,7 @@ def _upgrade(backend: Any) -> None:
 
     while True:
         with backend.transaction():
-            batch = backend.legacy_batch(32)
+            batch = backend.legacy_batch(UPGRADE_BATCH)
             for sha, packed in batch:
                 data = legacy_decompress(packed)
                 if data is not None and sha256(data) == sha and not backend.has_content(sha):
