@@ -660,7 +660,7 @@ def _open_root_store(root: str):  # type: ignore[no-untyped-def]
     if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE"):
         raise Refused(f"'{root}' has no version store (hint: run 'nbmergesave watch' on it first)")
     try:
-        return Store.open(root)
+        return Store.open(Path(root).absolute())
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
 

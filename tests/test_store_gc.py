@@ -258,3 +258,33 @@ def test_gc_command_frees_old_versions(tmp_path: Path, monkeypatch: pytest.Monke
     assert (report["versions_removed"], report["versions_kept"], report["contents_removed"]) == (2, 3, 2)
     with Store.open(tmp_path) as store:
         assert [v.version for v in store.history(nb)] == [1, 4, 5]
+
+
+def test_a_running_watcher_applies_the_retention_rule_once_a_day(tmp_path: Path) -> None:
+    import os
+    import time
+
+    root = tmp_path / "project"
+    root.mkdir()
+    nb = root / "nb.ipynb"
+    with Store.open(root) as store:
+        store.set_retention(Retention(keep_all=0, hourly=0, daily=0))
+        for i in range(4):
+            nb.write_bytes(_nb(i))
+            store.add(nb, _nb(i), "observed")
+    log = tmp_path / "watch.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nbmergesave", "watch", str(root), "--rescan", "0.5"],
+                                stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while "gc: removed" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "gc: removed 3 old versions" in log.read_text(), log.read_text()
+        time.sleep(2)  # several more rescans: no second collection the same day
+        assert log.read_text().count("gc: removed") == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    with Store.open(root) as store:
+        assert [v.version for v in store.history(nb)] == [4] and not store.gc_due()

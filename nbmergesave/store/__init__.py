@@ -163,6 +163,7 @@ class Store:
 
             backend = open_backend(location, upgrade=_upgrade)
         self.backend = backend
+        self._batches = 0  # batch() calls under way: add() then works inside the open transaction only
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], location: str | os.PathLike[str] | None = None) -> Store:
@@ -228,10 +229,11 @@ class Store:
             raise StoreError(f"blob {digest[:12]} is missing from the store (hint: nbmergesave fsck)")
         size, manifest = found
         ids = pieces.unpack_ids(manifest)
-        stored = self.backend.pieces(set(ids))
+        stored = self.backend.pieces(ids)
+        decode, raw = pieces.decode, pieces.RAW
         try:
-            data = b"".join(pieces.decode(*stored[i]) for i in ids)
-        except (KeyError, ValueError, Exception) as e:  # a piece missing or not decodable
+            data = b"".join([part if codec == raw else decode(codec, part) for codec, part in map(stored.__getitem__, ids)])
+        except Exception as e:  # a piece missing (KeyError) or not decodable (zlib.error, ValueError)
             raise StoreError(f"blob {digest[:12]} is damaged ({type(e).__name__}) (hint: nbmergesave fsck)") from None
         if len(data) != size:
             raise StoreError(f"blob {digest[:12]} is damaged (hint: nbmergesave fsck)")
@@ -240,8 +242,12 @@ class Store:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Record many versions in one transaction (one commit, one fsync), as the initial scan does."""
-        with self.backend.transaction():
-            yield
+        self._batches += 1
+        try:
+            with self.backend.transaction():
+                yield
+        finally:
+            self._batches -= 1
 
     # --- versions ----------------------------------------------------------
 
@@ -257,8 +263,8 @@ class Store:
         now = _now()
         digest = sha256(data) if data is not None else None
         prepared = None
-        if data is not None and not self.backend.has_content(digest):  # type: ignore[arg-type]
-            prepared = _prepare(self.backend, data)
+        if data is not None and not self._batches and not self.backend.has_content(digest):  # type: ignore[arg-type]
+            prepared = _prepare(self.backend, data)  # in a batch, the transaction is ours already: cut once, inside
         with self.backend.transaction():
             if data is not None and not self.backend.has_content(digest):  # type: ignore[arg-type]
                 _put_content(self.backend, digest, data, prepared)  # type: ignore[arg-type]
