@@ -288,3 +288,26 @@ def test_a_running_watcher_applies_the_retention_rule_once_a_day(tmp_path: Path)
         proc.wait(timeout=20)
     with Store.open(root) as store:
         assert [v.version for v in store.history(nb)] == [4] and not store.gc_due()
+
+
+def test_daemon_status_reports_each_store_size(tmp_path: Path) -> None:
+    import os
+
+    from .test_daemon import nbm
+
+    env = {**os.environ, "NBMERGESAVE_HOME": str(tmp_path / "state")}
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "nb.ipynb").write_bytes(_nb(1))
+    try:
+        started = nbm("daemon", "start", str(root), "--json", env=env)
+        assert started.returncode == 0, started.stderr
+        status = json.loads(nbm("daemon", "status", "--json", env=env).stdout)
+        location = str(root.resolve() / ".nbmergesave")
+        size = status["store_sizes"][location]
+        assert (size["notebooks"], size["versions"]) == (1, 1)
+        assert size["size_bytes"] > 0 and size["reclaimable_bytes"] >= 0
+        table = nbm("daemon", "status", env=env).stdout
+        assert f"store {location}: " in table and "1 notebooks, 1 versions, reclaimable by gc" in table
+    finally:
+        nbm("daemon", "stop", env=env)
