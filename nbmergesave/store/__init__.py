@@ -110,13 +110,17 @@ class _Prepared:
     encoded: dict[bytes, tuple[int, bytes]]
 
 
+def _cut(data: bytes) -> _Prepared:
+    parts = pieces.split(data)
+    return _Prepared(parts, [hashlib.sha256(p).digest() for p in parts], {})
+
+
 def _prepare(backend: Backend, data: bytes) -> _Prepared:
     """Cut ``data`` and encode the pieces the store does not hold yet (outside any transaction)."""
-    parts = pieces.split(data)
-    digests = [hashlib.sha256(p).digest() for p in parts]
-    known = backend.piece_ids(set(digests))
-    encoded = {d: pieces.encode(p) for d, p in zip(digests, parts) if d not in known}
-    return _Prepared(parts, digests, encoded)
+    cut = _cut(data)
+    known = backend.piece_ids(set(cut.digests))
+    cut.encoded.update((d, pieces.encode(p)) for d, p in zip(cut.digests, cut.parts) if d not in known)
+    return cut
 
 
 def _put_content(backend: Backend, sha: str, data: bytes, prepared: _Prepared | None = None) -> None:
@@ -125,7 +129,7 @@ def _put_content(backend: Backend, sha: str, data: bytes, prepared: _Prepared | 
     What was prepared before the transaction is checked again inside it: a piece
     collected meanwhile is stored again, so no manifest ever points at nothing.
     """
-    prepared = prepared or _prepare(backend, data)
+    prepared = prepared or _cut(data)
     ids = backend.piece_ids(set(prepared.digests))
     for digest, part in zip(prepared.digests, prepared.parts):
         if digest not in ids:
