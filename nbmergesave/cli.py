@@ -478,6 +478,12 @@ def _print_status(info: dict, as_json: bool) -> None:  # type: ignore[type-arg]
     click.echo(f"merges {info.get('merges', 0)}, with conflicts {info.get('conflicts', 0)}, errors {info.get('errors', 0)}"
                + (f", saves waiting {info['pending']}" if info.get("pending") else "")
                + (f", last error: {info['last_error']}" if info.get("last_error") else ""))
+    for location, size in info.get("store_sizes", {}).items():
+        if "error" in size:
+            click.echo(f"store {location}: {size['error']}")
+        else:
+            click.echo(f"store {location}: {_size(size['size_bytes'])}, {size['notebooks']} notebooks, "
+                       f"{size['versions']} versions, reclaimable by gc {_size(size['reclaimable_bytes'])}")
 
 
 @daemon.command("start")
@@ -521,7 +527,22 @@ def daemon_status(as_json: bool) -> None:
         else:
             click.echo("no daemon is running")
         sys.exit(1)
+    info["store_sizes"] = _store_sizes(info.get("stores", []))
     _print_status(info, as_json)
+
+
+def _store_sizes(locations: list[str]) -> dict[str, dict]:  # type: ignore[type-arg]
+    """Size, notebooks, versions and reclaimable bytes of each store (read from the stores themselves)."""
+    from .store import Store
+
+    sizes = {}
+    for location in locations:
+        try:
+            with Store.open(Path(location).parent, location) as store:
+                sizes[location] = store.stats().to_dict()
+        except (NbMergeSaveError, OSError) as e:
+            sizes[location] = {"error": str(e)}
+    return sizes
 
 
 @daemon.command("stop")
@@ -674,6 +695,144 @@ def fsck(root: str, check_only: bool, as_json: bool) -> None:
                    f"checked; {len(report['damaged'])} damaged, {len(report['missing'])} versions without their content "
                    f"({len(report['restored'])} restored from disk, {len(report['lost'])} marked lost)")
     sys.exit(0 if report["ok"] else 1)
+
+
+# --- the store's size: status, gc, pin ------------------------------------------
+
+
+def _open_root_store(root: str):  # type: ignore[no-untyped-def]
+    from .store import STORE_DIR, Store
+
+    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE"):
+        raise Refused(f"'{root}' has no version store (hint: run 'nbmergesave watch' on it first)")
+    try:
+        return Store.open(Path(root).absolute())
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def _days(value: str) -> float | None:
+    if value == "forever":
+        return None
+    try:
+        days = float(value)
+    except ValueError:
+        raise Refused(f"'{value}' is not a number of days (or 'forever')") from None
+    if days < 0:
+        raise Refused(f"{value}: a number of days cannot be negative")
+    return days
+
+
+@cli.command()
+@click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def status(root: str, as_json: bool) -> None:
+    """Show the size of ROOT's version store: bytes on disk, notebooks, versions, and what gc would free.
+
+    \b
+    Example:
+        nbmergesave status ~/projects/survey --json
+    """
+    import json
+
+    with _open_root_store(root) as store:
+        stats = store.stats()
+        policy, pins, last = store.retention(), store.pinned(), store.backend.setting("last_gc")
+    if as_json:
+        click.echo(json.dumps({**stats.to_dict(), "retention": json.loads(policy.to_json()), "pinned": len(pins),
+                               "last_gc": last}, indent=2))
+        return
+    click.echo(f"store {stats.location}: {_size(stats.size_bytes)} on disk")
+    click.echo(f"{stats.notebooks} notebooks, {stats.versions} versions ({stats.contents} distinct contents "
+               f"in {stats.pieces} pieces), {len(pins)} pinned")
+    click.echo(f"reclaimable by gc: {_size(stats.reclaimable_bytes)}")
+    click.echo(f"kept: {policy.describe()}; last collection: {last or 'never'}")
+
+
+@cli.command()
+@click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print what would be removed and freed; change nothing.")
+@click.option("--keep-all", "keep_all", type=float, help="Keep every version this many days (default 7).")
+@click.option("--hourly", type=float, help="Then one version per hour until this many days old (default 30).")
+@click.option("--daily", help="Then one per day until this many days old, or 'forever' (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def gc(root: str, dry_run: bool, keep_all: float | None, hourly: float | None, daily: str | None, as_json: bool) -> None:
+    """Thin old versions of ROOT's store by its retention rule and free what no version needs.
+
+    Never removes the newest version of a notebook, the one on disk, a pinned
+    one, or, for the --keep-all period, versions a merge used or produced and
+    declared bases. Retention options given here are saved in the store and
+    used by the watcher's and daemon's daily collection from then on (not
+    with --dry-run). Safe while watchers and Jupyter save.
+
+    \b
+    Example:
+        nbmergesave gc ~/projects/survey --dry-run
+        nbmergesave gc ~/projects/survey --keep-all 14 --hourly 60 --daily 365
+    """
+    import dataclasses
+    import json
+
+    changes: dict[str, float | None] = {}
+    if keep_all is not None:
+        changes["keep_all"] = _days(str(keep_all))
+    if hourly is not None:
+        changes["hourly"] = _days(str(hourly))
+    if daily is not None:
+        changes["daily"] = _days(daily)
+    if changes.get("keep_all", 0) is None or changes.get("hourly", 0) is None:
+        raise Refused("only --daily can be 'forever'")
+    with _open_root_store(root) as store:
+        policy = dataclasses.replace(store.retention(), **changes)
+        if changes and not dry_run:
+            store.set_retention(policy)
+        report = store.gc(policy, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    would = "would remove" if dry_run else "removed"
+    click.echo(f"{would} {report.versions_removed} versions ({report.versions_kept} kept), "
+               f"{report.contents_removed} contents, {report.pieces_removed} pieces; "
+               f"{'would free about' if dry_run else 'freed'} {_size(report.bytes_freed)}")
+    click.echo(f"kept: {policy.describe()}")
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path())
+@click.option("--version", "number", type=int, help="The version to pin (default: the one on disk).")
+@click.option("--remove", is_flag=True, help="Unpin: let the retention rule apply to it again.")
+@click.option("--list", "list_", is_flag=True, help="List the pinned versions of NOTEBOOK.")
+def pin(notebook: str, number: int | None, remove: bool, list_: bool) -> None:
+    """Keep a version of NOTEBOOK whatever the retention rule says (gc never removes it).
+
+    \b
+    Example:
+        nbmergesave pin analysis.ipynb --version 12
+        nbmergesave pin analysis.ipynb --version 12 --remove
+    """
+    with _store_for(notebook) as store:
+        if list_:
+            for _, n in store.pinned(notebook):
+                click.echo(f"v{n}")
+            return
+        if number is None:
+            current = store.on_disk(notebook)
+            if current is None:
+                raise Refused(f"'{notebook}' has no version on disk (hint: give --version; 'nbmergesave history' lists them)")
+            number = current.version
+        try:
+            v = store.pin(notebook, number, not remove)
+        except NbMergeSaveError as e:
+            raise Refused(str(e)) from None
+    click.echo(f"{notebook}: v{v.version} " + ("unpinned" if remove else "pinned (gc keeps it)"))
 
 
 @cli.command()

@@ -337,6 +337,19 @@ class Watcher:
                         self._apply("delete", root / key, None)
             for key in present:
                 self.schedule(root / key, 0)
+            self._collect(store)
+
+    def _collect(self, store: Store) -> None:
+        """Apply the store's retention rule, at most once a day (``nbmergesave gc`` does it by hand)."""
+        try:
+            with self._work:
+                report = store.maybe_gc()
+        except Exception as e:  # a collection that fails must not stop the watching
+            self.log(f"gc of {store.location} failed: {e}")
+            return
+        if report is not None:
+            self.log(f"gc: removed {report.versions_removed} old versions from {store.location}, "
+                     f"freed {report.bytes_freed} bytes")
 
     def _worker(self) -> None:
         next_rescan = time.monotonic() + self.rescan_every

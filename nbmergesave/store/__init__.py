@@ -40,6 +40,7 @@ from .retention import Retention, parse_time
 STORE_DIR = ".nbmergesave"
 ENV_STORE = "NBMERGESAVE_STORE"
 GC_EVERY = timedelta(days=1)  # automatic collections (watcher, daemon) at most this often
+UPGRADE_BATCH = 32  # old blobs turned into pieces per transaction
 
 __all__ = ["ENV_STORE", "STORE_DIR", "Backend", "GcReport", "Retention", "Store", "StoreStats", "Version", "sha256"]
 
@@ -109,13 +110,17 @@ class _Prepared:
     encoded: dict[bytes, tuple[int, bytes]]
 
 
+def _cut(data: bytes) -> _Prepared:
+    parts = pieces.split(data)
+    return _Prepared(parts, [hashlib.sha256(p).digest() for p in parts], {})
+
+
 def _prepare(backend: Backend, data: bytes) -> _Prepared:
     """Cut ``data`` and encode the pieces the store does not hold yet (outside any transaction)."""
-    parts = pieces.split(data)
-    digests = [hashlib.sha256(p).digest() for p in parts]
-    known = backend.piece_ids(set(digests))
-    encoded = {d: pieces.encode(p) for d, p in zip(digests, parts) if d not in known}
-    return _Prepared(parts, digests, encoded)
+    cut = _cut(data)
+    known = backend.piece_ids(set(cut.digests))
+    cut.encoded.update((d, pieces.encode(p)) for d, p in zip(cut.digests, cut.parts) if d not in known)
+    return cut
 
 
 def _put_content(backend: Backend, sha: str, data: bytes, prepared: _Prepared | None = None) -> None:
@@ -124,7 +129,7 @@ def _put_content(backend: Backend, sha: str, data: bytes, prepared: _Prepared | 
     What was prepared before the transaction is checked again inside it: a piece
     collected meanwhile is stored again, so no manifest ever points at nothing.
     """
-    prepared = prepared or _prepare(backend, data)
+    prepared = prepared or _cut(data)
     ids = backend.piece_ids(set(prepared.digests))
     for digest, part in zip(prepared.digests, prepared.parts):
         if digest not in ids:
@@ -139,7 +144,7 @@ def _upgrade(backend: Any) -> None:
 
     while True:
         with backend.transaction():
-            batch = backend.legacy_batch(32)
+            batch = backend.legacy_batch(UPGRADE_BATCH)
             for sha, packed in batch:
                 data = legacy_decompress(packed)
                 if data is not None and sha256(data) == sha and not backend.has_content(sha):
@@ -162,6 +167,7 @@ class Store:
 
             backend = open_backend(location, upgrade=_upgrade)
         self.backend = backend
+        self._batches = 0  # batch() calls under way: add() then works inside the open transaction only
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], location: str | os.PathLike[str] | None = None) -> Store:
@@ -251,10 +257,11 @@ class Store:
             raise StoreError(f"blob {digest[:12]} is missing from the store (hint: nbmergesave fsck)")
         size, manifest = found
         ids = pieces.unpack_ids(manifest)
-        stored = self.backend.pieces(set(ids))
+        stored = self.backend.pieces(ids)
+        decode, raw = pieces.decode, pieces.RAW
         try:
-            data = b"".join(pieces.decode(*stored[i]) for i in ids)
-        except (KeyError, ValueError, Exception) as e:  # a piece missing or not decodable
+            data = b"".join([part if codec == raw else decode(codec, part) for codec, part in map(stored.__getitem__, ids)])
+        except Exception as e:  # a piece missing (KeyError) or not decodable (zlib.error, ValueError)
             raise StoreError(f"blob {digest[:12]} is damaged ({type(e).__name__}) (hint: nbmergesave fsck)") from None
         if len(data) != size:
             raise StoreError(f"blob {digest[:12]} is damaged (hint: nbmergesave fsck)")
@@ -263,8 +270,12 @@ class Store:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Record many versions in one transaction (one commit, one fsync), as the initial scan does."""
-        with self.backend.transaction():
-            yield
+        self._batches += 1
+        try:
+            with self.backend.transaction():
+                yield
+        finally:
+            self._batches -= 1
 
     # --- versions ----------------------------------------------------------
 
@@ -280,8 +291,8 @@ class Store:
         now = _now()
         digest = sha256(data) if data is not None else None
         prepared = None
-        if data is not None and not self.backend.has_content(digest):  # type: ignore[arg-type]
-            prepared = _prepare(self.backend, data)
+        if data is not None and not self._batches and not self.backend.has_content(digest):  # type: ignore[arg-type]
+            prepared = _prepare(self.backend, data)  # in a batch, the transaction is ours already: cut once, inside
         with self.backend.transaction():
             if data is not None and not self.backend.has_content(digest):  # type: ignore[arg-type]
                 _put_content(self.backend, digest, data, prepared)  # type: ignore[arg-type]

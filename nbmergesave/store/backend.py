@@ -17,7 +17,14 @@ with every other write transaction (SQLite: ``BEGIN IMMEDIATE``), so a
 writer that finds a piece or content present inside its transaction may
 rely on it until commit, and gc's sweep, done in one transaction, never
 removes a piece a committed or committing manifest needs. Reads outside a
-transaction see committed data only.
+transaction see committed data only. (A PostgreSQL backend can meet this by
+taking one transaction-scoped advisory lock at the start of every write
+transaction, and serve :meth:`save_lock` with a per-notebook advisory lock.)
+
+A new backend also needs: a way for :class:`Store` to be built on it
+(``Store(root, location, backend=...)``), a parameter in the ``store``
+fixture of ``tests/conftest.py``, and nothing else: cutting, manifests,
+retention, gc planning and fsck's checks are shared.
 """
 
 from __future__ import annotations
