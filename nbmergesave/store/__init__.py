@@ -205,12 +205,12 @@ class Store:
     @classmethod
     def open_url(cls, url: str, path: str | os.PathLike[str]) -> Store:
         """The PostgreSQL store at ``url``, rooted at the project root of ``path`` (a folder or a notebook in it)."""
-        from .postgres import check_url, open_backend, redact_url
+        from .postgres import Location, check_url, open_backend
         from .where import project_root
 
         check_url(url)
         root = project_root(path)
-        return cls(root, redact_url(url), open_backend(url))  # type: ignore[arg-type]
+        return cls(root, Location(url), open_backend(url))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.backend.close()

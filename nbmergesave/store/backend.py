@@ -170,13 +170,12 @@ class Backend(Protocol):
 
 
 #: The tables a copy moves row for row, and their columns (contents and pieces are copied by
-#: content, since piece ids are each backend's own).
+#: content, since piece and content ids are each backend's own; the lineage index is rebuilt).
 COPIED: dict[str, tuple[str, ...]] = {
     "versions": ("path", "version", "sha256", "time", "kind", "base", "local", "remote", "conflicts"),
     "on_disk": ("path", "version"),
     "declarations": ("path", "sha256", "base_sha256", "writer", "time"),
     "pins": ("path", "version"),
-    "cell_sources": ("sha256", "cell", "source"),
     "settings": ("name", "value"),
 }
 

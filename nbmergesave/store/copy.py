@@ -2,8 +2,9 @@
 
 Every content is read back from the source (its sha256 checked), stored in
 the target, and the rows (versions with their numbers, times and merge
-inputs, the on-disk marks, declarations, pins, the cell index, settings)
-are copied in one transaction; then every version is compared, field by
+inputs, the on-disk marks, declarations, pins, settings) are copied in one
+transaction, and the lineage index (which versions hold which cells) is
+rebuilt from the contents; then every version is compared, field by
 field and byte by byte, with the source. The target must hold no version
 yet. Interrupted, a copy can simply be run again (contents already copied
 are skipped; the rows appear all at once or not at all).
@@ -22,7 +23,7 @@ from typing import Any
 from ..errors import StoreError
 from . import STORE_DIR, Store, _put_content, sha256
 from .backend import COPIED
-from .postgres import check_url, is_url, open_backend, redact_url
+from .postgres import Location, check_url, is_url, open_backend
 
 _INTERNAL_SETTINGS = ("schema", "pg_schema")  # each backend's own layout version
 
@@ -46,7 +47,7 @@ def open_location(where: str, *, create: bool) -> Store:
     """The store named by a URL, or the embedded store of a project folder (``create``: make it if missing)."""
     if is_url(where):
         check_url(where)
-        return Store(Path.cwd(), redact_url(where), open_backend(where))  # type: ignore[arg-type]
+        return Store(Path.cwd(), Location(where), open_backend(where))  # type: ignore[arg-type]
     root = Path(where).expanduser()
     if not root.is_dir():
         raise StoreError(f"'{where}' is neither a PostgreSQL URL nor a folder")
@@ -79,6 +80,7 @@ def copy_store(source: str | os.PathLike[str], target: str | os.PathLike[str], *
                 raise StoreError(f"content {sha[:12]} of the source is damaged (hint: nbmergesave fsck)")
             with dst_backend.transaction():
                 _put_content(dst_backend, sha, data)
+            _index_cells(dst, sha, data)
             copied_bytes += len(data)
             batch += 1
             if batch % 200 == 0:
@@ -94,6 +96,18 @@ def copy_store(source: str | os.PathLike[str], target: str | os.PathLike[str], *
         versions = _verify(src, dst)
         return CopyReport(str(src.location), str(dst.location), len({v.path for v in versions}), len(versions),
                           len(contents), copied_bytes)
+
+
+def _index_cells(store: Store, sha: str, data: bytes) -> None:
+    """Record which cells content ``sha`` holds, as the base search does when it reads a version."""
+    from .. import notebook_io
+    from ..sync import _cell_digests
+
+    try:
+        nb = notebook_io.parse_notebook(data)
+    except Exception:  # torn or not a notebook: never a base, nothing to index
+        return
+    store.record_cells(sha, _cell_digests(nb))
 
 
 def _verify(src: Store, dst: Store) -> list[Any]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
 from .backend import COPIED, chunked
+from .sqlite import cell_pairs  # the lineage index's keys: the same numbers in every backend
 
 CONNECT_TIMEOUT = 3  # seconds to reach the server before a store call gives up
 POOL_WAIT = 3.0  # seconds to wait for a pooled connection
@@ -57,21 +58,18 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS versions_by_content ON versions (path, sha256)",
         "CREATE INDEX IF NOT EXISTS versions_by_sha ON versions (sha256)",
         """CREATE TABLE IF NOT EXISTS contents (
-            sha256 TEXT PRIMARY KEY,
+            id BIGSERIAL PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
             size BIGINT NOT NULL,
-            manifest BYTEA NOT NULL)""",
+            manifest BYTEA NOT NULL,
+            cells_recorded BOOLEAN NOT NULL DEFAULT FALSE)""",
         """CREATE TABLE IF NOT EXISTS pieces (
             id BIGSERIAL PRIMARY KEY,
             digest BYTEA NOT NULL UNIQUE,
             codec INTEGER NOT NULL,
             size BIGINT NOT NULL,
             data BYTEA NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS cell_sources (
-            sha256 TEXT NOT NULL,
-            cell TEXT NOT NULL,
-            source TEXT NOT NULL,
-            PRIMARY KEY (sha256, cell))""",
-        "CREATE INDEX IF NOT EXISTS cell_sources_by_source ON cell_sources (source)",
+        "CREATE TABLE IF NOT EXISTS cell_index (pair BIGINT NOT NULL, content BIGINT NOT NULL, PRIMARY KEY (pair, content))",
         "CREATE TABLE IF NOT EXISTS on_disk (path TEXT PRIMARY KEY, version INTEGER NOT NULL)",
         """CREATE TABLE IF NOT EXISTS declarations (
             path TEXT NOT NULL,
@@ -85,9 +83,9 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-TABLES = ("versions", "contents", "pieces", "cell_sources", "on_disk", "declarations", "pins", "settings")
+TABLES = ("versions", "contents", "pieces", "cell_index", "on_disk", "declarations", "pins", "settings")
 _KEYS = {"versions": "path, version", "on_disk": "path", "declarations": "path, sha256", "pins": "path, version",
-         "cell_sources": "sha256, cell", "settings": "name"}
+         "settings": "name"}
 
 
 def is_url(location: object) -> bool:
@@ -119,6 +117,18 @@ def redact_url(url: str) -> str:
             query = "&".join(f"{k}=***" if k.lower() == "password" else
                              f"{urllib.parse.quote(k)}={urllib.parse.quote(v)}" for k, v in pairs)
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class Location(str):
+    """A PostgreSQL store's ``Store.location``: prints (logs, status, JSON) without the password,
+    and opens the store again with it (``Store.open(root, store.location)``)."""
+
+    url: str
+
+    def __new__(cls, url: str) -> Location:
+        shown = super().__new__(cls, redact_url(url))
+        shown.url = url
+        return shown
 
 
 def _secrets(url: str) -> list[str]:
@@ -443,7 +453,8 @@ class PostgresBackend:
         return self._one("SELECT 1 FROM contents WHERE sha256 = %s", (sha,)) is not None
 
     def put_content(self, sha: str, size: int, manifest: bytes) -> None:
-        self._exec("INSERT INTO contents VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", (sha, size, manifest))
+        self._exec("INSERT INTO contents (sha256, size, manifest) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                   (sha, size, manifest))
 
     def manifest(self, sha: str) -> tuple[int, bytes] | None:
         row = self._one("SELECT size, manifest FROM contents WHERE sha256 = %s", (sha,))
@@ -518,19 +529,19 @@ class PostgresBackend:
     # --- the lineage index -------------------------------------------------------
 
     def record_cells(self, sha: str, cells: dict[str, str]) -> None:
-        if self._one("SELECT 1 FROM cell_sources WHERE sha256 = %s LIMIT 1", (sha,)):
+        row = self._one("SELECT id, cells_recorded FROM contents WHERE sha256 = %s", (sha,))
+        if row is None or row[1]:
             return  # a read, where inserting again would be a write transaction for nothing
         with self.transaction():
-            self._many("INSERT INTO cell_sources VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                       [(sha, cell, source) for cell, source in cells.items()])
+            self._exec("INSERT INTO cell_index SELECT pair, %s FROM unnest(%s::bigint[]) AS pair ON CONFLICT DO NOTHING",
+                       (row[0], cell_pairs(cells)))
+            self._exec("UPDATE contents SET cells_recorded = TRUE WHERE id = %s", (row[0],))
 
     def sharing_cells(self, key: str, cells: dict[str, str], limit: int) -> list:  # type: ignore[type-arg]
         rows = self._all(
-            "SELECT v.* FROM (SELECT c.sha256, count(*) AS n FROM cell_sources c "
-            "JOIN unnest(%s::text[], %s::text[]) AS q(cell, source) ON c.cell = q.cell AND c.source = q.source "
-            "GROUP BY c.sha256) m JOIN versions v ON v.sha256 = m.sha256 AND v.path = %s "
-            "ORDER BY m.n DESC, v.version DESC LIMIT %s",
-            (list(cells.keys()), list(cells.values()), key, limit))
+            "SELECT v.* FROM (SELECT content, count(*) AS n FROM cell_index WHERE pair = ANY(%s::bigint[]) "
+            "GROUP BY content) m JOIN contents c ON c.id = m.content JOIN versions v ON v.sha256 = c.sha256 "
+            "AND v.path = %s ORDER BY m.n DESC, v.version DESC LIMIT %s", (cell_pairs(cells), key, limit))
         return [self._version(*row) for row in rows]
 
     # --- retention and collection --------------------------------------------------
@@ -565,8 +576,9 @@ class PostgresBackend:
     def drop_contents(self, shas: Iterable[str]) -> None:
         shas = list(shas)
         for part in chunked(shas, 1000):
+            self._exec("DELETE FROM cell_index WHERE content IN (SELECT id FROM contents WHERE sha256 = ANY(%s))",
+                       (list(part),))
             self._exec("DELETE FROM contents WHERE sha256 = ANY(%s)", (list(part),))
-            self._exec("DELETE FROM cell_sources WHERE sha256 = ANY(%s)", (list(part),))
 
     def piece_sizes(self) -> dict[int, int]:
         return {int(i): int(n) for i, n in self._all("SELECT id, octet_length(data) FROM pieces")}
@@ -605,7 +617,7 @@ class PostgresBackend:
         return 0  # PostgreSQL reuses dead rows' space itself (autovacuum); nothing to give back by hand
 
     def compact(self) -> None:
-        for table in ("versions", "contents", "pieces", "cell_sources"):
+        for table in ("versions", "contents", "pieces", "cell_index"):
             self._exec(f"VACUUM {table}")
 
     def integrity(self) -> str:

@@ -58,6 +58,7 @@ def store_url(location: object = None) -> str | None:
     An explicit ``location`` decides (a URL, or a folder: no URL); else the configured URL, else the environment.
     """
     if location is not None:
+        location = getattr(location, "url", location)  # a store's Location: the URL with its password
         return str(location) if is_url(str(location)) else None
     for value in (_config["url"], os.environ.get(ENV_STORE_URL), os.environ.get("NBMERGESAVE_STORE")):
         if value:
