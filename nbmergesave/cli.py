@@ -536,8 +536,17 @@ def _store_sizes(locations: list[str]) -> dict[str, dict]:  # type: ignore[type-
     from .store import Store
 
     sizes = {}
+    from .store.copy import open_location
+    from .store.postgres import is_url, redact_url
+    from .store.where import store_url
+
     for location in locations:
         try:
+            if is_url(location):  # the status file holds it without its password: ours is in the environment
+                url = store_url()
+                with open_location(url if url and redact_url(url) == location else location, create=False) as store:
+                    sizes[location] = store.stats().to_dict()
+                continue
             with Store.open(Path(location).parent, location) as store:
                 sizes[location] = store.stats().to_dict()
         except (NbMergeSaveError, OSError) as e:
@@ -702,8 +711,10 @@ def fsck(root: str, check_only: bool, as_json: bool) -> None:
 
 def _open_root_store(root: str):  # type: ignore[no-untyped-def]
     from .store import STORE_DIR, Store
+    from .store.where import configure, store_url
 
-    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE"):
+    configure(roots=[root])  # with a PostgreSQL store, ROOT is a project root unless a marker says otherwise
+    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE") and store_url() is None:
         raise Refused(f"'{root}' has no version store (hint: run 'nbmergesave watch' on it first)")
     try:
         return Store.open(Path(root).absolute())
@@ -734,6 +745,7 @@ def _days(value: str) -> float | None:
 @cli.command()
 @click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@_store_options
 def status(root: str, as_json: bool) -> None:
     """Show the size of ROOT's version store: bytes on disk, notebooks, versions, and what gc would free.
 
@@ -764,6 +776,7 @@ def status(root: str, as_json: bool) -> None:
 @click.option("--hourly", type=float, help="Then one version per hour until this many days old (default 30).")
 @click.option("--daily", help="Then one per day until this many days old, or 'forever' (the default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_store_options
 def gc(root: str, dry_run: bool, keep_all: float | None, hourly: float | None, daily: str | None, as_json: bool) -> None:
     """Thin old versions of ROOT's store by its retention rule and free what no version needs.
 
@@ -810,6 +823,7 @@ def gc(root: str, dry_run: bool, keep_all: float | None, hourly: float | None, d
 @click.option("--version", "number", type=int, help="The version to pin (default: the one on disk).")
 @click.option("--remove", is_flag=True, help="Unpin: let the retention rule apply to it again.")
 @click.option("--list", "list_", is_flag=True, help="List the pinned versions of NOTEBOOK.")
+@_store_options
 def pin(notebook: str, number: int | None, remove: bool, list_: bool) -> None:
     """Keep a version of NOTEBOOK whatever the retention rule says (gc never removes it).
 

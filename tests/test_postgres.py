@@ -347,6 +347,17 @@ def test_store_copy_sqlite_to_postgresql_and_back_loses_nothing(postgres_url: st
     with Store.open(root, root / ".nbmergesave") as sqlite, Store.open(root, postgres_url) as postgres:
         assert _same_history(sqlite, postgres) == 8
         assert postgres.retention() == sqlite.retention()
+    # the store commands on the copy, by URL
+    status = run("status", str(root), "--store", postgres_url, "--json")
+    assert status.exit_code == 0, status.output
+    assert (json.loads(status.output)["versions"], json.loads(status.output)["pinned"]) == (8, 1)
+    assert pg.PASSWORD not in status.output and "postgres:***@" in json.loads(status.output)["location"]
+    dry = run("gc", str(root), "--store", postgres_url, "--dry-run", "--json")
+    assert dry.exit_code == 0 and json.loads(dry.output)["versions_removed"] == 0
+    listed = run("pin", str(root / "nb.ipynb"), "--store", postgres_url, "--project-root", str(root), "--list")
+    assert listed.output == "v1\n"
+    checked = run("fsck", str(root), "--store", postgres_url, "--check-only")
+    assert checked.exit_code == 0, checked.output
     again = run("store", "copy", str(root), postgres_url)
     assert again.exit_code == 2 and "already holds 8 versions" in one_line(again)
     back = tmp_path / "restored"
