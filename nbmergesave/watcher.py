@@ -130,7 +130,7 @@ class Watcher:
         return None
 
     def tracked(self) -> dict[str, int]:
-        return {str(root): len(store.tracked()) for root, store in self.stores.items()}
+        return {str(root): len(store.tracked(root)) for root, store in self.stores.items()}
 
     def pending(self) -> int:
         """Saves read and renames seen but not yet handled, plus files waiting to be looked at."""
@@ -331,12 +331,12 @@ class Watcher:
     def _rescan(self) -> None:
         for root, store in self.stores.items():
             present = {store.key(p) for p in scan(root, self.ignore)}
-            for key in store.tracked():
+            for key in store.tracked(root):  # keys are relative to the store's root (a shared store's project root)
                 if key not in present:
                     with self._work:
-                        self._apply("delete", root / key, None)
+                        self._apply("delete", store.root / key, None)
             for key in present:
-                self.schedule(root / key, 0)
+                self.schedule(store.root / key, 0)
             self._collect(store)
 
     def _collect(self, store: Store) -> None:

@@ -384,3 +384,30 @@ def test_soak_through_two_servers_and_a_watcher_on_one_postgresql_store(postgres
     print(result.report())
     assert result.valid and result.saves == 24
     assert (result.lost, result.unseen, result.missing) == ([], [], 0)
+
+
+def test_a_watcher_of_one_subfolder_leaves_the_rest_of_the_project_alone(postgres_url: str, tmp_path: Path) -> None:
+    """Keys are relative to the project root (the marker above the watched folder): a rescan
+    records what is in its folder, and never takes another folder's notebooks for deleted."""
+    from nbmergesave.watcher import Watcher
+
+    project = tmp_path / "team"
+    (project / "mine").mkdir(parents=True)
+    (project / "theirs").mkdir()
+    (project / PROJECT_MARKER).touch()
+    theirs = write(project / "theirs" / "nb.ipynb", notebook(cell("t = 1", "t")))
+    mine = write(project / "mine" / "nb.ipynb", notebook(cell("m = 1", "m")))
+    with Store.open(project / "theirs", postgres_url) as store:  # another host records its notebook
+        sync_file(store, theirs)
+    watcher = Watcher([project / "mine"], store_location=postgres_url)
+    try:
+        watcher.initial_scan()
+        assert watcher.tracked() == {str((project / "mine").resolve()): 1}
+        watcher._rescan()
+        with Store.open(project, postgres_url) as store:
+            assert store.tracked() == ["mine/nb.ipynb", "theirs/nb.ipynb"]
+            assert [v.kind for v in store.history(theirs)] == ["observed"]
+            assert store.on_disk(mine).sha256 == sha256(mine.read_bytes())  # type: ignore[union-attr]
+    finally:
+        for store in watcher.stores.values():
+            store.close()

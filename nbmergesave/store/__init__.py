@@ -327,8 +327,14 @@ class Store:
         """The version last known to be the file's content."""
         return self.backend.on_disk(self.key(path))
 
-    def tracked(self) -> list[str]:
-        return self.backend.tracked()
+    def tracked(self, under: str | os.PathLike[str] | None = None) -> list[str]:
+        """Keys of the notebooks on disk; with ``under``, only those in that folder (a watched root below
+        the root of a shared store)."""
+        keys = self.backend.tracked()
+        if under is None or Path(under).resolve() == self.root:
+            return keys
+        prefix = self.key(Path(under) / "_")[:-1]
+        return [k for k in keys if k.startswith(prefix)]
 
     def rename(self, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> None:
         """History moves with the file."""
