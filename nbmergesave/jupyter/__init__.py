@@ -81,20 +81,22 @@ class SaveMerger:
         """Enter the store's save lock for ``path`` (a flock for the embedded store, an advisory lock
         for PostgreSQL); ``None`` when there is none to be had (a read-only folder, the database
         down): the save goes ahead as before, and the error is logged."""
+        from ..errors import StoreUnavailable
+
+        store = None
         try:
             os_path = self.cm._get_os_path(path)
             store = open_store(os_path)
-        except Exception as e:
-            self.log.error("nbmergesave: no save lock for %s (%s); saving without it", path, e)
-            return None
-        held = store.save_lock(os_path)
-        try:
+            held = store.save_lock(os_path)
             held.__enter__()
+            return store, held
         except Exception as e:
-            store.close()
-            self.log.error("nbmergesave: no save lock for %s (%s); saving without it", path, e)
+            if store is not None:
+                store.close()
+            # a database that is down is news; a folder we cannot write to (no lock file) was never locked
+            (self.log.error if isinstance(e, StoreUnavailable) else self.log.debug)(
+                "nbmergesave: no save lock for %s (%s); saving without it", path, e)
             return None
-        return store, held
 
     @staticmethod
     def _release(taken: tuple[Any, Any] | None) -> None:
