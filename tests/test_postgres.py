@@ -93,7 +93,8 @@ def test_without_a_project_root_the_store_refuses_and_says_how_to_name_one(postg
 
 # --- portable names: one history whatever path a host mounts the folder at -------------------------
 
-def test_a_notebook_has_one_history_through_two_mount_paths(postgres_url: str, tmp_path: Path) -> None:
+def test_a_notebook_has_one_history_through_two_mount_paths(postgres_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     real = tmp_path / "volume"
     (real / "analysis").mkdir(parents=True)
     (real / PROJECT_MARKER).touch()
@@ -108,6 +109,11 @@ def test_a_notebook_has_one_history_through_two_mount_paths(postgres_url: str, t
     result = run("history", str(Path(os.path.abspath(alias)) / "analysis" / "nb.ipynb"), "--json", env=env)
     assert result.exit_code == 0, result.output
     assert [v["path"] for v in json.loads(result.output)] == ["analysis/nb.ipynb"]
+    monkeypatch.setenv("NBMERGESAVE_STORE_URL", postgres_url)  # the Python API honours it too
+    from nbmergesave import open_store
+
+    with open_store(alias / "analysis" / "nb.ipynb") as store:
+        assert store.backend.name == "postgresql" and len(store.history(alias / "analysis" / "nb.ipynb")) == 1
     assert not (real / ".nbmergesave").exists() and not (real / "analysis" / ".nbmergesave").exists()
 
 
