@@ -51,9 +51,14 @@ def test_two_versions_differing_in_one_cell_cost_one_cell(store: Store) -> None:
     second = notebook_io.dumps(nb).encode()
     v2 = store.add(path, second, "observed")
     count2, stored2 = _pieces_bytes(store)
-    assert count2 == count + 1  # the changed cell's source, nothing else
-    assert stored2 - stored < 200
+    assert count2 == count + 1  # the changed cell (small: one piece), nothing else
+    assert stored2 - stored < 400
     assert store.content(v2) == second
+    nb["cells"][3]["source"] += "\n# a plot's code edited"
+    store.add(path, notebook_io.dumps(nb).encode(), "observed")
+    count2, stored3 = _pieces_bytes(store)
+    assert count2 == count + 2 and stored3 - stored2 < 200  # the source of the plot's cell: the plot is not stored again
+    stored2 = stored3
     # a plot re-run: one new output and the cell's head (its execution count)
     nb["cells"][3]["outputs"] = _plots_notebook(seed=2)["cells"][3]["outputs"]
     nb["cells"][3]["execution_count"] = 99

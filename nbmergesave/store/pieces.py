@@ -3,9 +3,10 @@
 A version is stored as a manifest over pieces: exact byte ranges of the
 file, cut where nbformat's layout (``json.dumps(indent=N, sort_keys=True)``,
 any N) starts a cell, starts an output, ends a cell's outputs, and ends the
-cell list. The notebook's head and metadata, each cell's fields, each output
-(a plot) and each cell's source become separate pieces, so two versions that
-differ in one cell share every other piece. Reading a version back is
+cell list. The notebook's head and metadata, each cell, and within cells of
+2 kB or more each output (a plot) and the source become separate pieces, so
+two versions that differ in one cell share every other piece, and a plot
+survives an edit of its cell's source. Reading a version back is
 joining its pieces: the bytes are exact by construction, whatever the file
 held. Where the layout is not recognised (a torn file, minified JSON, another
 indentation of nested parts) the cut is coarser, never wrong: such stretches
@@ -32,14 +33,23 @@ _WORTH = 0.6  # compress only when it saves at least 40 %: base64 images save ~2
 
 
 @lru_cache(maxsize=16)
-def _cuts(unit: int) -> re.Pattern[bytes]:
+def _marks(unit: int) -> tuple[bytes, bytes, tuple[bytes, bytes]]:
+    """For indentation ``unit``: where a cell starts, where the cell list ends, and the cuts inside a cell."""
     one, two, three, four = (b" " * (unit * k) for k in (1, 2, 3, 4))
-    return re.compile(
-        b"\\n(?:" + two + b"\\{|" + four + b"\\{|" + three + b'\\],\\n' + three + b'"source"|'
-        + one + b'\\],\\n' + one + b'"metadata")')
+    return b"\n" + two + b"{", b"\n" + one + b'],\n' + one + b'"metadata"', (
+        b"\n" + four + b"{", b"\n" + three + b'],\n' + three + b'"source"')
 
 
 _HEAD = re.compile(rb'\{\r?\n( {1,8})"')
+SMALL_CELL = 2048  # a cell shorter than this is one piece: cutting it would cost more rows than it saves
+
+
+def _find_all(data: bytes, mark: bytes, start: int, end: int) -> list[int]:
+    found, at = [], data.find(mark, start, end)
+    while at >= 0:
+        found.append(at)
+        at = data.find(mark, at + 1, end)
+    return found
 
 
 def split(data: bytes) -> list[bytes]:
@@ -47,10 +57,20 @@ def split(data: bytes) -> list[bytes]:
     head = _HEAD.match(data)
     if head is None:
         return [data]
-    cuts = [m.start() for m in _cuts(len(head.group(1))).finditer(data)]
+    cell, end, inner = _marks(len(head.group(1)))
+    starts = _find_all(data, cell, 0, len(data))  # bytes.find: much faster than a regex on long lines
+    last = data.rfind(end)
+    if last < 0 or (starts and last < starts[-1]):
+        last = len(data)
+    cuts: list[int] = []
+    for a, b in zip(starts, starts[1:] + [last]):
+        cuts.append(a)
+        if b - a >= SMALL_CELL:  # a large cell: its outputs and its source are pieces of their own
+            cuts += sorted(_find_all(data, inner[0], a + 1, b) + _find_all(data, inner[1], a + 1, b))
+    cuts.append(last)
     pieces, start = [], 0
     for cut in cuts:
-        if cut > start:
+        if start < cut < len(data):
             pieces.append(data[start:cut])
             start = cut
     pieces.append(data[start:])

@@ -350,7 +350,9 @@ class SQLiteBackend:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'").fetchone() is not None
 
     def legacy_batch(self, n: int) -> list[tuple[str, bytes]]:
-        """Up to ``n`` blobs of the old layout: ``(sha, zlib-compressed bytes)``."""
+        """Up to ``n`` blobs of the old layout: ``(sha, zlib-compressed bytes)`` (none once another process finished)."""
+        if not self.legacy_blobs():
+            return []
         return self._db.execute("SELECT sha256, data FROM blobs LIMIT ?", (n,)).fetchall()
 
     def drop_legacy_blob(self, sha: str) -> None:
@@ -359,8 +361,8 @@ class SQLiteBackend:
     def finish_upgrade(self) -> None:
         """Once every blob is cut: move the old lineage index over, drop the old tables."""
         with self.transaction():
-            if self._db.execute("SELECT 1 FROM blobs LIMIT 1").fetchone() is not None:
-                return
+            if not self.legacy_blobs() or self._db.execute("SELECT 1 FROM blobs LIMIT 1").fetchone() is not None:
+                return  # done by another process, or not done yet
             if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cell_sources'").fetchone():
                 by_content: dict[str, dict[str, str]] = {}
                 for sha, cell, source in self._db.execute("SELECT sha256, cell, source FROM cell_sources"):
