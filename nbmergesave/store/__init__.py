@@ -11,7 +11,8 @@ Old versions are thinned by a retention rule (:mod:`.retention`) and
 unreferenced pieces collected by :meth:`Store.gc`.
 
 The store's logic lives here; the rows live in a backend behind a small
-interface (:class:`~.backend.Backend`): SQLite (:mod:`.sqlite`) by default.
+interface (:class:`~.backend.Backend`): SQLite (:mod:`.sqlite`) by default, PostgreSQL
+(:mod:`.postgres`) for a team whose folder is shared across hosts, chosen by a URL (:mod:`.where`).
 
 >>> import tempfile, pathlib
 >>> root = pathlib.Path(tempfile.mkdtemp())

@@ -163,6 +163,7 @@ def _drivers() -> tuple[Any, Any]:
 
 _pools: dict[str, Any] = {}
 _pools_lock = threading.Lock()
+_schemas: dict[str, str] = {}  # url -> the schema its tables are in
 _down: dict[str, tuple[float, str]] = {}  # url -> (monotonic time until which we do not try, why)
 
 
@@ -231,6 +232,7 @@ def _migrate(conn: Any) -> None:
     """Create the schema named by the search path when missing, then the tables, or upgrade them."""
     if conn.execute("SELECT current_schema()").fetchone()[0] is None:
         first = conn.execute("SHOW search_path").fetchone()[0].split(",")[0].strip().strip('"')
+        first = conn.info.user if first == "$user" else first
         from psycopg import sql
 
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(first)))
@@ -289,7 +291,8 @@ class PostgresBackend:
         self._psycopg, self._psycopg_pool = _drivers()
         _pool(url)
         self._local = threading.local()
-        schema = self._run(lambda c: c.execute("SELECT current_schema()").fetchone()[0])
+        schema = _schemas.get(url) or self._run(lambda c: c.execute("SELECT current_schema()").fetchone()[0])
+        _schemas[url] = schema
         self._write_lock = _lock_id(schema, "nbmergesave write")
         self._save_all = _lock_id(schema, "nbmergesave save")
         self._save_one = _lock_id(schema, "nbmergesave notebook")
