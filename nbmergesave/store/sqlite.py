@@ -173,6 +173,11 @@ class SQLiteBackend:
 
     def add_version(self, key: str, sha: str | None, time: str, kind: str, base: int | None,
                     local: int | None, remote: int | None, conflicts: int) -> int:
+        if sqlite3.sqlite_version_info >= (3, 35):  # one statement: the number and the row
+            return int(self._db.execute(
+                "INSERT INTO versions SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM versions "
+                "WHERE path = ? RETURNING version",
+                (key, sha, time, kind, base, local, remote, conflicts, key)).fetchone()[0])
         number = self._db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE path = ?", (key,)).fetchone()[0]
         self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (key, number, sha, time, kind, base, local, remote, conflicts))
