@@ -482,8 +482,8 @@ def _print_status(info: dict, as_json: bool) -> None:  # type: ignore[type-arg]
         if "error" in size:
             click.echo(f"store {location}: {size['error']}")
         else:
-            click.echo(f"store {location}: {_size(size['size_bytes'])}, {size['notebooks']} notebooks, "
-                       f"{size['versions']} versions, reclaimable by gc {_size(size['reclaimable_bytes'])}")
+            click.echo(f"store {location}: {_size(size['size_bytes'])}, {_count(size['notebooks'], 'notebook')}, "
+                       f"{_count(size['versions'], 'version')}, reclaimable by gc {_size(size['reclaimable_bytes'])}")
 
 
 @daemon.command("start")
@@ -730,6 +730,10 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _days(value: str) -> float | None:
     if value == "forever":
         return None
@@ -763,7 +767,7 @@ def status(root: str, as_json: bool) -> None:
                                "last_gc": last}, indent=2))
         return
     click.echo(f"store {stats.location}: {_size(stats.size_bytes)} on disk")
-    click.echo(f"{stats.notebooks} notebooks, {stats.versions} versions ({stats.contents} distinct contents "
+    click.echo(f"{_count(stats.notebooks, 'notebook')}, {_count(stats.versions, 'version')} ({stats.contents} distinct contents "
                f"in {stats.pieces} pieces), {len(pins)} pinned")
     click.echo(f"reclaimable by gc: {_size(stats.reclaimable_bytes)}")
     click.echo(f"kept: {policy.describe()}; last collection: {last or 'never'}")

@@ -212,7 +212,7 @@ def test_status_reports_size_versions_and_reclaimable(tmp_path: Path) -> None:
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert lines[0].startswith(f"store {tmp_path / '.nbmergesave'}: ") and lines[0].endswith(" on disk")
-    assert lines[1] == "1 notebooks, 5 versions (5 distinct contents in 8 pieces), 0 pinned"  # 5 x cells, 1 y, head, tail
+    assert lines[1] == "1 notebook, 5 versions (5 distinct contents in 8 pieces), 0 pinned"  # 5 x cells, 1 y, head, tail
     assert lines[3] == ("kept: every version for 7 days, then one per hour until 30 days old, then one per day "
                         "for ever; last collection: never")
     info = json.loads(CliRunner().invoke(cli, ["status", str(tmp_path), "--json"]).output)
@@ -308,6 +308,6 @@ def test_daemon_status_reports_each_store_size(tmp_path: Path) -> None:
         assert (size["notebooks"], size["versions"]) == (1, 1)
         assert size["size_bytes"] > 0 and size["reclaimable_bytes"] >= 0
         table = nbm("daemon", "status", env=env).stdout
-        assert f"store {location}: " in table and "1 notebooks, 1 versions, reclaimable by gc" in table
+        assert f"store {location}: " in table and "1 notebook, 1 version, reclaimable by gc" in table
     finally:
         nbm("daemon", "stop", env=env)

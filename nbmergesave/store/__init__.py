@@ -434,13 +434,14 @@ class Store:
 
         return drop(self.backend.all_versions(), policy, now=now, protected=self._protected(policy, now))
 
-    def _unreferenced(self, dropped: set[str] | None = None) -> tuple[list[str], dict[int, int]]:
-        """Contents no version (but those in ``dropped``... i.e. after dropping) needs, and the pieces only they use."""
+    def _unreferenced(self, dropped: set[tuple[str, int]] | None = None) -> tuple[list[str], dict[int, int]]:
+        """The contents no version needs (once the versions ``dropped`` are gone), and ``id -> bytes`` of the
+        pieces no other content uses."""
         if dropped is None:
             gone = self.backend.unreferenced_contents()
         else:
             live = {v.sha256 for v in self.backend.all_versions() if v.sha256 is not None and
-                    (v.path, v.version) not in dropped}  # type: ignore[operator]
+                    (v.path, v.version) not in dropped}
             gone = [sha for sha, _, _ in self.backend.contents() if sha not in live]
         gone_set, needed = set(gone), set()
         for sha, _, manifest in self.backend.contents():
@@ -468,7 +469,7 @@ class Store:
         step = progress or (lambda _: None)
         if dry_run:
             plan = self._plan(policy, now)
-            contents, orphan = self._unreferenced({(v.path, v.version) for v in plan})  # type: ignore[arg-type]
+            contents, orphan = self._unreferenced({(v.path, v.version) for v in plan})
             total = len(self.backend.all_versions())
             return GcReport(True, len(plan), total - len(plan), len(contents), len(orphan),
                             sum(orphan.values()) + self.backend.free_bytes(), policy)

@@ -95,7 +95,6 @@ class SQLiteBackend:
         if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:  # these take effect before the first table only
             self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        self._db.execute("PRAGMA mmap_size = 1073741824")  # reads copy from the page cache, no read() per page
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA wal_autocheckpoint = 256")  # 4 MiB of 16 KiB pages, as SQLite's default 1000 x 4 KiB
         self._db.execute("PRAGMA journal_size_limit = 4194304")  # the log shrinks back after a checkpoint
@@ -174,6 +173,11 @@ class SQLiteBackend:
 
     def add_version(self, key: str, sha: str | None, time: str, kind: str, base: int | None,
                     local: int | None, remote: int | None, conflicts: int) -> int:
+        if sqlite3.sqlite_version_info >= (3, 35):  # one statement: the number and the row
+            return int(self._db.execute(
+                "INSERT INTO versions SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM versions "
+                "WHERE path = ? RETURNING version",
+                (key, sha, time, kind, base, local, remote, conflicts, key)).fetchone()[0])
         number = self._db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE path = ?", (key,)).fetchone()[0]
         self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (key, number, sha, time, kind, base, local, remote, conflicts))
