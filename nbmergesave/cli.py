@@ -1050,5 +1050,9 @@ def store_copy(source: str, target: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        click.echo(f"copied {report.versions} versions of {report.notebooks} notebooks ({report.contents} contents, "
-                   f"{report.bytes / 1e6:.1f} MB) from {report.source} to {report.target}; every version verified")
+        def count(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        click.echo(f"copied {count(report.versions, 'version')} of {count(report.notebooks, 'notebook')} "
+                   f"({count(report.contents, 'content')}, {report.bytes / 1e6:.1f} MB) from {report.source} to "
+                   f"{report.target}; every version verified")
