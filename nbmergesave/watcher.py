@@ -351,6 +351,16 @@ class Watcher:
             self.log(f"gc: removed {report.versions_removed} old versions from {store.location}, "
                      f"freed {report.bytes_freed} bytes")
 
+    def _guarded(self, step: Callable[..., None], *args: object) -> None:
+        """Run a step of the worker; an error (say, a shared store's database down) is logged and
+        counted, and never ends the worker: the next rescan catches up."""
+        try:
+            step(*args)
+        except Exception as e:
+            self.stats.errors += 1
+            self.stats.last_error = str(e)
+            self.log(f"error: {e}")
+
     def _worker(self) -> None:
         next_rescan = time.monotonic() + self.rescan_every
         while not self._stop.is_set():
@@ -364,7 +374,7 @@ class Watcher:
                 self._busy = len(ready) + len(ops)
             with self._work:
                 for op in ops:
-                    self._apply(*op)
+                    self._guarded(self._apply, *op)
             with self._lock:
                 wait = min((t - now for t in self._due.values()), default=0.5)
             self._check_replaced()
@@ -377,7 +387,7 @@ class Watcher:
             with self._lock:
                 self._busy = 0
             if time.monotonic() >= next_rescan:
-                self._rescan()
+                self._guarded(self._rescan)
                 next_rescan = time.monotonic() + self.rescan_every
             if not ready:
                 if self.session.replaced:

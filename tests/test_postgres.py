@@ -417,3 +417,43 @@ def test_a_watcher_of_one_subfolder_leaves_the_rest_of_the_project_alone(postgre
     finally:
         for store in watcher.stores.values():
             store.close()
+
+
+def test_a_watcher_outlives_the_database_and_catches_up_when_it_returns(tmp_path: Path) -> None:
+    from nbmergesave.watcher import Watcher
+
+    if pg.bindir() is None:
+        pytest.skip("no PostgreSQL server binaries")
+    database = pg.Server()  # our own: this test stops it
+    url = database.url("watcher")
+    root = tmp_path / "project"
+    root.mkdir()
+    first = write(root / "a.ipynb", notebook(cell("a = 1", "a")))
+    lines: list[str] = []
+    configure(roots=[str(root)])  # as `nbmergesave watch ROOT` does: ROOT is the project root
+    watcher = Watcher([root], store_location=url, rescan=0.5, log=lines.append)
+
+    def recorded(path: Path) -> bool:
+        try:
+            with Store.open(root, url) as store:
+                current = store.on_disk(path)
+                return current is not None and current.sha256 == sha256(path.read_bytes())
+        except Exception:
+            return False
+
+    try:
+        watcher.start()
+        pg.wait_until(lambda: recorded(first), timeout=60)
+        database.stop()
+        write(first, notebook(cell("a = 2", "a")))  # saved while the database is down
+        second = write(root / "b.ipynb", notebook(cell("b = 1", "b")))
+        pg.wait_until(lambda: any("cannot reach the PostgreSQL store" in line for line in lines), timeout=60)
+        database.start()
+        pg.wait_until(lambda: recorded(first) and recorded(second), timeout=120)  # the rescans caught up
+        assert watcher._thread.is_alive()  # the worker went on through the outage
+        assert not any(pg.PASSWORD in line for line in lines)
+    finally:
+        watcher.stop()
+        for store in watcher.stores.values():
+            store.close()
+        database.close()
