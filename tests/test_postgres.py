@@ -207,6 +207,7 @@ def test_two_servers_through_two_paths_keep_every_edit_in_one_history(
         final = (real / "shared.ipynb").read_text()
         notebook_io.validate(json.loads(final))
         missing = [line for k in lines for line in lines[k] if line not in final]
+        print(f"two paths by {how}")
         assert missing == [], f"{how}: edits lost: {missing}"
         assert sum(map(len, lines.values())) == writers * saves
         configure(roots=[str(real), str(alias)])
