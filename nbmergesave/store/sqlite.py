@@ -23,7 +23,7 @@ from .backend import COPIED, chunked
 
 SCHEMA_VERSION = "2"
 DB_NAME = "index.sqlite"
-PAGE_SIZE = 16384  # pieces are large: fewer pages to chain and read than 4096, little waste at their ends
+PAGE_SIZE = 4096  # measured against 16 KiB: reads 10 % slower, the watcher's first scan 10-25 % faster, less memory
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -96,7 +96,6 @@ class SQLiteBackend:
             self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA wal_autocheckpoint = 256")  # 4 MiB of 16 KiB pages, as SQLite's default 1000 x 4 KiB
         self._db.execute("PRAGMA journal_size_limit = 4194304")  # the log shrinks back after a checkpoint
         self._db.executescript(_SCHEMA)
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
