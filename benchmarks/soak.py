@@ -3,6 +3,8 @@
     python benchmarks/soak.py                      # 4 writers x 200 saves, files on disk
     python benchmarks/soak.py --jupyter            # the same, saving through two real jupyter_servers
     python benchmarks/soak.py --writers 3 --saves 30 --min-wait 0.02 --max-wait 0.1
+    python benchmarks/soak.py --jupyter --store postgresql://ann@db:5432/soak   # one PostgreSQL store
+    python benchmarks/soak.py --jupyter --store temp   # the same, on a PostgreSQL server started for the run
 
 Each writer behaves like an editor: it keeps its own copy in memory, appends
 a numbered line to its own cell (and now and then to a shared cell), and
@@ -18,6 +20,14 @@ edits, saves never stored (for files: replaced by another writer's save, or
 torn by one, within milliseconds; through Jupyter, where every save says its
 base, this must be 0) and the edits lost with them, and the save-to-merged
 latency.
+
+With ``--store URL`` every process (the watcher, both servers, the soak's own
+checks) uses that PostgreSQL store instead of the folder's SQLite one, and the
+second server reaches the project through another path (a symlink to it), as
+a second host mounting the same volume elsewhere would; at the end the project
+folder must hold nothing but the notebook (and Jupyter's own checkpoints).
+``--store temp`` starts a PostgreSQL server for the run (tests/pg.py) and
+stops it after.
 """
 
 from __future__ import annotations
@@ -173,7 +183,8 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def _start_servers(root: Path, tmp: Path, count: int) -> list[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
+def _start_servers(root: Path, tmp: Path, count: int, roots: list[Path] | None = None,
+                   env: dict[str, str] | None = None) -> list[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
     import secrets
     import socket
 
@@ -190,9 +201,10 @@ def _start_servers(root: Path, tmp: Path, count: int) -> list[tuple[subprocess.P
             proc = subprocess.Popen(
                 [sys.executable, "-m", "jupyter_server", "--no-browser", f"--ServerApp.port={port}",
                  "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={info['token']}",
-                 f"--ServerApp.root_dir={root}", *(["--allow-root"] if os.geteuid() == 0 else [])],
+                 f"--ServerApp.root_dir={(roots or [root] * count)[n]}", *(["--allow-root"] if os.geteuid() == 0 else [])],
                 stdout=subprocess.DEVNULL, stderr=log,
-                env={**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(config / "runtime")},
+                env={**os.environ, **(env or {}), "JUPYTER_CONFIG_DIR": str(config),
+                     "JUPYTER_RUNTIME_DIR": str(config / "runtime")},
             )
         started.append((proc, info))
     for proc, info in started:
@@ -209,7 +221,8 @@ def _start_servers(root: Path, tmp: Path, count: int) -> list[tuple[subprocess.P
 
 
 def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 0.5), seed: int = 1,
-        jupyter: bool = False, timeout: float = 600.0, keep: str | None = None) -> SoakResult:
+        jupyter: bool = False, timeout: float = 600.0, keep: str | None = None, store: str | None = None) -> SoakResult:
+    global _STORE_URL
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(keep or tmp_name)
         root = tmp / "project"
@@ -217,11 +230,20 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
         path = root / NAME
         path.write_text(notebook_io.dumps(initial(writers)))
         log, status = tmp / "watcher.log", tmp / "status.json"
+        env, roots = {}, None
+        _STORE_URL = store
+        if store:  # one PostgreSQL store; the second server reaches the folder by another path
+            from nbmergesave.store.where import configure
+
+            env = {"NBMERGESAVE_STORE_URL": store}
+            configure(roots=[str(root)])
+            (tmp / "project-elsewhere").symlink_to(root, target_is_directory=True)
+            roots = [root, tmp / "project-elsewhere"]
         with open(log, "w") as out:  # a file, not a pipe: a pipe nobody reads fills up and stops the watcher
             watcher = subprocess.Popen([sys.executable, "-m", "nbmergesave", "watch", str(root), "--rescan", "5",
                                         "--status-file", str(status)],
-                                       stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        servers = _start_servers(root, tmp, 2) if jupyter else []
+                                       stderr=out, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"})
+        servers = _start_servers(root, tmp, 2, roots, env) if jupyter else []
         try:
             _wait_for(lambda: "watching" in log.read_text(), 60)
             ctx = mp.get_context("fork")
@@ -266,7 +288,11 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
                 valid = False
             text = json.dumps(final)
             gone = [line for k in lines for line in lines[k] if line not in text]
-            with Store.open(root) as store:
+            if _STORE_URL:  # nothing of ours in the project folder
+                extra = sorted(p.name for p in root.iterdir() if p.name not in (NAME, ".ipynb_checkpoints"))
+                if extra:
+                    raise AssertionError(f"the project folder holds more than the notebook: {extra}")
+            with Store.open(root, _STORE_URL) as store:
                 versions = store.history(path)
                 known = {v.sha256 for v in versions}
                 merges = [v for v in versions if v.kind == "merged"]
@@ -301,8 +327,11 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+_STORE_URL: str | None = None  # --store URL: every check reads that store
+
+
 def _settled(root: Path) -> bool:
-    with Store.open(root) as store:
+    with Store.open(root, _STORE_URL) as store:
         current = store.on_disk(root / NAME)
         return current is not None and current.sha256 == sha256((root / NAME).read_bytes())
 
@@ -333,8 +362,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jupyter", action="store_true", help="save through two real jupyter_server processes")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR (new, empty) and leave it for inspection")
+    parser.add_argument("--store", metavar="URL", help="a PostgreSQL store for every process ('temp': start a "
+                                                       "PostgreSQL server for the run)")
     args = parser.parse_args()
-    result = run(args.writers, args.saves, (args.min_wait, args.max_wait), args.seed, args.jupyter, keep=args.keep)
+    server = None
+    if args.store == "temp":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        import pg
+
+        server = pg.Server()
+        args.store = server.url("soak")
+    try:
+        result = run(args.writers, args.saves, (args.min_wait, args.max_wait), args.seed, args.jupyter, keep=args.keep,
+                     store=args.store)
+    finally:
+        if server is not None:
+            server.close()
+    if args.store:
+        from nbmergesave.private import redact_url
+
+        print(f"store: PostgreSQL at {redact_url(args.store)}, "
+              + ("two jupyter_servers reaching the folder by two paths" if args.jupyter else "files on disk"))
     print(result.report())
     if result.lost:
         print("lost:", ", ".join(result.lost[:20]))

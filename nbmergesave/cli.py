@@ -30,6 +30,31 @@ class Refused(click.ClickException):
     exit_code = 2
 
 
+def _store_options(command):  # type: ignore[no-untyped-def]
+    """``--store URL`` and ``--project-root DIR`` for a command that opens a store (a shared PostgreSQL one)."""
+
+    def use_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        from .store.postgres import is_url
+        from .store.where import configure
+
+        if value and not is_url(value):
+            raise click.BadParameter("a PostgreSQL URL, e.g. postgresql://ann@db.team:5432/notebooks "
+                                     "(the embedded store is found from the notebook's folder)")
+        configure(url=value or "", roots=[])
+
+    def use_root(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        from .store.where import configure
+
+        configure(project_root=value or "")
+
+    command = click.option("--project-root", type=click.Path(file_okay=False), expose_value=False, callback=use_root,
+                           help="With a PostgreSQL store: the folder notebooks are named relative to "
+                                "(default: the nearest folder holding .nbmergesave-project).")(command)
+    return click.option("--store", "store_url", metavar="URL", envvar="NBMERGESAVE_STORE_URL", expose_value=False,
+                        callback=use_url, help="A PostgreSQL store shared across hosts "
+                                               "(default: $NBMERGESAVE_STORE_URL, else ROOT/.nbmergesave).")(command)
+
+
 def _paths_differ(a: str, b: str) -> bool:
     return Path(a).absolute() != Path(b).absolute()
 
@@ -198,9 +223,15 @@ def git_driver_run(base: str, local: str, remote: str, path: str | None) -> None
 @click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--rescan", default=300.0, show_default=True, help="Seconds between rescans that catch missed events.")
 @click.option("--ignore", multiple=True, help="Notebook name patterns to leave alone (repeatable).")
-@click.option("--store", "store_location", envvar="NBMERGESAVE_STORE", help="Store folder (default ROOT/.nbmergesave).")
+@click.option("--store", "store_location", envvar="NBMERGESAVE_STORE",
+              help="Store folder, or a PostgreSQL URL shared across hosts (default ROOT/.nbmergesave, "
+                   "or $NBMERGESAVE_STORE_URL).")
+@click.option("--project-root", type=click.Path(file_okay=False),
+              help="With a PostgreSQL store: the folder notebooks are named relative to (default: the nearest "
+                   "folder holding .nbmergesave-project, else each ROOT).")
 @click.option("--status-file", type=click.Path(dir_okay=False), help="Keep a JSON status here (the daemon reads it).")
-def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_location: str | None, status_file: str | None) -> None:
+def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_location: str | None,
+          project_root: str | None, status_file: str | None) -> None:
     """Merge overlapping notebook saves in ROOTS (recursive) until Ctrl-C.
 
     Every version seen is kept in ROOT/.nbmergesave/; a save made from an
@@ -220,6 +251,9 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
     def log(line: str) -> None:
         click.echo(f"nbmergesave: {line}", err=True)
 
+    from .store.where import configure
+
+    configure(project_root=project_root or "", roots=list(roots))
     try:
         watcher = Watcher(roots, log=log, rescan=rescan, ignore=ignore, store_location=store_location)
     except NbMergeSaveError as e:
@@ -277,6 +311,7 @@ def _store_for(notebook: str):  # type: ignore[no-untyped-def]
 @cli.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of versions.")
+@_store_options
 def history(notebook: str, as_json: bool) -> None:
     """List every stored version of NOTEBOOK, oldest first.
 
@@ -300,6 +335,7 @@ def history(notebook: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--version", "number", type=int, required=True, help="The version number (see history).")
+@_store_options
 def show(notebook: str, number: int) -> None:
     """Print a stored version of NOTEBOOK.
 
@@ -346,6 +382,7 @@ def _write_back(notebook: str, number: int, kind: str) -> int:
 @cli.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--version", "number", type=int, required=True, help="The version to bring back.")
+@_store_options
 def restore(notebook: str, number: int) -> None:
     """Write a stored version back to NOTEBOOK (recorded as a new version).
 
@@ -359,6 +396,7 @@ def restore(notebook: str, number: int) -> None:
 
 @cli.command()
 @click.argument("notebook", type=click.Path())
+@_store_options
 def undo(notebook: str) -> None:
     """Revert the last automatic merge of NOTEBOOK to the save it merged.
 
@@ -444,6 +482,12 @@ def _print_status(info: dict, as_json: bool) -> None:  # type: ignore[type-arg]
     click.echo(f"merges {info.get('merges', 0)}, with conflicts {info.get('conflicts', 0)}, errors {info.get('errors', 0)}"
                + (f", saves waiting {info['pending']}" if info.get("pending") else "")
                + (f", last error: {info['last_error']}" if info.get("last_error") else ""))
+    for location, size in info.get("store_sizes", {}).items():
+        if "error" in size:
+            click.echo(f"store {location}: {size['error']}")
+        else:
+            click.echo(f"store {location}: {_size(size['size_bytes'])}, {_count(size['notebooks'], 'notebook')}, "
+                       f"{_count(size['versions'], 'version')}, reclaimable by gc {_size(size['reclaimable_bytes'])}")
 
 
 @daemon.command("start")
@@ -487,7 +531,32 @@ def daemon_status(as_json: bool) -> None:
         else:
             click.echo("no daemon is running")
         sys.exit(1)
+    info["store_sizes"] = _store_sizes(info.get("stores", []))
     _print_status(info, as_json)
+
+
+def _store_sizes(locations: list[str]) -> dict[str, dict]:  # type: ignore[type-arg]
+    """Size, notebooks, versions and reclaimable bytes of each store (read from the stores themselves)."""
+    from .store import Store
+
+    sizes = {}
+    from .store.copy import open_location
+    from .private import redact_url
+    from .store.postgres import is_url
+    from .store.where import store_url
+
+    for location in locations:
+        try:
+            if is_url(location):  # the status file holds it without its password: ours is in the environment
+                url = store_url()
+                with open_location(url if url and redact_url(url) == location else location, create=False) as store:
+                    sizes[location] = store.stats().to_dict()
+                continue
+            with Store.open(Path(location).parent, location) as store:
+                sizes[location] = store.stats().to_dict()
+        except (NbMergeSaveError, OSError) as e:
+            sizes[location] = {"error": str(e)}
+    return sizes
 
 
 @daemon.command("stop")
@@ -546,6 +615,7 @@ def _change_roots(**change: list[str]) -> None:
 @click.option("--from", "from_file", type=click.Path(), help="The new content (default: standard input).")
 @click.option("--writer", help="Who writes, recorded with the save.")
 @click.option("--json", "as_json", is_flag=True, help="Report conflicts as JSON on stderr.")
+@_store_options
 def save(notebook: str, base_file: str, from_file: str | None, writer: str | None, as_json: bool) -> None:
     """Save new content into NOTEBOOK, merging what others saved since BASE.
 
@@ -579,6 +649,7 @@ def save(notebook: str, base_file: str, from_file: str | None, writer: str | Non
 @click.option("--base-sha256", required=True, help="sha256 of the version the content was made from.")
 @click.option("--sha256", "content_sha", help="sha256 of the content written (default: the file as it is now).")
 @click.option("--writer", help="Who writes.")
+@_store_options
 def declare(notebook: str, base_sha256: str, content_sha: str | None, writer: str | None) -> None:
     """Record that NOTEBOOK's content was made from the version with --base-sha256.
 
@@ -604,11 +675,13 @@ def declare(notebook: str, base_sha256: str, content_sha: str | None, writer: st
 @click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
 @click.option("--check-only", is_flag=True, help="Report, repair nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_store_options
 def fsck(root: str, check_only: bool, as_json: bool) -> None:
     """Verify the version store of ROOT and repair what can be repaired.
 
-    Checks SQLite's integrity, every blob against its sha256, and versions
-    whose blob is missing (taken back from the notebook on disk when it still
+    Checks the database's integrity, every piece against its sha256, every
+    version's manifest (its pieces joined give the bytes saved), and versions
+    whose content is missing or damaged (taken back from the notebook on disk when it still
     holds those bytes, otherwise marked lost). Exit 0 when all was well, 1
     when problems were found.
 
@@ -619,18 +692,170 @@ def fsck(root: str, check_only: bool, as_json: bool) -> None:
     import json
 
     from .store import STORE_DIR, Store
+    from .store.where import configure, store_url
 
-    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE"):
+    configure(roots=[root])
+    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE") and store_url() is None:
         raise Refused(f"'{root}' has no version store (hint: run 'nbmergesave watch' on it first)")
-    with Store.open(root) as store:
-        report = store.fsck(repair=not check_only)
+    try:
+        with Store.open(root) as store:
+            report = store.fsck(repair=not check_only)
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(f"integrity: {report['integrity']}; {report['blobs']} blobs checked; "
-                   f"{len(report['damaged'])} damaged, {len(report['missing'])} versions without their blob "
+        click.echo(f"integrity: {report['integrity']}; {report['contents']} contents and {report['pieces']} pieces "
+                   f"checked; {len(report['damaged'])} damaged, {len(report['missing'])} versions without their content "
                    f"({len(report['restored'])} restored from disk, {len(report['lost'])} marked lost)")
     sys.exit(0 if report["ok"] else 1)
+
+
+# --- the store's size: status, gc, pin ------------------------------------------
+
+
+def _open_root_store(root: str):  # type: ignore[no-untyped-def]
+    from .store import STORE_DIR, Store
+    from .store.where import configure, store_url
+
+    configure(roots=[root])  # with a PostgreSQL store, ROOT is a project root unless a marker says otherwise
+    if not (Path(root) / STORE_DIR).is_dir() and not os.environ.get("NBMERGESAVE_STORE") and store_url() is None:
+        raise Refused(f"'{root}' has no version store (hint: run 'nbmergesave watch' on it first)")
+    try:
+        return Store.open(Path(root).absolute())
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _days(value: str) -> float | None:
+    if value == "forever":
+        return None
+    try:
+        days = float(value)
+    except ValueError:
+        raise Refused(f"'{value}' is not a number of days (or 'forever')") from None
+    if days < 0:
+        raise Refused(f"{value}: a number of days cannot be negative")
+    return days
+
+
+@cli.command()
+@click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@_store_options
+def status(root: str, as_json: bool) -> None:
+    """Show the size of ROOT's version store: bytes on disk, notebooks, versions, and what gc would free.
+
+    \b
+    Example:
+        nbmergesave status ~/projects/survey --json
+    """
+    import json
+
+    with _open_root_store(root) as store:
+        stats = store.stats()
+        policy, pins, last = store.retention(), store.pinned(), store.backend.setting("last_gc")
+    if as_json:
+        click.echo(json.dumps({**stats.to_dict(), "retention": json.loads(policy.to_json()), "pinned": len(pins),
+                               "last_gc": last}, indent=2))
+        return
+    click.echo(f"store {stats.location}: {_size(stats.size_bytes)} on disk")
+    click.echo(f"{_count(stats.notebooks, 'notebook')}, {_count(stats.versions, 'version')} ({stats.contents} distinct contents "
+               f"in {stats.pieces} pieces), {len(pins)} pinned")
+    click.echo(f"reclaimable by gc: {_size(stats.reclaimable_bytes)}")
+    click.echo(f"kept: {policy.describe()}; last collection: {last or 'never'}")
+
+
+@cli.command()
+@click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print what would be removed and freed; change nothing.")
+@click.option("--keep-all", "keep_all", type=float, help="Keep every version this many days (default 7).")
+@click.option("--hourly", type=float, help="Then one version per hour until this many days old (default 30).")
+@click.option("--daily", help="Then one per day until this many days old, or 'forever' (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_store_options
+def gc(root: str, dry_run: bool, keep_all: float | None, hourly: float | None, daily: str | None, as_json: bool) -> None:
+    """Thin old versions of ROOT's store by its retention rule and free what no version needs.
+
+    Never removes the newest version of a notebook, the one on disk, a pinned
+    one, or, for the --keep-all period, versions a merge used or produced and
+    declared bases. Retention options given here are saved in the store and
+    used by the watcher's and daemon's daily collection from then on (not
+    with --dry-run). Safe while watchers and Jupyter save.
+
+    \b
+    Example:
+        nbmergesave gc ~/projects/survey --dry-run
+        nbmergesave gc ~/projects/survey --keep-all 14 --hourly 60 --daily 365
+    """
+    import dataclasses
+    import json
+
+    changes: dict[str, float | None] = {}
+    if keep_all is not None:
+        changes["keep_all"] = _days(str(keep_all))
+    if hourly is not None:
+        changes["hourly"] = _days(str(hourly))
+    if daily is not None:
+        changes["daily"] = _days(daily)
+    if changes.get("keep_all", 0) is None or changes.get("hourly", 0) is None:
+        raise Refused("only --daily can be 'forever'")
+    with _open_root_store(root) as store:
+        policy = dataclasses.replace(store.retention(), **changes)
+        if changes and not dry_run:
+            store.set_retention(policy)
+        report = store.gc(policy, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    would = "would remove" if dry_run else "removed"
+    click.echo(f"{would} {report.versions_removed} versions ({report.versions_kept} kept), "
+               f"{report.contents_removed} contents, {report.pieces_removed} pieces; "
+               f"{'would free about' if dry_run else 'freed'} {_size(report.bytes_freed)}")
+    click.echo(f"kept: {policy.describe()}")
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path())
+@click.option("--version", "number", type=int, help="The version to pin (default: the one on disk).")
+@click.option("--remove", is_flag=True, help="Unpin: let the retention rule apply to it again.")
+@click.option("--list", "list_", is_flag=True, help="List the pinned versions of NOTEBOOK.")
+@_store_options
+def pin(notebook: str, number: int | None, remove: bool, list_: bool) -> None:
+    """Keep a version of NOTEBOOK whatever the retention rule says (gc never removes it).
+
+    \b
+    Example:
+        nbmergesave pin analysis.ipynb --version 12
+        nbmergesave pin analysis.ipynb --version 12 --remove
+    """
+    with _store_for(notebook) as store:
+        if list_:
+            for _, n in store.pinned(notebook):
+                click.echo(f"v{n}")
+            return
+        if number is None:
+            current = store.on_disk(notebook)
+            if current is None:
+                raise Refused(f"'{notebook}' has no version on disk (hint: give --version; 'nbmergesave history' lists them)")
+            number = current.version
+        try:
+            v = store.pin(notebook, number, not remove)
+        except NbMergeSaveError as e:
+            raise Refused(str(e)) from None
+    click.echo(f"{notebook}: v{v.version} " + ("unpinned" if remove else "pinned (gc keeps it)"))
 
 
 @cli.command()
@@ -742,6 +967,7 @@ def jupyter_stop(root: str) -> None:
 @click.option("--port", type=int, help="Port for the web diff (default: a free one).")
 @click.option("--ip", default="127.0.0.1", show_default=True,
               help="Address to listen on; the URL's secret is required on any address.")
+@_store_options
 def review(notebook: str, number: int | None, as_text: bool, browser: bool, port: int | None, ip: str) -> None:
     """Show what an automatic merge of NOTEBOOK did, in nbdime's web diff.
 
@@ -785,3 +1011,57 @@ def review(notebook: str, number: int | None, as_text: bool, browser: bool, port
         pass
     finally:
         served.close()
+
+
+# --- stores shared across hosts (PostgreSQL) ---------------------------------------
+
+@cli.group("store")
+def store_group() -> None:
+    """Move a project's history between the embedded store and a PostgreSQL store.
+
+    \b
+    Example:
+        nbmergesave store copy ~/projects/survey postgresql://ann@db.team:5432/notebooks
+    """
+
+
+@store_group.command("copy")
+@click.argument("source", metavar="FROM")
+@click.argument("target", metavar="TO")
+@click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON.")
+def store_copy(source: str, target: str, as_json: bool) -> None:
+    """Copy every version in FROM into the empty store TO, and check each one.
+
+    FROM and TO are each a project folder (its embedded store, ROOT/.nbmergesave)
+    or a PostgreSQL URL. Version numbers, times, merges, declarations and pins
+    are kept; every version is compared with the source, byte for byte, before
+    this reports success. Notebooks keep the names they have in FROM: copy a
+    folder's store from the folder that is the project root. Put the password
+    in ~/.pgpass or $PGPASSWORD rather than in the URL.
+
+    \b
+    Example:
+        nbmergesave store copy ~/projects/survey postgresql://ann@db.team:5432/notebooks
+        nbmergesave store copy postgresql://ann@db.team:5432/notebooks ~/projects/survey-backup
+    """
+    import json
+
+    from .store.copy import copy_store
+
+    def progress(line: str) -> None:
+        if not as_json:
+            click.echo(f"nbmergesave: {line}", err=True)
+
+    try:
+        report = copy_store(source, target, progress=progress)
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        def count(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        click.echo(f"copied {count(report.versions, 'version')} of {count(report.notebooks, 'notebook')} "
+                   f"({count(report.contents, 'content')}, {report.bytes / 1e6:.1f} MB) from {report.source} to "
+                   f"{report.target}; every version verified")

@@ -25,3 +25,7 @@ class StoreError(NbMergeSaveError):
 
 class DaemonError(NbMergeSaveError):
     """The background watcher could not be started, reached or stopped."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's database cannot be reached now (a save still reaches the disk)."""

@@ -60,7 +60,9 @@ def _make_parents(folder: Path) -> None:
             pass
 
 
-def _chmod_own(path: Path, mode: int) -> None:
+def set_mode(path: str | os.PathLike[str], mode: int) -> None:
+    """Give ``path`` exactly ``mode`` if it is ours. By path, never by opening it: closing any descriptor
+    of a file drops the process's POSIX locks on it, and SQLite holds such locks on its database files."""
     st = os.stat(path)
     if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
         os.chmod(path, mode)
@@ -75,7 +77,7 @@ def private_dir(folder: str | os.PathLike[str], *, mode: int = PRIVATE_DIR) -> P
     except FileExistsError:
         if not path.is_dir():
             raise
-    _chmod_own(path, mode)
+    set_mode(path, mode)
     return path
 
 
@@ -121,7 +123,7 @@ def store_folder(folder: str | os.PathLike[str], files: tuple[str, ...] = ("inde
         for suffix in ("-wal", "-shm", "-journal"):
             extra = path / (name + suffix)
             if extra.exists():
-                _chmod_own(extra, file_mode)
+                set_mode(extra, file_mode)
     return path
 
 

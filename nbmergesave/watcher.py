@@ -130,7 +130,7 @@ class Watcher:
         return None
 
     def tracked(self) -> dict[str, int]:
-        return {str(root): len(store.tracked()) for root, store in self.stores.items()}
+        return {str(root): len(store.tracked(root)) for root, store in self.stores.items()}
 
     def pending(self) -> int:
         """Saves read and renames seen but not yet handled, plus files waiting to be looked at."""
@@ -331,12 +331,35 @@ class Watcher:
     def _rescan(self) -> None:
         for root, store in self.stores.items():
             present = {store.key(p) for p in scan(root, self.ignore)}
-            for key in store.tracked():
+            for key in store.tracked(root):  # keys are relative to the store's root (a shared store's project root)
                 if key not in present:
                     with self._work:
-                        self._apply("delete", root / key, None)
+                        self._apply("delete", store.root / key, None)
             for key in present:
-                self.schedule(root / key, 0)
+                self.schedule(store.root / key, 0)
+            self._collect(store)
+
+    def _collect(self, store: Store) -> None:
+        """Apply the store's retention rule, at most once a day (``nbmergesave gc`` does it by hand)."""
+        try:
+            with self._work:
+                report = store.maybe_gc()
+        except Exception as e:  # a collection that fails must not stop the watching
+            self.log(f"gc of {store.location} failed: {e}")
+            return
+        if report is not None:
+            self.log(f"gc: removed {report.versions_removed} old versions from {store.location}, "
+                     f"freed {report.bytes_freed} bytes")
+
+    def _guarded(self, step: Callable[..., None], *args: object) -> None:
+        """Run a step of the worker; an error (say, a shared store's database down) is logged and
+        counted, and never ends the worker: the next rescan catches up."""
+        try:
+            step(*args)
+        except Exception as e:
+            self.stats.errors += 1
+            self.stats.last_error = str(e)
+            self.log(f"error: {e}")
 
     def _worker(self) -> None:
         next_rescan = time.monotonic() + self.rescan_every
@@ -351,7 +374,7 @@ class Watcher:
                 self._busy = len(ready) + len(ops)
             with self._work:
                 for op in ops:
-                    self._apply(*op)
+                    self._guarded(self._apply, *op)
             with self._lock:
                 wait = min((t - now for t in self._due.values()), default=0.5)
             self._check_replaced()
@@ -364,7 +387,7 @@ class Watcher:
             with self._lock:
                 self._busy = 0
             if time.monotonic() >= next_rescan:
-                self._rescan()
+                self._guarded(self._rescan)
                 next_rescan = time.monotonic() + self.rescan_every
             if not ready:
                 if self.session.replaced:

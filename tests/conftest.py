@@ -60,3 +60,58 @@ def swap_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     else:
         monkeypatch.setattr(notebook_io, "_renameat2", None)
     return request.param
+
+
+# --- the version store, once per backend ---------------------------------------------
+
+STORE_BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL server for the whole session (tests/pg.py), stopped after it."""
+    from . import pg
+
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install -e '.[postgres]')")
+    if pg.bindir() is None:
+        pytest.skip("no PostgreSQL server binaries (Debian: apt-get install -y postgresql)")
+    server = pg.Server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
+    """A URL to an empty schema of the session's server, for one test."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:8]
+    return postgres_server.url(name)
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """An empty store over the project folder ``tmp_path / "project"``, for each backend."""
+    from nbmergesave.store import Store
+
+    root = tmp_path / "project"
+    root.mkdir()
+    if request.param == "sqlite":
+        s = Store.open(root)
+    elif request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("NBMERGESAVE_PROJECT_ROOT", str(root))
+        s = Store.open(root, url)
+    else:  # pragma: no cover - a backend added without its fixture
+        pytest.fail(f"no fixture for the {request.param} backend")
+    try:
+        yield s
+    finally:
+        s.close()

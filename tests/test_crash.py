@@ -98,10 +98,10 @@ def test_fsck_repairs_a_missing_blob(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         kept = store.add(path, data, "observed")
         gone = store.add(path, b'{"gone": true}', "observed", on_disk=False)
-        store._db.execute("DELETE FROM blobs")  # as if the blobs never reached the disk
+        store._db.execute("DELETE FROM pieces")  # as if the pieces never reached the disk
     result = CliRunner().invoke(cli, ["fsck", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 1
-    assert result.stdout == ("integrity: ok; 0 blobs checked; 0 damaged, 2 versions without their blob "
+    assert result.stdout == ("integrity: ok; 2 contents and 0 pieces checked; 2 damaged, 2 versions without their content "
                              "(1 restored from disk, 1 marked lost)\n")
     with Store.open(tmp_path) as store:
         assert store.content(store.get(path, kept.version)) == data

@@ -20,7 +20,7 @@ def test_versions_number_up_and_identical_content_is_stored_once(tmp_path: Path)
         assert [v.version for v in (a, b, c)] == [1, 2, 3]
         assert store.content(c) == b"one"
         assert store.on_disk(nb) == c
-        assert store._db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0] == 2
+        assert store.stats().contents == 2
         assert c.time.endswith("Z") and "T" in c.time
 
 

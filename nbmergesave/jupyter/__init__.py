@@ -23,7 +23,6 @@ This module is imported only by Jupyter.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import inspect
 import logging
 import os
@@ -42,6 +41,9 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
+    from .config import apply
+
+    apply(serverapp)  # c.NbMergeSave.store_url / project_root
     install(serverapp.contents_manager, serverapp.log)
     serverapp.log.info("nbmergesave: merging notebook saves with what changed on disk since each load")
 
@@ -75,12 +77,35 @@ class SaveMerger:
         scored = [(_distance(tokens(notebook_io.parse_notebook(v)), new), -i, v) for i, v in enumerate(versions)]
         return min(scored)[2]
 
-    def _lock_fd(self, path: str) -> int | None:
+    def _take_lock(self, path: str) -> tuple[Any, Any] | None:
+        """Enter the store's save lock for ``path`` (a flock for the embedded store, an advisory lock
+        for PostgreSQL); ``None`` when there is none to be had (a read-only folder, the database
+        down): the save goes ahead as before, and the error is logged."""
+        from ..errors import StoreUnavailable
+
+        store = None
         try:
-            with open_store(self.cm._get_os_path(path)) as store:
-                return os.open(store.save_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except Exception:
-            return None  # no lock to be had (say, a read-only folder): save as before
+            os_path = self.cm._get_os_path(path)
+            store = open_store(os_path)
+            held = store.save_lock(os_path)
+            held.__enter__()
+            return store, held
+        except Exception as e:
+            if store is not None:
+                store.close()
+            # a database that is down is news; a folder we cannot write to (no lock file) was never locked
+            (self.log.error if isinstance(e, StoreUnavailable) else self.log.debug)(
+                "nbmergesave: no save lock for %s (%s); saving without it", path, e)
+            return None
+
+    @staticmethod
+    def _release(taken: tuple[Any, Any] | None) -> None:
+        if taken is not None:
+            store, held = taken
+            try:
+                held.__exit__(None, None, None)
+            finally:
+                store.close()
 
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
@@ -88,31 +113,25 @@ class SaveMerger:
 
         Two servers saving one notebook at once would each merge with the file
         as it was before the other's write, and the later write would drop the
-        earlier one's changes; the lock (flock, so across processes) makes the
-        second wait a few milliseconds and merge with the first's result.
+        earlier one's changes; the lock (across processes, and across hosts with
+        a PostgreSQL store) makes the second wait and merge with the first's result.
         """
-        fd = self._lock_fd(path)
+        taken = self._take_lock(path)
         try:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            if fd is not None:
-                os.close(fd)  # closing releases the lock
+            self._release(taken)
 
     @asynccontextmanager
     async def alock(self, path: str) -> AsyncIterator[None]:
         """:meth:`lock` for an async server: waits in a thread, never blocking the event loop
         (a blocked loop could not finish the save that holds the lock)."""
         async with self._local:  # saves through this server, one at a time
-            fd = self._lock_fd(path)
+            taken = await asyncio.to_thread(self._take_lock, path)
             try:
-                if fd is not None:
-                    await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
                 yield
             finally:
-                if fd is not None:
-                    os.close(fd)
+                await asyncio.to_thread(self._release, taken)
 
     def loaded(self, path: str, model: dict[str, Any]) -> None:
         if model.get("type") == "notebook" and model.get("content") is not None:

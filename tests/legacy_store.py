@@ -1,3 +1,6 @@
+# nbmergesave 0.1's version store (git show 5adfcb3:nbmergesave/store.py), verbatim but for
+# the errors import: one zlib blob per content in table "blobs". Used to write stores in the old
+# layout (the upgrade test) and to measure that layout beside the new one (benchmarks/bench_store.py).
 """The version store: every notebook version the tool sees, so nothing is ever lost.
 
 One store per watched root, in ``ROOT/.nbmergesave/`` (``NBMERGESAVE_STORE``
@@ -30,8 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import private
-from .errors import StoreError
+from nbmergesave.errors import StoreError
 
 STORE_DIR = ".nbmergesave"
 ENV_STORE = "NBMERGESAVE_STORE"
@@ -105,16 +107,23 @@ class Store:
         self._db = sqlite3.connect(location / "index.sqlite", timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+            if (location / name).exists():
+                os.chmod(location / name, 0o600)
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], location: str | os.PathLike[str] | None = None) -> Store:
         """Open (creating if needed) the store of ``root``: ``location``, ``$NBMERGESAVE_STORE``, or ``ROOT/.nbmergesave``."""
         root = Path(root)
         where = Path(location or os.environ.get(ENV_STORE) or root / STORE_DIR)
-        try:  # 0700/0600, or the group's in a team folder: see nbmergesave.private
-            private.store_folder(where)
+        old = os.umask(0o077)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the store at '{where}': {e.strerror}") from None
+        finally:
+            os.umask(old)
+        os.chmod(where, 0o700)
         return cls(root, where)
 
     @classmethod

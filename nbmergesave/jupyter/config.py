@@ -1,0 +1,45 @@
+"""Jupyter configuration of the store: ``c.NbMergeSave.store_url`` and ``c.NbMergeSave.project_root``.
+
+>>> # jupyter_server_config.py, on every host of a team (the URL from the environment or a secret):
+>>> # c.NbMergeSave.store_url = os.environ["NBMERGESAVE_STORE_URL"]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traitlets import Unicode
+from traitlets.config import Configurable
+
+
+class NbMergeSave(Configurable):
+    """nbmergesave's server extension settings."""
+
+    store_url = Unicode(
+        "", help="PostgreSQL URL of a store shared by every server of a team (postgresql://user@host:5432/db); "
+                 "empty: $NBMERGESAVE_STORE_URL, else the embedded store in each folder's .nbmergesave/.").tag(config=True)
+    project_root = Unicode(
+        "", help="The folder notebooks are named relative to in a shared store (default: the nearest folder "
+                 "holding .nbmergesave-project, else the server's root directory).").tag(config=True)
+
+
+def apply(serverapp: Any) -> None:
+    """Read the settings and tell the store (called when the extension loads); say which store is used."""
+    from ..store.where import configure, store_url
+
+    settings = NbMergeSave(parent=serverapp)
+    configure(url=settings.store_url or None, project_root=settings.project_root or None,
+              roots=[serverapp.root_dir])
+    url = store_url()
+    if url is None:
+        return
+    from ..store import Store
+
+    try:
+        Store.open(serverapp.root_dir).close()  # creates the tables on first use; says now if it cannot
+    except Exception as e:
+        serverapp.log.error("nbmergesave: %s; saves go to disk as sent, and into the store once it answers", e)
+        return
+    from ..private import redact_url
+
+    serverapp.log.info("nbmergesave: history in the PostgreSQL store at %s", redact_url(url))

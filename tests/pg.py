@@ -1,0 +1,108 @@
+"""A real PostgreSQL server for the tests: Debian's binaries, a temporary data folder, a free loopback port.
+
+Started once per test session (``postgres_server`` fixture in conftest.py) and
+stopped after it. As root, the server runs as the ``postgres`` user (it
+refuses to run as root). Password authentication over TCP, so the tests can
+check what a wrong password does; no Unix socket.
+
+Also used by ``benchmarks/soak.py --store temp``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PASSWORD = "s3cret-test-pw"
+USER = "postgres"
+
+
+def bindir() -> Path | None:
+    """Where initdb/pg_ctl are: ``$PG_BINDIR``, Debian's ``/usr/lib/postgresql/N/bin`` (newest), or ``$PATH``."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One PostgreSQL cluster in a temporary folder. ``url(schema)``: a URL for one schema of it."""
+
+    def __init__(self) -> None:
+        self.bin = bindir()
+        if self.bin is None:
+            raise RuntimeError("no PostgreSQL server binaries (Debian: apt-get install -y postgresql)")
+        self.as_root = os.geteuid() == 0
+        self.tmp = Path(tempfile.mkdtemp(prefix="nbms-pg-"))
+        self.data = self.tmp / "data"
+        self.log = self.tmp / "server.log"
+        self.port = _free_port()
+        pwfile = self.tmp / "pw"
+        pwfile.write_text(PASSWORD + "\n")
+        if self.as_root:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            for p in (self.tmp, pwfile):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                  "-E", "UTF8", "--no-sync")
+        pwfile.unlink()
+        self.start()
+
+    def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
+        cmd = [str(self.bin / tool), *args]
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.tmp)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} failed: {done.stderr or done.stdout}")
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                   "-c fsync=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+
+    def running(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def url(self, schema: str | None = None, *, password: str = PASSWORD, database: str = "postgres") -> str:
+        url = f"postgresql://{USER}:{password}@127.0.0.1:{self.port}/{database}"
+        return url + (f"?options=-csearch_path%3D{schema}" if schema else "")
+
+    def close(self) -> None:
+        try:
+            if self.running():
+                self.stop()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def wait_until(condition, timeout: float = 30.0, step: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(step)
