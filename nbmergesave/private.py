@@ -107,23 +107,18 @@ def store_modes(folder: str | os.PathLike[str]) -> tuple[int, int]:
     return (SHARED_DIR, SHARED_FILE) if shared else (PRIVATE_DIR, PRIVATE_FILE)
 
 
-def store_folder(folder: str | os.PathLike[str], files: tuple[str, ...] = ("index.sqlite", "save.lock")) -> Path:
-    """Create the store folder at ``folder`` and its ``files`` with the modes of :func:`store_modes`.
+def store_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create the store folder at ``folder`` and its lock file with the modes of :func:`store_modes`.
 
-    The database file is created here, before SQLite opens it, so it never
-    exists with the umask's mode; SQLite gives its ``-wal`` and ``-shm``
-    files the database file's mode. The lock file is made here too, so that
-    in a team store every member can open it. Existing files of ours are
-    brought back to the rule (stores made by older versions).
+    The lock file is made here, so that in a team store every member can open
+    it. The database is left to SQLite (opening and closing a descriptor of
+    it here would drop a live connection's POSIX locks); the store gives it
+    its mode by path once open, and SQLite gives ``-wal`` and ``-shm`` the
+    database's mode.
     """
     dir_mode, file_mode = store_modes(folder)
     path = private_dir(folder, mode=dir_mode)
-    for name in files:
-        private_file(path / name, mode=file_mode)
-        for suffix in ("-wal", "-shm", "-journal"):
-            extra = path / (name + suffix)
-            if extra.exists():
-                set_mode(extra, file_mode)
+    private_file(path / "save.lock", mode=file_mode)
     return path
 
 

@@ -17,7 +17,7 @@ from ..errors import StoreError
 def make_private_dir(where: Path) -> Path:
     """Create the store folder ``where`` (and its parents) with the store's mode, and its lock file."""
     try:
-        return private.store_folder(where, files=("save.lock",))
+        return private.store_folder(where)
     except OSError as e:
         raise StoreError(f"cannot create the store at '{where}': {e.strerror}") from None
 
