@@ -1,0 +1,216 @@
+"""Git awareness for the watcher: which repository holds a notebook, and what git itself wrote.
+
+Everything ``git checkout``, ``switch``, ``reset``, ``stash``, ``rebase``,
+``merge`` and ``pull`` writes into a work tree is content git already holds
+as a blob (conflicted files and a merge driver's result included: git stores
+them before it writes them), and git holds ``index.lock`` in the work tree's
+git folder while it writes. So before the watcher merges a save in a work
+tree it asks git, through one long-lived ``git cat-file --batch-check`` per
+repository, whether the saved bytes are a blob git has; and it holds back
+saves while ``index.lock`` exists.
+
+Repositories are found per notebook, walking up from its folder to the
+first ``.git``: a folder, or a file ``gitdir: …`` as worktrees, submodules
+and ``git init --separate-git-dir`` leave. A nested repository is its own.
+
+>>> # repos = GitRepos(); repo = repos.find(Path("project/nbs/intro.ipynb"))
+>>> # repo.has_blob(Path("project/nbs/intro.ipynb").read_bytes())   # True right after a checkout
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+#: Environment variables that would point git at another repository than the one we name.
+_REPO_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+                   "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES")
+
+
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_VARIABLES}
+    env["GIT_OPTIONAL_LOCKS"] = "0"  # never take index.lock ourselves: a user's git command would fail on it
+    env["GIT_NO_LAZY_FETCH"] = "1"  # a partial clone must not fetch from the network on a miss (git >= 2.44)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return env
+
+
+def git_dir_of(dot_git: Path) -> Path | None:
+    """The git folder a ``.git`` entry stands for: the folder itself, or where a ``gitdir:`` file points."""
+    try:
+        if dot_git.is_dir():
+            return dot_git if (dot_git / "HEAD").exists() else None
+        text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    target = Path(text[len("gitdir:"):].strip())
+    target = target if target.is_absolute() else dot_git.parent / target
+    target = Path(os.path.normpath(target))
+    return target if (target / "HEAD").exists() else None
+
+
+class GitRepo:
+    """One work tree and its git folder; answers "is this content a blob git holds?" and "is git writing?"."""
+
+    def __init__(self, work_tree: Path, git_dir: Path) -> None:
+        self.work_tree = work_tree
+        self.git_dir = git_dir  # per work tree: holds index and index.lock
+        self.lock_file = git_dir / "index.lock"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._format: str | None = None
+        self.broken: str | None = None  # why git cannot be asked here, once it failed
+
+    def __repr__(self) -> str:
+        return f"GitRepo({str(self.work_tree)!r})"
+
+    def busy(self) -> bool:
+        """Whether a git command holds the index lock (it is writing the work tree or the index)."""
+        return os.path.lexists(self.lock_file)
+
+    def lock_age(self) -> float | None:
+        """Seconds since ``index.lock`` was created, or ``None`` when there is none."""
+        import time
+
+        try:
+            return time.time() - os.lstat(self.lock_file).st_mtime
+        except OSError:
+            return None
+
+    def blob_id(self, data: bytes) -> str:
+        """The id git gives ``data`` as a blob (sha1, or sha256 in a repository made with that format)."""
+        header = b"blob %d\0" % len(data)
+        h = hashlib.sha256() if self._object_format() == "sha256" else hashlib.sha1()
+        h.update(header)
+        h.update(data)
+        return h.hexdigest()
+
+    def has_blob(self, data: bytes) -> bool:
+        """Whether git holds ``data`` as a blob: then git (or a user through git) wrote it whole.
+
+        Also tried with CRLF turned into LF, for repositories that check text out with
+        CRLF line ends (``core.autocrlf``). ``False`` when git cannot be asked.
+        """
+        candidates = [data]
+        if b"\r\n" in data:
+            candidates.append(data.replace(b"\r\n", b"\n"))
+        with self._lock:
+            return any(self._ask(self.blob_id(c)) for c in candidates)
+
+    def _object_format(self) -> str:
+        if self._format is None:
+            try:
+                out = subprocess.run(["git", f"--git-dir={self.git_dir}", "rev-parse", "--show-object-format"],
+                                     capture_output=True, env=_git_env(), timeout=30)
+                self._format = out.stdout.decode().strip() if out.returncode == 0 and out.stdout.strip() else "sha1"
+            except (OSError, subprocess.SubprocessError):
+                self._format = "sha1"
+        return self._format
+
+    def _ask(self, oid: str) -> bool:
+        for _ in range(2):  # one restart if git went away (killed, upgraded)
+            proc = self._process()
+            if proc is None:
+                return False
+            try:
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(oid.encode() + b"\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+            except OSError:
+                line = b""
+            if line:
+                # "<oid> blob <size>", "<oid> missing", "<oid> tree <size>" ...
+                parts = line.split()
+                return len(parts) == 3 and parts[1] == b"blob"
+            self._close_process()
+        self.broken = "git cat-file stopped answering"
+        return False
+
+    def _process(self) -> subprocess.Popen[bytes] | None:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        if self.broken is not None:
+            return None
+        try:
+            self._proc = subprocess.Popen(
+                ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch-check"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_git_env(),
+                cwd=self.work_tree)
+        except OSError as e:
+            self.broken = f"cannot run git: {e.strerror}"
+            return None
+        return self._proc
+
+    def _close_process(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_process()
+
+
+class GitRepos:
+    """The repositories of many notebooks, found once per folder and kept (with their git process)."""
+
+    def __init__(self) -> None:
+        self._by_folder: dict[Path, GitRepo | None] = {}
+        self._by_git_dir: dict[Path, GitRepo] = {}
+        self._lock = threading.Lock()
+
+    def find(self, path: str | os.PathLike[str]) -> GitRepo | None:
+        """The repository whose work tree holds ``path`` (the innermost one), or ``None``."""
+        folder = Path(os.path.abspath(path)).parent
+        with self._lock:
+            return self._find(folder)
+
+    def _find(self, folder: Path) -> GitRepo | None:
+        if folder in self._by_folder:
+            return self._by_folder[folder]
+        dot_git = folder / ".git"
+        git_dir = git_dir_of(dot_git) if os.path.lexists(dot_git) else None
+        if git_dir is not None:
+            repo = self._by_git_dir.get(git_dir)
+            if repo is None:
+                repo = self._by_git_dir[git_dir] = GitRepo(folder, git_dir)
+        elif folder.parent == folder:
+            repo = None
+        else:
+            repo = self._find(folder.parent)
+        self._by_folder[folder] = repo
+        return repo
+
+    def forget(self, folder: str | os.PathLike[str] | None = None) -> None:
+        """Look again (a repository was created or removed): everywhere, or at and under ``folder``."""
+        with self._lock:
+            if folder is None:
+                self._by_folder.clear()
+                return
+            top = Path(os.path.abspath(folder))
+            for f in [f for f in self._by_folder if f == top or f.is_relative_to(top)]:
+                del self._by_folder[f]
+
+    def repos(self) -> list[GitRepo]:
+        with self._lock:
+            return list(self._by_git_dir.values())
+
+    def close(self) -> None:
+        for repo in self.repos():
+            repo.close()
