@@ -181,9 +181,7 @@ class Watcher:
             if owner is not None and owner != root:
                 continue
             if marker in self._marker_by_event:
-                # Events keep the order of the saves around them; the stat covers a missed
-                # deletion (a folder used as a marker gives no deletion event we ask for).
-                if self._marker_present[marker] and os.path.lexists(marker):
+                if self._marker_present[marker]:  # as of the last event read: in order with the saves
                     return True
             elif os.path.lexists(marker):
                 return True
@@ -320,16 +318,16 @@ class Watcher:
                         watcher.schedule(p)
 
             def on_moved(self, event):  # type: ignore[no-untyped-def]
+                watcher._marker_event(event.src_path, False)
+                watcher._marker_event(event.dest_path, True)
                 if event.is_directory:
                     for p in scan(Path(os.fsdecode(event.dest_path)), watcher.ignore):
                         watcher.schedule(p)
                 else:
-                    watcher._marker_event(event.src_path, False)
-                    watcher._marker_event(event.dest_path, True)
                     watcher._moved(event.src_path, event.dest_path)
 
             def on_deleted(self, event):  # type: ignore[no-untyped-def]
-                if not event.is_directory and not watcher._marker_event(event.src_path, False):
+                if not watcher._marker_event(event.src_path, False) and not event.is_directory:
                     watcher._deleted(event.src_path)
 
         return Handler()
@@ -429,6 +427,7 @@ class Watcher:
         return len(paths)
 
     def _rescan(self) -> None:
+        self._marker_present.update({m: os.path.lexists(m) for m in self._markers})  # in case an event was lost
         for root, store in self.stores.items():
             present = {store.key(p) for p in scan(root, self.ignore)}
             for key in store.tracked():
@@ -522,8 +521,8 @@ class Watcher:
 
     def start(self, progress: Callable[[list[Path]], Iterable[Path]] = iter) -> None:
         """Scan, then follow events in background threads until :meth:`stop`."""
-        from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
-                                     FileDeletedEvent, FileMovedEvent)
+        from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent,
+                                     FileCreatedEvent, FileDeletedEvent, FileMovedEvent)
         from watchdog.observers import Observer
 
         # The event thread must get the interpreter quickly while the worker
@@ -534,7 +533,8 @@ class Watcher:
         self._observer = Observer()
         # Always filter: watchdog's default mask includes open/close-without-write,
         # which floods the kernel queue on large trees.
-        kinds = [FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent]
+        kinds = [FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent,
+                 DirDeletedEvent]  # (a folder can be a --pause-while marker)
         for root in self.roots:
             self._observer.schedule(self._handler(), str(root), recursive=True, event_filter=kinds)
         self._observer.start()  # before the scan, so no save slips between the two
