@@ -168,44 +168,35 @@ class GitRepo:
 
 
 class GitRepos:
-    """The repositories of many notebooks, found once per folder and kept (with their git process)."""
+    """The repositories of many notebooks, each kept (with its git process) once found.
+
+    The walk up to the nearest ``.git`` is done for every lookup (a few ``lstat``
+    calls), not cached by folder: a repository made, removed or nested later
+    under a watched folder is found as soon as it is there.
+    """
 
     def __init__(self) -> None:
-        self._by_folder: dict[Path, GitRepo | None] = {}
         self._by_git_dir: dict[Path, GitRepo] = {}
         self._lock = threading.Lock()
 
     def find(self, path: str | os.PathLike[str]) -> GitRepo | None:
         """The repository whose work tree holds ``path`` (the innermost one), or ``None``."""
         folder = Path(os.path.abspath(path)).parent
-        with self._lock:
-            return self._find(folder)
-
-    def _find(self, folder: Path) -> GitRepo | None:
-        if folder in self._by_folder:
-            return self._by_folder[folder]
-        dot_git = folder / ".git"
-        git_dir = git_dir_of(dot_git) if os.path.lexists(dot_git) else None
-        if git_dir is not None:
-            repo = self._by_git_dir.get(git_dir)
-            if repo is None:
-                repo = self._by_git_dir[git_dir] = GitRepo(folder, git_dir)
-        elif folder.parent == folder:
-            repo = None
-        else:
-            repo = self._find(folder.parent)
-        self._by_folder[folder] = repo
-        return repo
-
-    def forget(self, folder: str | os.PathLike[str] | None = None) -> None:
-        """Look again (a repository was created or removed): everywhere, or at and under ``folder``."""
-        with self._lock:
-            if folder is None:
-                self._by_folder.clear()
-                return
-            top = Path(os.path.abspath(folder))
-            for f in [f for f in self._by_folder if f == top or f.is_relative_to(top)]:
-                del self._by_folder[f]
+        while True:
+            dot_git = folder / ".git"
+            if os.path.lexists(dot_git):
+                git_dir = git_dir_of(dot_git)
+                if git_dir is not None:
+                    with self._lock:
+                        repo = self._by_git_dir.get(git_dir)
+                        if repo is None or repo.work_tree != folder:
+                            if repo is not None:
+                                repo.close()
+                            repo = self._by_git_dir[git_dir] = GitRepo(folder, git_dir)
+                    return repo
+            if folder.parent == folder:
+                return None
+            folder = folder.parent
 
     def repos(self) -> list[GitRepo]:
         with self._lock:

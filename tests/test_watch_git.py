@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -426,7 +427,7 @@ def test_repositories_are_found_per_notebook(tmp_path: Path) -> None:
         assert repos.find(outer / "a.ipynb").busy()  # type: ignore[union-attr]
         assert not wt.busy()  # a worktree has its own index
         (outer / ".git" / "index.lock").unlink()
-        assert len({id(r) for r in repos.repos()}) == len(repos.repos()) == 5  # one process each, at most
+        assert len(repos.repos()) == 5  # one per repository, found again by its git folder
     finally:
         repos.close()
 
@@ -484,3 +485,28 @@ def test_stopping_keeps_saves_held_for_git(tmp_path: Path) -> None:
     with Store.open(repo) as store:
         assert store.latest_with(repo / "a.ipynb", hashlib.sha256(data).hexdigest()) is not None
 
+
+
+def test_a_repository_made_while_watching_is_found(tmp_path: Path) -> None:
+    """`git init` and a checkout after the watcher started: the new repository answers too."""
+    root = tmp_path / "w" / "root"
+    root.mkdir(parents=True)
+    watcher = Watched(root)
+    try:
+        watcher.idle()
+        repo = root / "repo"
+        put(repo, "a.ipynb", A2)  # the watcher sees these folders before they are in a repository
+        put(repo, "sub/c.ipynb", C1_)
+        watcher.idle()
+        shutil.rmtree(repo)
+        build(repo)  # made under a watched folder while the watcher runs
+        (repo / ".git" / "info" / "exclude").write_text(".nbmergesave/\n")
+        watcher.idle()
+        for target in ("c1", "main", "old", "c1", "main", "old"):
+            git(repo, "checkout", "-q", target)
+            watcher.idle()
+            assert git(repo, "status", "--porcelain") == "", watcher.output()
+        assert watcher.merges() == []
+        assert "git" in watcher.kinds("repo/a.ipynb")  # the new repository was asked
+    finally:
+        watcher.stop()
