@@ -61,6 +61,7 @@ class Outcome:
     conflicts: int = 0
     message: str = ""
     earlier: tuple[Outcome, ...] = ()  # merges of saves our writes displaced, done in the same call
+    writer: str | None = None  # a single writer's save, recorded as theirs ("git", "paused"), never merged
 
 
 def _load(store: Store, version: Version) -> dict[str, Any] | None:
@@ -317,6 +318,9 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     try:
         save = notebook_io.parse_notebook(data, f"'{key}'")
     except BadInput as e:
+        if before is None and writer_of is not None and (writer := writer_of(data)) is not None:
+            # e.g. a notebook both branches added, with git's conflict markers: nothing to wait for
+            return Outcome("skipped", key, message=f"{e} (written by {writer}); left alone until it is saved again")
         whole = notebook_io.torn_prefix(data)
         if whole is None or _read_or_empty(path) != data:
             return Outcome("partial", key, message=str(e))
@@ -381,7 +385,7 @@ def _record_single_writer(store: Store, path: str | os.PathLike[str], key: str, 
     if before is not None and before.sha256:
         store.declare(path, digest, before.sha256, writer)
     version = store.add(path, data, writer)
-    return Outcome("recorded", key, version.version, message=f"written by {writer}")
+    return Outcome("recorded", key, version.version, message=f"written by {writer}", writer=writer)
 
 
 # --- writers that know their base ------------------------------------------

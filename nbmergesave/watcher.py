@@ -145,7 +145,7 @@ class Watcher:
         self._snapshots: dict[Path, list[Held]] = {}
         self._held: dict[Path, tuple[GitRepo, list[Held]]] = {}  # saves waiting for git to finish
         self._held_ops: list[tuple[GitRepo, tuple[str, Path, Path | None]]] = []  # deletions, likewise
-        self._held_since: dict[GitRepo, float] = {}
+        self._held_since: dict[GitRepo, float | None] = {}  # None: the wait was reported
         self.changed = threading.Event()  # set after each batch of work (the status file is rewritten)
         self._ops: list[tuple[str, Path, Path | None]] = []
         self._refused: set[Path] = set()
@@ -356,9 +356,8 @@ class Watcher:
         for step in (*outcome.earlier, outcome):
             if step.action == "merged":
                 self._merged(path, step, repo)
-            elif step.action == "recorded" and step.message.startswith("written by "):
-                writer = step.message[len("written by "):]
-                self.stats.single_writer[writer] = self.stats.single_writer.get(writer, 0) + 1
+            elif step.action == "recorded" and step.writer is not None:
+                self.stats.single_writer[step.writer] = self.stats.single_writer.get(step.writer, 0) + 1
             elif step.action == "skipped":
                 self._refuse(path, step.message)
             elif step.action == "error":
@@ -481,7 +480,8 @@ class Watcher:
         for i, (data, hint) in enumerate(saves):
             if data is None and hint is None and self.paused(path):
                 hint = "paused"  # the file is read now: paused now is what counts
-            if repo is not None and hint is None and (held is not None or repo.busy()):
+            # (once one save of a path waits, every later one waits behind it, to keep their order)
+            if repo is not None and (held is not None or (hint is None and repo.busy())):
                 if held is not None or data is None or not repo.has_blob(data):
                     with self._lock:
                         self._held.setdefault(path, (repo, []))[1].extend(saves[i:])
@@ -505,7 +505,7 @@ class Watcher:
                     self.log(f"waiting for git: {repo.lock_file} has been there {now - since:.0f} s; {waiting} save(s)"
                              f" in {repo.work_tree} are kept and will be handled when it is gone (remove it if no git"
                              f" command is running)")
-                    self._held_since[repo] = None  # type: ignore[assignment]  # said once
+                    self._held_since[repo] = None  # said once
                 continue
             with self._lock:
                 paths = [p for p, (r, _) in self._held.items() if r is repo]

@@ -510,3 +510,29 @@ def test_a_repository_made_while_watching_is_found(tmp_path: Path) -> None:
         assert "git" in watcher.kinds("repo/a.ipynb")  # the new repository was asked
     finally:
         watcher.stop()
+
+
+def test_a_conflicted_new_notebook_is_left_alone_not_retried(tmp_path: Path) -> None:
+    """Both branches add the same notebook and git writes conflict markers; the watcher starts then."""
+    repo = tmp_path / "w" / "repo"
+    (tmp_path / "w").mkdir()
+    build(repo)
+    git(repo, "switch", "-qc", "one", "c1")
+    put(repo, "new.ipynb", A_OLD)
+    git(repo, "add", "new.ipynb")
+    git(repo, "commit", "-qm", "one")
+    git(repo, "switch", "-qc", "two", "c1")
+    put(repo, "new.ipynb", A2)
+    git(repo, "add", "new.ipynb")
+    git(repo, "commit", "-qm", "two")
+    git(repo, "merge", "-q", "one", check=False)
+    assert "AA new.ipynb" in git(repo, "status", "--porcelain")
+    watcher = Watched(repo)  # started in the middle of the conflicted merge
+    try:
+        watcher.idle()
+        time.sleep(0.5)  # time for retries, if there were any
+        watcher.idle()
+        assert "skipped" in watcher.output() and "new.ipynb" in watcher.output()
+        assert watcher.read_status()["pending"] == 0  # type: ignore[index]  # not retried again and again
+    finally:
+        watcher.stop()
