@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import subprocess
 import threading
 from pathlib import Path
@@ -56,6 +57,9 @@ def git_dir_of(dot_git: Path) -> Path | None:
 
 class GitRepo:
     """One work tree and its git folder; answers "is this content a blob git holds?" and "is git writing?"."""
+
+    #: Seconds to wait for git's answer before giving up on this repository (then saves are judged on content).
+    ANSWER_TIMEOUT = 10.0
 
     def __init__(self, work_tree: Path, git_dir: Path) -> None:
         self.work_tree = work_tree
@@ -121,7 +125,12 @@ class GitRepo:
                 assert proc.stdin is not None and proc.stdout is not None
                 proc.stdin.write(oid.encode() + b"\n")
                 proc.stdin.flush()
-                line = proc.stdout.readline()
+                # One line answers each question. A git that does not answer in time (a stuck
+                # file system; a partial clone fetching a missing object on git < 2.44) is given up.
+                ready, _, _ = select.select([proc.stdout], [], [], self.ANSWER_TIMEOUT)
+                line = proc.stdout.readline() if ready else b""
+                if not ready:
+                    self.broken = f"git cat-file did not answer within {self.ANSWER_TIMEOUT:.0f} s"
             except OSError:
                 line = b""
             if line:
@@ -129,6 +138,8 @@ class GitRepo:
                 parts = line.split()
                 return len(parts) == 3 and parts[1] == b"blob"
             self._close_process()
+            if self.broken is not None:
+                return False
         self.broken = "git cat-file stopped answering"
         return False
 
@@ -158,6 +169,8 @@ class GitRepo:
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
+        except ValueError:  # stdin already closed
+            pass
         finally:
             if proc.stdout is not None:
                 proc.stdout.close()

@@ -146,6 +146,7 @@ class Watcher:
         self._held: dict[Path, tuple[GitRepo, list[Held]]] = {}  # saves waiting for git to finish
         self._held_ops: list[tuple[GitRepo, tuple[str, Path, Path | None]]] = []  # deletions, likewise
         self._held_since: dict[GitRepo, float | None] = {}  # None: the wait was reported
+        self._said_broken: set[GitRepo] = set()
         self.changed = threading.Event()  # set after each batch of work (the status file is rewritten)
         self._ops: list[tuple[str, Path, Path | None]] = []
         self._refused: set[Path] = set()
@@ -351,6 +352,10 @@ class Watcher:
             self.stats.last_error = f"{path}: {e}"
             self.log(f"error {path}: {e}")
             return None
+        if repo is not None and repo.broken is not None and repo not in self._said_broken:
+            self._said_broken.add(repo)
+            self.log(f"git cannot be asked in {repo.work_tree} ({repo.broken}): saves there are judged on content"
+                     f" alone, as outside git")
         if outcome.action == "partial" and path.exists():
             self.schedule(path, self.retry)
         for step in (*outcome.earlier, outcome):

@@ -536,3 +536,27 @@ def test_a_conflicted_new_notebook_is_left_alone_not_retried(tmp_path: Path) -> 
         assert watcher.read_status()["pending"] == 0  # type: ignore[index]  # not retried again and again
     finally:
         watcher.stop()
+
+
+def test_a_git_that_does_not_answer_is_given_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung `git cat-file` (a stuck file system, a partial clone fetching) must not stop the watcher."""
+    from nbmergesave import gitrepo
+
+    repo = tmp_path / "repo"
+    build(repo)
+    real = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = cat-file ] && exec sleep 60; done\nexec {real} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(gitrepo.GitRepo, "ANSWER_TIMEOUT", 0.5)
+    repos = GitRepos()
+    try:
+        found = repos.find(repo / "a.ipynb")
+        assert found is not None
+        assert not found.has_blob((repo / "a.ipynb").read_bytes())
+        assert found.broken is not None and "did not answer" in found.broken
+        assert not found.has_blob(b"anything")  # given up: not asked again
+    finally:
+        repos.close()
