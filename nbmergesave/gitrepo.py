@@ -24,6 +24,7 @@ import os
 import select
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 #: Environment variables that would point git at another repository than the one we name.
@@ -60,6 +61,10 @@ class GitRepo:
 
     #: Seconds to wait for git's answer before giving up on this repository (then saves are judged on content).
     ANSWER_TIMEOUT = 10.0
+    #: Seconds before git is tried again after it failed (it may have been asked mid `git init` or `clone`) ...
+    RETRY_AFTER = 2.0
+    #: ... or after it did not answer in time.
+    RETRY_AFTER_TIMEOUT = 300.0
 
     def __init__(self, work_tree: Path, git_dir: Path) -> None:
         self.work_tree = work_tree
@@ -69,6 +74,7 @@ class GitRepo:
         self._lock = threading.Lock()
         self._format: str | None = None
         self.broken: str | None = None  # why git cannot be asked here, once it failed
+        self._retry_at = 0.0
 
     def __repr__(self) -> str:
         return f"GitRepo({str(self.work_tree)!r})"
@@ -79,8 +85,6 @@ class GitRepo:
 
     def lock_age(self) -> float | None:
         """Seconds since ``index.lock`` was created, or ``None`` when there is none."""
-        import time
-
         try:
             return time.time() - os.lstat(self.lock_file).st_mtime
         except OSError:
@@ -130,7 +134,8 @@ class GitRepo:
                 ready, _, _ = select.select([proc.stdout], [], [], self.ANSWER_TIMEOUT)
                 line = proc.stdout.readline() if ready else b""
                 if not ready:
-                    self.broken = f"git cat-file did not answer within {self.ANSWER_TIMEOUT:.0f} s"
+                    self._give_up(f"git cat-file did not answer within {self.ANSWER_TIMEOUT:.0f} s",
+                                  self.RETRY_AFTER_TIMEOUT)
             except OSError:
                 line = b""
             if line:
@@ -140,21 +145,27 @@ class GitRepo:
             self._close_process()
             if self.broken is not None:
                 return False
-        self.broken = "git cat-file stopped answering"
+        self._give_up("git cat-file stopped answering", self.RETRY_AFTER)
         return False
+
+    def _give_up(self, why: str, retry_after: float) -> None:
+        self.broken = why
+        self._retry_at = time.monotonic() + retry_after
 
     def _process(self) -> subprocess.Popen[bytes] | None:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         if self.broken is not None:
-            return None
+            if time.monotonic() < self._retry_at:
+                return None
+            self.broken = None  # try again
         try:
             self._proc = subprocess.Popen(
                 ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch-check"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_git_env(),
                 cwd=self.work_tree)
         except OSError as e:
-            self.broken = f"cannot run git: {e.strerror}"
+            self._give_up(f"cannot run git: {e.strerror}", self.RETRY_AFTER_TIMEOUT)
             return None
         return self._proc
 

@@ -355,7 +355,7 @@ class Watcher:
         if repo is not None and repo.broken is not None and repo not in self._said_broken:
             self._said_broken.add(repo)
             self.log(f"git cannot be asked in {repo.work_tree} ({repo.broken}): saves there are judged on content"
-                     f" alone, as outside git")
+                     f" alone, as outside git, until it answers again")
         if outcome.action == "partial" and path.exists():
             self.schedule(path, self.retry)
         for step in (*outcome.earlier, outcome):

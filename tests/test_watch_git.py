@@ -560,3 +560,26 @@ def test_a_git_that_does_not_answer_is_given_up(tmp_path: Path, monkeypatch: pyt
         assert not found.has_blob(b"anything")  # given up: not asked again
     finally:
         repos.close()
+
+
+def test_a_repository_asked_mid_init_is_asked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """git asked while `git init` or `clone` is still making the repository fails; it is tried again later."""
+    from nbmergesave import gitrepo
+
+    monkeypatch.setattr(gitrepo.GitRepo, "RETRY_AFTER", 0.0)
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")  # what a half-made repository has first
+    data = notebook_io.dumps(A1).encode()
+    repos = GitRepos()
+    try:
+        found = repos.find(repo / "a.ipynb")
+        assert found is not None and not found.has_blob(data) and found.broken is not None
+        (repo / ".git" / "HEAD").unlink()
+        (repo / ".git").rmdir()
+        build(repo.parent / "made")
+        (repo.parent / "made").rename(repo)
+        assert found.has_blob(data)
+        assert found.broken is None
+    finally:
+        repos.close()
