@@ -83,13 +83,6 @@ class GitRepo:
         """Whether a git command holds the index lock (it is writing the work tree or the index)."""
         return os.path.lexists(self.lock_file)
 
-    def lock_age(self) -> float | None:
-        """Seconds since ``index.lock`` was created, or ``None`` when there is none."""
-        try:
-            return time.time() - os.lstat(self.lock_file).st_mtime
-        except OSError:
-            return None
-
     def blob_id(self, data: bytes) -> str:
         """The id git gives ``data`` as a blob (sha1, or sha256 in a repository made with that format)."""
         header = b"blob %d\0" % len(data)
@@ -111,13 +104,16 @@ class GitRepo:
             return any(self._ask(self.blob_id(c)) for c in candidates)
 
     def _object_format(self) -> str:
+        """``sha1`` or ``sha256``, asked once (again later if git could not say: a repository being made)."""
         if self._format is None:
             try:
                 out = subprocess.run(["git", f"--git-dir={self.git_dir}", "rev-parse", "--show-object-format"],
                                      capture_output=True, env=_git_env(), timeout=30)
-                self._format = out.stdout.decode().strip() if out.returncode == 0 and out.stdout.strip() else "sha1"
             except (OSError, subprocess.SubprocessError):
-                self._format = "sha1"
+                return "sha1"
+            if out.returncode != 0 or not out.stdout.strip():
+                return "sha1"
+            self._format = out.stdout.decode().strip()
         return self._format
 
     def _ask(self, oid: str) -> bool:

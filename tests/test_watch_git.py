@@ -583,3 +583,20 @@ def test_a_repository_asked_mid_init_is_asked_again(tmp_path: Path, monkeypatch:
         assert found.broken is None
     finally:
         repos.close()
+
+
+def test_a_sha256_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    made = subprocess.run(["git", "init", "-q", "--object-format=sha256", str(repo)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"this git cannot make sha256 repositories: {made.stderr.strip()}")
+    data = put(repo, "a.ipynb", A1)
+    git(repo, "add", "a.ipynb")
+    repos = GitRepos()
+    try:
+        found = repos.find(repo / "a.ipynb")
+        assert found is not None and len(found.blob_id(data)) == 64
+        assert found.has_blob(data) and not found.has_blob(notebook_io.dumps(A2).encode())
+    finally:
+        repos.close()
