@@ -270,18 +270,20 @@ def test_git_writes_are_recorded_never_merged(twins: tuple[Path, Path]) -> None:
         step("switch", "-q", "main")
         step("merge", "-q", "--ff-only", "old2")
         step("merge", "-q", "--no-edit", "feature")
-        # a true merge with the nbmergesave driver
+        # a true merge with the nbmergesave driver: one side edits a cell the other moved (git's
+        # line merge conflicts on this; the driver merges it, so the merge commit is made)
         step("switch", "-qc", "left", "c1")
-        edit("b.ipynb", with_line(B1, 2, "y2 = 'left'"))
+        edit("b.ipynb", with_line(B1, 5, "y5 = 'left'"))
         step("commit", "-qam", "left")
         step("switch", "-qc", "right", "c1")
         right = copy.deepcopy(B1)
-        del right["cells"][3]
+        right["cells"].insert(0, right["cells"].pop(5))
         edit("b.ipynb", right)
         step("commit", "-qam", "right")
         for repo in (watched, twin):
             (repo / ".git" / "info" / "attributes").write_text("*.ipynb merge=nbmergesave\n")
         step("merge", "-q", "--no-edit", "left")
+        assert len(git(watched, "rev-parse", "HEAD^@").split()) == 2  # merged by the driver, committed
         # a merge git cannot finish: it writes conflict markers (no notebook), then is aborted
         (watched / ".git" / "info" / "attributes").unlink()
         (twin / ".git" / "info" / "attributes").unlink()
