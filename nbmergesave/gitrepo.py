@@ -12,6 +12,8 @@ saves while ``index.lock`` exists.
 Repositories are found per notebook, walking up from its folder to the
 first ``.git``: a folder, or a file ``gitdir: …`` as worktrees, submodules
 and ``git init --separate-git-dir`` leave. A nested repository is its own.
+A work tree with no ``.git`` at all (a bare repository's, as dotfiles are
+often kept) is named by ``GIT_DIR`` and ``GIT_WORK_TREE`` when the watcher starts.
 
 >>> # repos = GitRepos(); repo = repos.find(Path("project/nbs/intro.ipynb"))
 >>> # repo.has_blob(Path("project/nbs/intro.ipynb").read_bytes())   # True right after a checkout
@@ -195,28 +197,42 @@ class GitRepos:
     under a watched folder is found as soon as it is there.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
         self._by_git_dir: dict[Path, GitRepo] = {}
         self._lock = threading.Lock()
+        # A work tree whose git folder is elsewhere and found by no `.git` (a bare repository
+        # with a work tree, as dotfiles are often kept): named as git names it, by GIT_DIR and GIT_WORK_TREE.
+        env = os.environ if environ is None else environ
+        self._named: tuple[Path, Path] | None = None
+        if env.get("GIT_DIR") and env.get("GIT_WORK_TREE"):
+            git_dir, work_tree = Path(os.path.abspath(env["GIT_DIR"])), Path(os.path.abspath(env["GIT_WORK_TREE"]))
+            if (git_dir / "HEAD").exists():
+                self._named = (work_tree, git_dir)
 
     def find(self, path: str | os.PathLike[str]) -> GitRepo | None:
         """The repository whose work tree holds ``path`` (the innermost one), or ``None``."""
         folder = Path(os.path.abspath(path)).parent
+        named = self._named
         while True:
+            if named is not None and folder == named[0]:
+                return self._repo(named[1], folder)
             dot_git = folder / ".git"
             if os.path.lexists(dot_git):
                 git_dir = git_dir_of(dot_git)
                 if git_dir is not None:
-                    with self._lock:
-                        repo = self._by_git_dir.get(git_dir)
-                        if repo is None or repo.work_tree != folder:
-                            if repo is not None:
-                                repo.close()
-                            repo = self._by_git_dir[git_dir] = GitRepo(folder, git_dir)
-                    return repo
+                    return self._repo(git_dir, folder)
             if folder.parent == folder:
                 return None
             folder = folder.parent
+
+    def _repo(self, git_dir: Path, work_tree: Path) -> GitRepo:
+        with self._lock:
+            repo = self._by_git_dir.get(git_dir)
+            if repo is None or repo.work_tree != work_tree:
+                if repo is not None:
+                    repo.close()
+                repo = self._by_git_dir[git_dir] = GitRepo(work_tree, git_dir)
+            return repo
 
     def repos(self) -> list[GitRepo]:
         with self._lock:

@@ -602,3 +602,21 @@ def test_a_sha256_repository(tmp_path: Path) -> None:
         assert found.has_blob(data) and not found.has_blob(notebook_io.dumps(A2).encode())
     finally:
         repos.close()
+
+
+def test_a_work_tree_named_by_git_dir_and_git_work_tree(tmp_path: Path) -> None:
+    """A bare repository with a separate work tree (dotfiles style) has no `.git` to find."""
+    bare, home = tmp_path / "dotfiles.git", tmp_path / "home"
+    home.mkdir()
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    data = put(home, "notes/n.ipynb", A1)
+    env = {**git_env(tmp_path), "GIT_DIR": str(bare), "GIT_WORK_TREE": str(home)}
+    subprocess.run(["git", "add", "notes/n.ipynb"], cwd=home, env=env, check=True)
+    repos = GitRepos(environ=env)
+    try:
+        found = repos.find(home / "notes" / "n.ipynb")
+        assert found is not None and found.work_tree == home and found.git_dir == bare
+        assert found.has_blob(data)
+        assert GitRepos(environ={}).find(home / "notes" / "n.ipynb") is None  # not without them
+    finally:
+        repos.close()
