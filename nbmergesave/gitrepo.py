@@ -77,6 +77,8 @@ class GitRepo:
         self._format: str | None = None
         self.broken: str | None = None  # why git cannot be asked here, once it failed
         self._retry_at = 0.0
+        self._smudges: bool | None = None  # a filter here rewrites what checkout writes (git lfs, ...)
+        self._filtered: dict[str, bool] = {}  # by path in the work tree: has such a filter
 
     def __repr__(self) -> str:
         return f"GitRepo({str(self.work_tree)!r})"
@@ -104,6 +106,47 @@ class GitRepo:
             candidates.append(data.replace(b"\r\n", b"\n"))
         with self._lock:
             return any(self._ask(self.blob_id(c)) for c in candidates)
+
+    def as_in_index(self, path: str | os.PathLike[str], data: bytes) -> bool:
+        """Whether git says the file, holding ``data``, is exactly what its index has, through a filter.
+
+        For notebooks a smudge filter rewrites on checkout (git lfs, a custom filter), so
+        what git writes is not a blob; git itself can still tell, from the stat data it keeps
+        in the index (or by running the clean filter), that the file is as it wrote it. Asked
+        only where such a filter applies: elsewhere the blob check says it all.
+        """
+        if not self._has_smudge_filters():
+            return False
+        rel = os.path.relpath(os.path.abspath(path), self.work_tree)
+        if rel not in self._filtered:
+            out = self._run("check-attr", "filter", "--", rel)
+            value = out.rsplit(":", 1)[-1].strip() if out is not None else "unspecified"
+            self._filtered[rel] = value not in ("unspecified", "unset", "")
+        if not self._filtered[rel]:
+            return False
+        # Empty output: tracked, not ignored, and unchanged from the index.
+        out = self._run("status", "--porcelain", "--ignored", "--untracked-files=all", "--", rel)
+        if out is None or out.strip():
+            return False
+        try:
+            return Path(path).read_bytes() == data
+        except OSError:
+            return False
+
+    def _has_smudge_filters(self) -> bool:
+        if self._smudges is None:
+            out = self._run("config", "--get-regexp", r"^filter\..*\.(smudge|process)$")
+            self._smudges = bool(out and out.strip())
+        return self._smudges
+
+    def _run(self, *args: str) -> str | None:
+        """One git command in this work tree; its output, or ``None`` when it fails."""
+        try:
+            out = subprocess.run(["git", f"--git-dir={self.git_dir}", f"--work-tree={self.work_tree}", *args],
+                                 capture_output=True, env=_git_env(), cwd=self.work_tree, timeout=self.ANSWER_TIMEOUT)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else None
 
     def _object_format(self) -> str:
         """``sha1`` or ``sha256``, asked once (again later if git could not say: a repository being made)."""

@@ -205,13 +205,14 @@ class Watcher:
     def _repo(self, path: Path) -> GitRepo | None:
         return self.git.find(path) if self.git is not None else None
 
-    def _writer_of(self, repo: GitRepo | None, hint: str | None) -> Callable[[bytes], str | None]:
+    def _writer_of(self, path: Path, repo: GitRepo | None, hint: str | None) -> Callable[[bytes], str | None]:
         """Who wrote a save whole, if a single writer did: the pausing tool (``hint``, known when
-        the save was read), or git (its bytes are a blob)."""
+        the save was read), or git (its bytes are a blob, or, through a smudge filter, git says
+        the file is as its index has it)."""
         def writer_of(data: bytes) -> str | None:
             if hint is not None:
                 return hint
-            if repo is not None and repo.has_blob(data):
+            if repo is not None and (repo.has_blob(data) or repo.as_in_index(path, data)):
                 return "git"
             return None
         return writer_of
@@ -346,7 +347,7 @@ class Watcher:
                     outcome = merge_copy(store, path, session=self.session)
                 else:
                     outcome = sync_file(store, path, data=data, session=self.session,
-                                        writer_of=self._writer_of(repo, hint))
+                                        writer_of=self._writer_of(path, repo, hint))
         except Exception as e:  # a watcher never stops for one bad file
             self.stats.errors += 1
             self.stats.last_error = f"{path}: {e}"

@@ -620,3 +620,35 @@ def test_a_work_tree_named_by_git_dir_and_git_work_tree(tmp_path: Path) -> None:
         assert GitRepos(environ={}).find(home / "notes" / "n.ipynb") is None  # not without them
     finally:
         repos.close()
+
+
+def test_checkouts_through_a_smudge_filter_are_gits(tmp_path: Path) -> None:
+    """A filter rewrites what checkout writes (as git lfs does): no blob, but git's index knows the file."""
+    (tmp_path / "w").mkdir()
+    repo = tmp_path / "w" / "repo"
+    build(repo)
+    smudge = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read() + b'\\\\n')"
+    clean = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read().rstrip(b'\\\\n') + b'\\\\n')"
+    git(repo, "config", "filter.pad.smudge", f"{sys.executable} -c \"{smudge}\"")
+    git(repo, "config", "filter.pad.clean", f"{sys.executable} -c \"{clean}\"")
+    (repo / ".git" / "info" / "attributes").write_text("*.ipynb filter=pad\n")
+    git(repo, "checkout", "-q", "-f", "old")
+    git(repo, "checkout", "-q", "-f", "main")  # every notebook now as the filter writes it
+    assert (repo / "a.ipynb").read_bytes().endswith(b"\n\n")
+    watcher = Watched(repo)
+    try:
+        watcher.idle()
+        for target in ("c1", "main", "old", "c1", "old", "main"):
+            git(repo, "checkout", "-q", target)
+            watcher.idle()
+            assert git(repo, "status", "--porcelain") == "", watcher.output()
+        assert watcher.merges() == []
+        assert "git" in watcher.kinds("a.ipynb")
+        # and an editor's save in such a repository is still an ordinary save, merged when it overlaps
+        put(repo, "a.ipynb", with_line(A2, 3, "x3 = 'one'"))
+        watcher.idle()
+        put(repo, "a.ipynb", with_line(A2, 5, "x5 = 'two'"))
+        watcher.idle()
+        assert [m.split()[0] for m in watcher.merges()] == ["a.ipynb"]
+    finally:
+        watcher.stop()
