@@ -306,7 +306,7 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     if before is not None and before.sha256 == digest:
         return Outcome("unchanged", key, before.version)
     match = None if displaced or before is None else store.latest_with(path, digest)
-    if match is not None and _read_or_empty(path) != data:
+    if match is not None and _read_or_empty(path) != data and _handled(store, path, match, before, digest, session):
         # Content handled already, seen again late (two events for one save, or one
         # of our writes), and no longer the file: nothing to do.
         return Outcome("unchanged", key, match.version)
@@ -370,6 +370,21 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         store.add_on_disk(path, saved.version)
         return Outcome("recorded", key, saved.version)
     return _merge_and_write(store, path, base, before, save, saved, on_disk, session)
+
+
+def _handled(store: Store, path: str | os.PathLike[str], match: Version, before: Version, digest: str,
+             session: Session) -> bool:
+    """Whether content equal to stored version ``match`` was this very save, seen before.
+
+    It was if it is ours, or the version on disk (or newer), or what a later merge took in.
+    Otherwise it is a new save of older content (a revert: a checkout back, an undo) that the
+    file no longer holds because a newer save followed quickly: it must still be recorded,
+    or that newer save would be judged against the wrong version on disk.
+    """
+    if digest in session.own_writes or match.version >= before.version:
+        return True
+    later = store.history(path, last=HISTORY_WINDOW)
+    return any(v.kind == "merged" and match.version in (v.local, v.remote) for v in later if v.version > match.version)
 
 
 def _record_single_writer(store: Store, path: str | os.PathLike[str], key: str, data: bytes, digest: str,

@@ -652,3 +652,27 @@ def test_checkouts_through_a_smudge_filter_are_gits(tmp_path: Path) -> None:
         assert [m.split()[0] for m in watcher.merges()] == ["a.ipynb"]
     finally:
         watcher.stop()
+
+
+def test_a_revert_read_late_is_still_recorded(tmp_path: Path) -> None:
+    """A single writer goes back to older content (a checkout back) and saves again at once; the watcher
+    reads the first of the two only after the second is on disk. Both are recorded, neither merged
+    (skipping the first as "seen before" left the second to be judged against the wrong version)."""
+    root, path = tmp_path, tmp_path / "a.ipynb"
+
+    def write(content: dict[str, Any]) -> bytes:
+        data = notebook_io.dumps(content).encode()
+        path.write_bytes(data)
+        return data
+
+    with Store.open(root) as store:
+        write(A2)
+        assert sync_file(store, path).action == "recorded"
+        write(A1)
+        assert sync_file(store, path).action == "recorded"
+        back = write(A2)  # the older content again ...
+        feature = write(A_FEATURE)  # ... and the next save, before the watcher read the first
+        assert sync_file(store, path, data=back).action == "recorded"
+        assert sync_file(store, path, data=feature).action == "recorded"
+        assert [v.kind for v in store.history(path)] == ["observed"] * 4
+        assert path.read_bytes() == feature
