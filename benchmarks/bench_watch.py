@@ -2,8 +2,12 @@
 
     python benchmarks/bench_watch.py            # 10,000 notebooks in 1,000 folders
     python benchmarks/bench_watch.py --quick    # 1,000 notebooks in 100 folders
+    python benchmarks/bench_watch.py --git-only # only the latency and idle CPU, with and without git
 
-Runs a real `nbmergesave watch` process for each part and prints the figures.
+Runs a real `nbmergesave watch` process for each part and prints the figures. The
+latency and idle CPU are measured in a plain folder and in a git work tree (where
+the watcher asks git whether each save is a blob git holds), alternately, twice
+each, side by side in one run.
 """
 
 from __future__ import annotations
@@ -55,12 +59,21 @@ class Watch:
         self.proc.wait(timeout=30)
 
 
-def latency(tmp: Path, cells: int, rounds: int) -> None:
-    root = tmp / "latency"
-    root.mkdir()
+def latency(tmp: Path, cells: int, rounds: int, git: bool = False) -> tuple[float, float, float]:
+    """Median and max save-to-merged latency (s) and idle CPU (% of a core), in a git work tree when ``git``."""
+    root = Path(tempfile.mkdtemp(prefix="latency-git-" if git else "latency-", dir=tmp))
     path = root / "nb.ipynb"
     v0 = notebook(cells)
     path.write_text(notebook_io.dumps(v0))
+    if git:  # a repository with history, the notebook committed, the store ignored
+        env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
+               "GIT_COMMITTER_EMAIL": "b@b"}
+        subprocess.run(["git", "init", "-q", str(root)], check=True, env=env)
+        (root / ".gitignore").write_text(".nbmergesave/\n")
+        for k in range(20):
+            (root / f"other{k}.txt").write_text(f"{k}\n" * 100)
+            subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)
+            subprocess.run(["git", "-C", str(root), "commit", "-qm", f"c{k}"], check=True, env=env)
     watch = Watch(root)
     times = []
     w1, w2 = copy.deepcopy(v0), copy.deepcopy(v0)
@@ -83,9 +96,38 @@ def latency(tmp: Path, cells: int, rounds: int) -> None:
     idle = (watch.cpu() - before) / 5 * 100
     watch.stop()
     times.sort()
-    print(f"save-to-merged latency, {cells} cells, {rounds} merges: median {statistics.median(times) * 1000:.0f} ms, "
-          f"max {times[-1] * 1000:.0f} ms")
-    print(f"idle CPU over 5 s: {idle:.2f} % of a core")
+    return statistics.median(times), times[-1], idle
+
+
+def latency_side_by_side(tmp: Path, cells: int, rounds: int) -> None:
+    figures: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+    for git in (False, True, False, True):
+        figures[git].append(latency(tmp, cells, rounds, git))
+    for git, runs in figures.items():
+        where = "git work tree" if git else "plain folder "
+        for median, worst, idle in runs:
+            print(f"{where}: save-to-merged latency, {cells} cells, {rounds} merges: median {median * 1000:.0f} ms, "
+                  f"max {worst * 1000:.0f} ms; idle CPU over 5 s: {idle:.2f} % of a core")
+    plain = statistics.median([m for m, _, _ in figures[False]])
+    git = statistics.median([m for m, _, _ in figures[True]])
+    print(f"median latency, git work tree / plain folder: {git / plain:.2f}")
+    # The one thing the watcher adds per save in a work tree, timed alone: hash the bytes as git
+    # would and ask the repository's long-lived `git cat-file --batch-check`.
+    from nbmergesave.gitrepo import GitRepos
+
+    repo_dir = next(tmp.glob("latency-git-*"))
+    repos = GitRepos()
+    repo = repos.find(repo_dir / "nb.ipynb")
+    assert repo is not None
+    data = (repo_dir / "nb.ipynb").read_bytes()
+    repo.has_blob(data)  # starts git
+    t = time.perf_counter()
+    for _ in range(1000):
+        repo.has_blob(data)
+    each = (time.perf_counter() - t) / 1000
+    repos.close()
+    print(f"git blob check per save ({len(data) // 1024} KB notebook): {each * 1e6:.0f} us, "
+          f"{each / plain * 100:.2f} % of the plain median latency")
 
 
 def _stored(root: Path, data: bytes) -> bool:
@@ -129,10 +171,12 @@ def big_scan(tmp: Path, folders: int, per_folder: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the tree")
+    parser.add_argument("--git-only", action="store_true", help="only latency and idle CPU, with and without git")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        latency(Path(tmp), 200, 20)
-        big_scan(Path(tmp), 100 if args.quick else 1000, 10)
+        latency_side_by_side(Path(tmp), 200, 20)
+        if not args.git_only:
+            big_scan(Path(tmp), 100 if args.quick else 1000, 10)
 
 
 if __name__ == "__main__":

@@ -230,17 +230,24 @@ def git_driver_run(base: str, local: str, remote: str, path: str | None) -> None
               help="With a PostgreSQL store: the folder notebooks are named relative to (default: the nearest "
                    "folder holding .nbmergesave-project, else each ROOT).")
 @click.option("--status-file", type=click.Path(dir_okay=False), help="Keep a JSON status here (the daemon reads it).")
+@click.option("--pause-while", "pause_while", multiple=True, type=click.Path(),
+              help="While this path exists, record saves but merge none (a tool is rewriting files; repeatable).")
 def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_location: str | None,
-          project_root: str | None, status_file: str | None) -> None:
+          project_root: str | None, status_file: str | None, pause_while: tuple[str, ...]) -> None:
     """Merge overlapping notebook saves in ROOTS (recursive) until Ctrl-C.
 
     Every version seen is kept in ROOT/.nbmergesave/; a save made from an
     older version than the one on disk is merged with it instead of
     replacing it. One line on stderr for each merge, conflict and error.
+    Single writers are never merged: in a git work tree, what git writes
+    (checkout, reset, stash, rebase, merge, pull) is recorded as git's, and
+    while a --pause-while path exists (or after 'nbmergesave pause') every
+    save is recorded as the pausing tool's.
 
     \b
     Example:
         nbmergesave watch ~/projects/survey ~/projects/thesis
+        nbmergesave watch . --pause-while /tmp/restoring-backup
     """
     import json
     import signal
@@ -255,7 +262,8 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
 
     configure(project_root=project_root or "", roots=list(roots))
     try:
-        watcher = Watcher(roots, log=log, rescan=rescan, ignore=ignore, store_location=store_location)
+        watcher = Watcher(roots, log=log, rescan=rescan, ignore=ignore, store_location=store_location,
+                          pause_while=pause_while)
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     # SIGTERM stops us as Ctrl-C does. (Setting a threading.Event from the handler can
@@ -277,19 +285,24 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
             from . import __version__ as version
             from .notebook_io import write_atomic
 
+            now = time.time()  # before the figures: whatever happened before now is in them
             stats = watcher.stats
             write_atomic(status_file, json.dumps({
                 "pid": os.getpid(), "version": version, "roots": [str(r) for r in watcher.roots],
                 "stores": [str(s.location) for s in watcher.stores.values()],
                 "uptime": round(time.time() - stats.started, 1), "notebooks": watcher.tracked(),
                 "merges": stats.merges, "conflicts": stats.conflicts, "errors": stats.errors,
-                "last_error": stats.last_error, "pending": watcher.pending(),
+                "last_error": stats.last_error, "pending": watcher.pending(), "time": now,
+                "single_writer": dict(stats.single_writer),
             }))
 
     try:
         write_status()  # its appearance tells `daemon start` that we are ready
         while True:
-            time.sleep(1.0)
+            # Rewritten after each batch of work (so "pending" turns 0 as soon as the watcher is idle), else each second.
+            if watcher.changed.wait(1.0):
+                watcher.changed.clear()
+                time.sleep(0.02)  # a burst of batches gives a few writes, not one each
             write_status()
     except KeyboardInterrupt:
         pass
@@ -297,6 +310,60 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
         watcher.stop()
         s = watcher.stats
         log(f"stopped: {s.merges} merges, {s.conflicts} with conflicts, {s.errors} errors")
+
+
+@cli.command()
+@click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def pause(root: str, command: tuple[str, ...]) -> None:
+    """Tell the watcher of ROOT that a tool is rewriting its notebooks.
+
+    Until 'nbmergesave resume', every save is recorded as made from the
+    version on disk and none is merged (restoring a backup, rsync,
+    jupytext --sync, a build step). With a COMMAND after '--', pause, run
+    it, resume (even when it fails), and exit with its exit code.
+
+    \b
+    Example:
+        nbmergesave pause . -- rsync -a ../backup/ .
+        nbmergesave pause ~/project && tar xf snapshot.tar && nbmergesave resume ~/project
+    """
+    import subprocess
+
+    from .watcher import pause as pause_root, resume as resume_root
+
+    try:
+        marker = pause_root(root, reason=" ".join(command))
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    if not command:
+        click.echo(f"paused: saves in {root} are recorded, not merged, until 'nbmergesave resume {root}' ({marker})")
+        return
+    try:
+        code = subprocess.call(list(command))
+    except OSError as e:
+        raise Refused(f"cannot run {command[0]}: {e.strerror}") from None
+    finally:
+        resume_root(root)
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("root", required=False, default=".", type=click.Path(exists=True, file_okay=False))
+def resume(root: str) -> None:
+    """End 'nbmergesave pause': the watcher of ROOT merges overlapping saves again.
+
+    \b
+    Example:
+        nbmergesave resume ~/project
+    """
+    from .watcher import resume as resume_root
+
+    try:
+        was = resume_root(root)
+    except NbMergeSaveError as e:
+        raise Refused(str(e)) from None
+    click.echo(f"resumed: {root}" if was else f"{root} was not paused")
 
 
 def _store_for(notebook: str):  # type: ignore[no-untyped-def]

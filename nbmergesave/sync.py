@@ -12,6 +12,7 @@ import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ class Session:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What sync_file did: ``unchanged``, ``recorded``, ``merged``, ``partial`` or ``error``."""
+    """What sync_file did: ``unchanged``, ``recorded``, ``merged``, ``partial``, ``skipped`` or ``error``."""
 
     action: str
     path: str
@@ -60,6 +61,7 @@ class Outcome:
     conflicts: int = 0
     message: str = ""
     earlier: tuple[Outcome, ...] = ()  # merges of saves our writes displaced, done in the same call
+    writer: str | None = None  # a single writer's save, recorded as theirs ("git", "paused"), never merged
 
 
 def _load(store: Store, version: Version) -> dict[str, Any] | None:
@@ -253,7 +255,8 @@ def merge_copy(store: Store, copy: str | os.PathLike[str], *, session: Session |
 
 
 def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None = None,
-              session: Session | None = None, attempts: int = 5) -> Outcome:
+              session: Session | None = None, attempts: int = 5,
+              writer_of: Callable[[bytes], str | None] | None = None) -> Outcome:
     """Bring the store up to date with ``path`` and merge an overlapping save.
 
     ``data`` is the file's content when the caller read it already (the
@@ -261,6 +264,12 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
     it); otherwise the file is read. ``session`` carries what this process
     wrote (recorded, never taken for a new save) across calls. A file that
     does not parse yet (a save in progress) gives ``partial``: retry later.
+
+    ``writer_of(data)`` names a single writer that wrote ``data`` whole, when
+    the caller can tell (``"git"`` for a blob git holds, ``"paused"`` while the
+    user said a tool rewrites the folder), else ``None``. Such a save is
+    recorded as made from the version on disk (kind and declared writer that
+    name) and never merged: one writer cannot overlap itself.
     """
     session = session if session is not None else Session()
     key = store.key(path)
@@ -276,7 +285,7 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
                 data = notebook_io.read_bytes(path)
             except BadInput as e:
                 return Outcome("error", key, message=str(e), earlier=tuple(done))
-        outcome = _sync_once(store, path, key, data, session, displaced)
+        outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of)
         queue[:0] = [(d, True) for d in session.displaced.pop(key, [])]
         if outcome is not None:
             done.append(outcome)
@@ -289,7 +298,7 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
 
 
 def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes, session: Session,
-               displaced: bool = False) -> Outcome | None:
+               displaced: bool = False, writer_of: Callable[[bytes], str | None] | None = None) -> Outcome | None:
     """``displaced``: ``data`` was swapped off the disk by our own write, so it is merged
     even if the store knows it (the merge is a no-op when our write already held it)."""
     digest = sha256(data)
@@ -297,13 +306,21 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     if before is not None and before.sha256 == digest:
         return Outcome("unchanged", key, before.version)
     match = None if displaced or before is None else store.latest_with(path, digest)
-    if match is not None and _read_or_empty(path) != data:
+    if match is not None and _read_or_empty(path) != data and _handled(store, path, match, before, digest, session):
         # Content handled already, seen again late (two events for one save, or one
         # of our writes), and no longer the file: nothing to do.
         return Outcome("unchanged", key, match.version)
+    # Asked only of a notebook we know (a first sighting is recorded as it is anyway) and never of our own writes.
+    writer = writer_of(data) if writer_of is not None and before is not None \
+        and not (match is not None and digest in session.own_writes) else None
+    if writer is not None:
+        return _record_single_writer(store, path, key, data, digest, before, writer)
     try:
         save = notebook_io.parse_notebook(data, f"'{key}'")
     except BadInput as e:
+        if before is None and writer_of is not None and (writer := writer_of(data)) is not None:
+            # e.g. a notebook both branches added, with git's conflict markers: nothing to wait for
+            return Outcome("skipped", key, message=f"{e} (written by {writer}); left alone until it is saved again")
         whole = notebook_io.torn_prefix(data)
         if whole is None or _read_or_empty(path) != data:
             return Outcome("partial", key, message=str(e))
@@ -353,6 +370,37 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         store.add_on_disk(path, saved.version)
         return Outcome("recorded", key, saved.version)
     return _merge_and_write(store, path, base, before, save, saved, on_disk, session)
+
+
+def _handled(store: Store, path: str | os.PathLike[str], match: Version, before: Version, digest: str,
+             session: Session) -> bool:
+    """Whether content equal to stored version ``match`` was this very save, seen before.
+
+    It was if it is ours, or the version on disk (or newer), or what a later merge took in.
+    Otherwise it is a new save of older content (a revert: a checkout back, an undo) that the
+    file no longer holds because a newer save followed quickly: it must still be recorded,
+    or that newer save would be judged against the wrong version on disk.
+    """
+    if digest in session.own_writes or match.version >= before.version:
+        return True
+    later = store.history(path, last=HISTORY_WINDOW)
+    return any(v.kind == "merged" and match.version in (v.local, v.remote) for v in later if v.version > match.version)
+
+
+def _record_single_writer(store: Store, path: str | os.PathLike[str], key: str, data: bytes, digest: str,
+                          before: Version | None, writer: str) -> Outcome:
+    """Record ``data`` as ``writer`` made it from the version on disk: the new current version, never merged."""
+    try:
+        notebook_io.parse_notebook(data, f"'{key}'")
+    except BadInput as e:
+        # Git writes conflict markers into a notebook it could not merge: not a notebook to
+        # record, and nothing to retry until someone saves the file again.
+        return Outcome("skipped", key, before.version if before else None,
+                       message=f"{e} (written by {writer}); left alone until it is saved again")
+    if before is not None and before.sha256:
+        store.declare(path, digest, before.sha256, writer)
+    version = store.add(path, data, writer)
+    return Outcome("recorded", key, version.version, message=f"written by {writer}", writer=writer)
 
 
 # --- writers that know their base ------------------------------------------

@@ -458,3 +458,30 @@ def test_a_watcher_outlives_the_database_and_catches_up_when_it_returns(tmp_path
         for store in watcher.stores.values():
             store.close()
         database.close()
+
+
+def test_pause_with_a_postgresql_store_marks_this_host_only_and_writes_nothing_in_the_project(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database store has no folder: the pause marker is a file in the user's state folder, per watched root."""
+    from nbmergesave.watcher import Watcher
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("NBMERGESAVE_STORE_URL", postgres_url)
+    project = tmp_path / "team"
+    project.mkdir()
+    (project / PROJECT_MARKER).touch()
+    write(project / "nb.ipynb", notebook(cell("x = 1", "x")))
+    watcher = Watcher([project], store_location=postgres_url)
+    try:
+        nb = (project / "nb.ipynb").resolve()
+        assert not watcher.paused(nb)
+        result = run("pause", str(project))
+        assert result.exit_code == 0, result.output
+        marker = Path(result.output.rsplit("(", 1)[1].rstrip(")\n"))
+        assert marker.is_relative_to(tmp_path / "state") and marker.exists()
+        assert watcher.paused(nb)
+        assert run("resume", str(project)).exit_code == 0 and not marker.exists()
+        assert sorted(p.name for p in project.iterdir()) == [PROJECT_MARKER, "nb.ipynb"]
+    finally:
+        for store in watcher.stores.values():
+            store.close()

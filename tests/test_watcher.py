@@ -41,12 +41,12 @@ class Project:
         self.root = root
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         # The watcher's stderr goes to a file: a pipe nobody reads fills up and stops it.
         self.log = self.root.parent / "watcher.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nbmergesave", "watch", str(self.root), "--rescan", "600"],
+                [sys.executable, "-m", "nbmergesave", "watch", str(self.root), "--rescan", "600", *extra],
                 stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         wait_for(lambda: "watching" in self.output(), "the watcher to start")
@@ -332,3 +332,84 @@ def test_a_paired_rename_does_not_hold_back_the_events_behind_it() -> None:
     reader.join(timeout=TIMEOUT)
     assert got == [("moved_from", "moved_to")]
     queue.close()
+
+
+# --- pause and resume: a tool rewrites the folder (issue 12) ------------------
+
+def _taken_in(project: Project, name: str, before: int, data: bytes) -> None:
+    import hashlib
+
+    def done() -> bool:
+        with Store.open(project.root) as store:
+            v = store.on_disk(project.root / name)
+        return v is not None and len(project.versions(name)) > before and v.sha256 == hashlib.sha256(data).hexdigest()
+
+    wait_for(done, f"the watcher to take in {name}")
+
+
+def test_pause_runs_a_tool_whose_writes_are_never_merged_then_resumes(project: Project) -> None:
+    v0 = base_notebook()
+    put(project, "nb.ipynb", v0)
+    project.start()
+    project.save("nb.ipynb", edited(v0, 2, "w1 edit of cell 2"))
+    restored = notebook_io.dumps(edited(v0, 7, "from the backup")).encode()  # looks like a stale writer's save
+    before = len(project.versions("nb.ipynb"))
+    tool = f"import sys; open(sys.argv[1], 'wb').write({restored!r})"
+    run = subprocess.run([sys.executable, "-m", "nbmergesave", "pause", str(project.root), "--",
+                          sys.executable, "-c", tool, str(project.root / "nb.ipynb")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    _taken_in(project, "nb.ipynb", before, restored)
+    assert (project.root / "nb.ipynb").read_bytes() == restored
+    assert [v.kind for v in project.versions("nb.ipynb")][-1] == "paused"
+    assert "merged" not in [v.kind for v in project.versions("nb.ipynb")]
+    assert not (project.root / ".nbmergesave" / "paused").exists()  # resumed, even without being told
+    # resumed: the same kind of stale save merges again
+    project.save("nb.ipynb", edited(v0, 9, "stale writer, cell 9"))
+    assert sources(project.read("nb.ipynb"))[7::2] == ["from the backup", "stale writer, cell 9"]
+    assert [v.kind for v in project.versions("nb.ipynb")].count("merged") == 1
+    assert "paused (" in project.output() and "resumed (" in project.output()
+
+
+def test_pause_exit_code_is_the_tools(project: Project) -> None:
+    put(project, "nb.ipynb", base_notebook())
+    project.start()
+    run = subprocess.run([sys.executable, "-m", "nbmergesave", "pause", str(project.root), "--",
+                          sys.executable, "-c", "raise SystemExit(3)"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 3
+    assert not (project.root / ".nbmergesave" / "paused").exists()
+
+
+def test_pause_while_a_path_exists_in_event_order(project: Project) -> None:
+    """The marker is removed right after the tool's write: the write is still the tool's."""
+    v0 = base_notebook()
+    put(project, "nb.ipynb", v0)
+    marker = project.root / ".restoring"
+    project.start("--pause-while", str(marker))
+    project.save("nb.ipynb", edited(v0, 2, "w1 edit of cell 2"))
+    before = len(project.versions("nb.ipynb"))
+    restored = notebook_io.dumps(edited(v0, 7, "from the backup")).encode()
+    marker.touch()
+    (project.root / "nb.ipynb").write_bytes(restored)
+    marker.unlink()
+    _taken_in(project, "nb.ipynb", before, restored)
+    assert (project.root / "nb.ipynb").read_bytes() == restored
+    assert [v.kind for v in project.versions("nb.ipynb")][-1] == "paused"
+
+
+def test_pause_and_resume_commands(tmp_path: Path) -> None:
+    runner = CliRunner()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    result = runner.invoke(cli, ["pause", str(bare)])
+    assert result.exit_code == 2 and "no version store" in result.output and "hint:" in result.output
+    root = tmp_path / "root"
+    root.mkdir()
+    Store.open(root).close()
+    result = runner.invoke(cli, ["pause", str(root)], catch_exceptions=False)
+    assert result.exit_code == 0 and "paused: saves in" in result.output
+    assert (root / ".nbmergesave" / "paused").exists()
+    result = runner.invoke(cli, ["resume", str(root)], catch_exceptions=False)
+    assert result.output == f"resumed: {root}\n"
+    result = runner.invoke(cli, ["resume", str(root)], catch_exceptions=False)
+    assert result.exit_code == 0 and result.output == f"{root} was not paused\n"
