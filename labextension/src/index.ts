@@ -1,0 +1,384 @@
+/**
+ * nbmergesave's JupyterLab front end.
+ *
+ * - ``nbmergesave:merge-save``: sends the hash of the version a tab holds with
+ *   each save (the server merges against exactly that version), keeps
+ *   JupyterLab's "File Changed" dialog away from saves the server will merge,
+ *   and shows the merged notebook in place, with a notification.
+ * - ``nbmergesave:conflicts``: a bar on each conflicted cell with the buttons
+ *   Keep mine, Keep theirs and Keep both.
+ * - ``nbmergesave:other-tabs``: a tab that is not dirty follows saves made
+ *   elsewhere (another tab, person or server) in place.
+ */
+
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Notification } from '@jupyterlab/apputils';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { Contents, ServerConnection } from '@jupyterlab/services';
+import { PanelLayout, Widget } from '@lumino/widgets';
+
+import {
+  Choice,
+  ICellJSON,
+  IConflict,
+  IMergeReply,
+  Side,
+  conflictLabel,
+  describeMerge,
+  findConflicts,
+  planUpdate,
+  settleCell,
+  settleInsert,
+  text
+} from './logic';
+
+/** What the front end knows of each open notebook, by path. */
+class State {
+  /** sha256 of the version each path's tabs hold (what a save was made from). */
+  held = new Map<string, string>();
+  /** Paths with a save on its way. */
+  saving = new Set<string>();
+  /** Which side of nbdime's markers is this tab's, after a merge. */
+  mine = new Map<string, Side>();
+  /** The contents manager's own ``get``, which leaves ``held`` alone. */
+  rawGet: Contents.IManager['get'] | null = null;
+  tracker: INotebookTracker | null = null;
+  /** Called after the cells of a notebook were replaced (the conflict bars redraw). */
+  refreshed = new Set<(panel: NotebookPanel) => void>();
+}
+
+const state = new State();
+
+function panelsFor(path: string): NotebookPanel[] {
+  const found: NotebookPanel[] = [];
+  state.tracker?.forEach(panel => {
+    if (panel.context.path === path) {
+      found.push(panel);
+    }
+  });
+  return found;
+}
+
+function basename(path: string): string {
+  return path.split('/').pop() || path;
+}
+
+export function reviewUrl(path: string, version?: number): string {
+  const query: Record<string, string> = { path };
+  if (version !== undefined) {
+    query.version = String(version);
+  }
+  return URLExt.join(PageConfig.getBaseUrl(), 'nbmergesave', 'review') + URLExt.objectToQueryString(query);
+}
+
+/** Replace the cells a notebook shows with ``cells``, touching only those that differ. */
+function showInPlace(path: string, content: { cells: ICellJSON[] }): void {
+  const panel = panelsFor(path)[0];
+  if (!panel || !panel.model) {
+    return;
+  }
+  const model = panel.model;
+  const shared = model.sharedModel;
+  const notebook = panel.content;
+  const activeId = notebook.activeCell?.model.id;
+  const scrolled = [notebook.node, notebook.outerNode].map(node => node?.scrollTop ?? 0);
+  const current = shared.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
+  const ops = planUpdate(current, content.cells);
+  shared.transact(() => {
+    if (ops === null) {
+      shared.deleteCellRange(0, shared.cells.length);
+      shared.insertCells(0, content.cells as any);
+      return;
+    }
+    for (const op of ops) {
+      if (op.op === 'delete') {
+        shared.deleteCellRange(op.index, op.index + op.count);
+      } else if (op.op === 'insert') {
+        shared.insertCell(op.index, op.cell as any);
+      } else {
+        const cell = shared.getCell(op.index) as any;
+        const source = text(op.cell.source);
+        if (cell.getSource() !== source) {
+          cell.setSource(source);
+        }
+        if (cell.cell_type === 'code') {
+          if (JSON.stringify(cell.getOutputs()) !== JSON.stringify(op.cell.outputs ?? [])) {
+            cell.setOutputs(op.cell.outputs ?? []);
+          }
+          if (cell.execution_count !== (op.cell.execution_count ?? null)) {
+            cell.execution_count = op.cell.execution_count ?? null;
+          }
+        }
+        const metadata = { ...(op.cell.metadata ?? {}) };
+        if (JSON.stringify(cell.getMetadata()) !== JSON.stringify(metadata)) {
+          cell.setMetadata(metadata);
+        }
+      }
+    }
+  });
+  model.dirty = false;
+  if (activeId) {
+    const index = shared.cells.findIndex(cell => cell.id === activeId);
+    if (index >= 0 && notebook.activeCellIndex !== index) {
+      notebook.activeCellIndex = index;
+    }
+  }
+  [notebook.node, notebook.outerNode].forEach((node, i) => {
+    if (node) {
+      node.scrollTop = scrolled[i];
+    }
+  });
+  for (const panel of panelsFor(path)) {
+    state.refreshed.forEach(redraw => redraw(panel));
+  }
+}
+
+function notify(message: string, conflicts: boolean, path: string, version?: number): void {
+  const actions = [
+    {
+      label: 'Review the merge',
+      caption: 'What the merge took from each side (nbdime diff)',
+      callback: () => {
+        window.open(reviewUrl(path, version), '_blank');
+      }
+    }
+  ];
+  if (conflicts) {
+    Notification.warning(message, { autoClose: false, actions });
+  } else {
+    Notification.info(message, { autoClose: 15000, actions });
+  }
+}
+
+/** Wrap the contents manager: bases go out with saves, merged saves come back into the tab. */
+const mergeSave: JupyterFrontEndPlugin<void> = {
+  id: 'nbmergesave:merge-save',
+  description: 'Merged saves without the File Changed dialog, shown in place.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    state.tracker = tracker;
+    const contents = app.serviceManager.contents;
+    const get = contents.get.bind(contents);
+    const save = contents.save.bind(contents);
+    state.rawGet = get;
+
+    contents.get = async (path: string, options?: Contents.IFetchOptions) => {
+      const model = await get(path, options);
+      const info = (model as any).nbmergesave;
+      if (model.type !== 'notebook' || !info) {
+        return model;
+      }
+      if (options?.content !== false && model.content && info.sha256) {
+        state.held.set(path, info.sha256);
+      } else if (options?.content === false && info.mergeable && state.held.has(path)) {
+        // The file changed on disk, but the server will merge this tab's save with it:
+        // no "File Changed" dialog. (Deleted or no longer a notebook: as JupyterLab does.)
+        const known = panelsFor(path)[0]?.context.contentsModel;
+        if (known) {
+          return { ...model, hash: known.hash ?? model.hash, last_modified: known.last_modified };
+        }
+      }
+      return model;
+    };
+
+    contents.save = async (path: string, options: Partial<Contents.IModel> = {}) => {
+      const base = state.held.get(path);
+      const sent = options.type === 'notebook' && base ? { ...options, nbmergesave_base: base } : options;
+      state.saving.add(path);
+      try {
+        const model = await save(path, sent as Partial<Contents.IModel>);
+        const reply: IMergeReply | undefined = (model as any).nbmergesave;
+        if (reply?.sha256) {
+          state.held.set(path, reply.sha256);
+          if (reply.merged && reply.content) {
+            state.mine.set(path, 'remote');
+            showInPlace(path, reply.content);
+            notify(describeMerge(basename(path), reply), !!reply.conflicts?.length, path, reply.version);
+          }
+        }
+        return model;
+      } finally {
+        state.saving.delete(path);
+      }
+    };
+  }
+};
+
+/** A bar above a conflicted cell: what the conflict is, and the three buttons. */
+class ConflictBar extends Widget {
+  constructor(conflict: IConflict, mine: Side, settle: (choice: Choice) => void) {
+    super();
+    this.addClass('nbmergesave-conflict');
+    const label = document.createElement('span');
+    label.className = 'nbmergesave-conflict-label';
+    label.textContent = conflictLabel(conflict, mine);
+    this.node.appendChild(label);
+    const choices: [Choice, string][] = [
+      ['mine', 'Keep mine'],
+      ['theirs', 'Keep theirs'],
+      ['both', 'Keep both']
+    ];
+    for (const [choice, words] of choices) {
+      const button = document.createElement('button');
+      button.className = 'jp-Button jp-mod-styled nbmergesave-keep';
+      button.textContent = words;
+      button.onclick = event => {
+        event.stopPropagation();
+        settle(choice);
+      };
+      this.node.appendChild(button);
+    }
+  }
+}
+
+function settle(panel: NotebookPanel, conflict: IConflict, choice: Choice): void {
+  const shared = panel.model!.sharedModel;
+  const mine = state.mine.get(panel.context.path) ?? 'remote';
+  const cells = shared.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
+  shared.transact(() => {
+    if (conflict.kind === 'insert') {
+      const kept = settleInsert(cells, conflict, choice, mine);
+      shared.deleteCellRange(conflict.index, (conflict.end as number) + 1);
+      shared.insertCells(conflict.index, kept as any);
+      return;
+    }
+    const [first, ...more] = settleCell(cells[conflict.index], conflict, choice, mine);
+    const cell = shared.getCell(conflict.index) as any;
+    if (!first) {
+      shared.deleteCell(conflict.index);
+      return;
+    }
+    if (conflict.kind === 'outputs') {
+      cell.setOutputs(first.outputs ?? []);
+    } else {
+      cell.setSource(text(first.source));
+    }
+    if (more.length) {
+      shared.insertCells(conflict.index + 1, more as any);
+    }
+  });
+}
+
+const conflicts: JupyterFrontEndPlugin<void> = {
+  id: 'nbmergesave:conflicts',
+  description: 'Conflicted cells with Keep mine / Keep theirs / Keep both.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    const bars = new WeakMap<NotebookPanel, Widget[]>();
+    const redraw = (panel: NotebookPanel) => {
+      (bars.get(panel) ?? []).forEach(bar => bar.dispose());
+      if (panel.isDisposed || !panel.model) {
+        return;
+      }
+      const cells = panel.model.sharedModel.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
+      const found = findConflicts(cells);
+      const mine = state.mine.get(panel.context.path) ?? 'remote';
+      const made: Widget[] = [];
+      for (const conflict of found) {
+        const cell = panel.content.widgets[conflict.index];
+        if (!cell) {
+          continue;
+        }
+        const bar = new ConflictBar(conflict, mine, choice => settle(panel, conflict, choice));
+        (cell.layout as PanelLayout).insertWidget(0, bar);
+        cell.addClass('nbmergesave-conflicted');
+        bar.disposed.connect(() => cell.removeClass('nbmergesave-conflicted'));
+        made.push(bar);
+      }
+      bars.set(panel, made);
+    };
+    state.refreshed.add(redraw);
+    tracker.widgetAdded.connect((_, panel) => {
+      let timer: number | undefined;
+      void panel.context.ready.then(() => {
+        redraw(panel);
+        panel.model?.contentChanged.connect(() => {
+          window.clearTimeout(timer);
+          timer = window.setTimeout(() => redraw(panel), 250);
+        });
+      });
+    });
+  }
+};
+
+interface IDiskState {
+  sha256: string | null;
+  mergeable: boolean;
+  merge: { version: number; conflicts: number; local: string | null; remote: string | null } | null;
+}
+
+async function diskState(path: string): Promise<IDiskState | null> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'nbmergesave', 'api', 'state') + URLExt.objectToQueryString({ path });
+  const response = await ServerConnection.makeRequest(url, {}, settings);
+  return response.ok ? ((await response.json()) as IDiskState) : null;
+}
+
+/** How often an open notebook asks whether its file changed (ms). */
+const POLL = 1000;
+
+const otherTabs: JupyterFrontEndPlugin<void> = {
+  id: 'nbmergesave:other-tabs',
+  description: 'Tabs that are not dirty follow saves made elsewhere, in place.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    const told = new Set<string>();
+    const check = async (path: string) => {
+      const held = state.held.get(path);
+      if (!held || state.saving.has(path) || !state.rawGet) {
+        return;
+      }
+      const disk = await diskState(path);
+      if (!disk?.sha256 || disk.sha256 === state.held.get(path) || !disk.mergeable) {
+        return;
+      }
+      const panel = panelsFor(path)[0];
+      if (!panel?.model) {
+        return;
+      }
+      if (panel.model.dirty) {
+        if (!told.has(path + disk.sha256)) {
+          told.add(path + disk.sha256);
+          Notification.info(
+            `${basename(path)} was saved elsewhere. Your next save merges your edits with it (nothing is overwritten), and this tab then shows the result.`,
+            { autoClose: 10000 }
+          );
+        }
+        return;
+      }
+      const model = await state.rawGet(path, { type: 'notebook', content: true, hash: true });
+      const info = (model as any).nbmergesave;
+      if (!info?.sha256 || panel.model.dirty || state.saving.has(path) || state.held.get(path) !== held) {
+        return;
+      }
+      state.mine.set(path, disk.merge && disk.merge.local === held ? 'local' : 'remote');
+      state.held.set(path, info.sha256);
+      showInPlace(path, model.content);
+      const found = findConflicts(model.content.cells);
+      const name = basename(path);
+      let message = `${name} was saved elsewhere${disk.merge ? ' (a merge)' : ''}; this tab now shows the saved notebook.`;
+      if (found.length) {
+        message += ` ${found.length} conflict${found.length === 1 ? '' : 's'} to settle: ${found
+          .map(c => `cell ${c.index + 1}`)
+          .join(', ')}.`;
+      }
+      if (disk.merge) {
+        notify(message, found.length > 0, path, disk.merge.version);
+      } else {
+        Notification.info(message, { autoClose: 10000 });
+      }
+    };
+    const timer = window.setInterval(() => {
+      const paths = new Set<string>();
+      tracker.forEach(panel => paths.add(panel.context.path));
+      paths.forEach(path => void check(path).catch(() => undefined));
+    }, POLL);
+    app.restored.then(() => undefined).catch(() => window.clearInterval(timer));
+  }
+};
+
+export default [mergeSave, conflicts, otherTabs];

@@ -1,0 +1,319 @@
+/**
+ * The front end's logic, free of JupyterLab so that it is unit-tested on its own:
+ * how to turn the notebook a tab shows into the merged one with the fewest
+ * changes, where the conflicts are, how each button settles one, and what the
+ * notification says.
+ */
+
+/** A cell as nbformat writes it (the parts this code looks at). */
+export interface ICellJSON {
+  id?: string;
+  cell_type: string;
+  source: string | string[];
+  metadata?: Record<string, any>;
+  outputs?: any[];
+  execution_count?: number | null;
+  attachments?: any;
+  [key: string]: any;
+}
+
+/** One step that turns the cells a tab shows into the merged cells. */
+export type Op =
+  | { op: 'delete'; index: number; count: number }
+  | { op: 'insert'; index: number; cell: ICellJSON }
+  | { op: 'update'; index: number; cell: ICellJSON };
+
+/** A cell's source as one string. */
+export function text(source: string | string[] | undefined): string {
+  return Array.isArray(source) ? source.join('') : source ?? '';
+}
+
+function sameCell(a: ICellJSON, b: ICellJSON): boolean {
+  return (
+    a.cell_type === b.cell_type &&
+    text(a.source) === text(b.source) &&
+    JSON.stringify(a.outputs ?? []) === JSON.stringify(b.outputs ?? []) &&
+    (a.execution_count ?? null) === (b.execution_count ?? null) &&
+    JSON.stringify(withoutTrust(a.metadata)) === JSON.stringify(withoutTrust(b.metadata))
+  );
+}
+
+function withoutTrust(metadata: Record<string, any> | undefined): Record<string, any> {
+  const copy = { ...(metadata ?? {}) };
+  delete copy.trusted;
+  return copy;
+}
+
+/**
+ * The steps from ``current`` to ``target``, matching cells by id: cells the
+ * two share stay in place (updated only where they differ), so the editor
+ * state, scroll position and active cell of the untouched cells are kept.
+ * Returns ``null`` when cells have no ids (nbformat < 4.5): replace them all.
+ */
+export function planUpdate(current: ICellJSON[], target: ICellJSON[]): Op[] | null {
+  if ([...current, ...target].some(c => typeof c.id !== 'string')) {
+    return null;
+  }
+  const ids = current.map(c => c.id as string);
+  const wanted = new Set(target.map(c => c.id as string));
+  const ops: Op[] = [];
+  const work = [...ids];
+  let i = 0;
+  for (const cell of target) {
+    const id = cell.id as string;
+    const at = work.indexOf(id, i);
+    if (at === i) {
+      // in place
+    } else if (at > i && work.slice(i, at).every(other => !wanted.has(other))) {
+      ops.push({ op: 'delete', index: i, count: at - i });
+      work.splice(i, at - i);
+    } else {
+      if (at > i) {
+        // kept further down, but cells we still want sit in between: take it out there
+        ops.push({ op: 'delete', index: at, count: 1 });
+        work.splice(at, 1);
+      }
+      ops.push({ op: 'insert', index: i, cell });
+      work.splice(i, 0, id);
+      i++;
+      continue;
+    }
+    const old = current.find(c => c.id === id) as ICellJSON;
+    if (old.cell_type !== cell.cell_type) {
+      ops.push({ op: 'delete', index: i, count: 1 }, { op: 'insert', index: i, cell });
+    } else if (!sameCell(old, cell)) {
+      ops.push({ op: 'update', index: i, cell });
+    }
+    i++;
+  }
+  if (work.length > i) {
+    ops.push({ op: 'delete', index: i, count: work.length - i });
+  }
+  return ops;
+}
+
+/** Apply ``ops`` to a plain list of cells (what the extension does on the notebook's shared model). */
+export function applyOps(cells: ICellJSON[], ops: Op[]): ICellJSON[] {
+  const out = [...cells];
+  for (const op of ops) {
+    if (op.op === 'delete') {
+      out.splice(op.index, op.count);
+    } else if (op.op === 'insert') {
+      out.splice(op.index, 0, op.cell);
+    } else {
+      out[op.index] = op.cell;
+    }
+  }
+  return out;
+}
+
+// --- conflicts -------------------------------------------------------------
+
+/** Which side of nbdime's markers is this tab's: the save merged (``remote``) or the file it met (``local``). */
+export type Side = 'local' | 'remote';
+export type Choice = 'mine' | 'theirs' | 'both';
+
+export type ConflictKind = 'source' | 'outputs' | 'delete-edit' | 'insert';
+
+export interface IConflict {
+  /** Index of the cell (for 'insert': of the opening marker cell). */
+  index: number;
+  kind: ConflictKind;
+  /** For 'insert': index of the closing marker cell. */
+  end?: number;
+  /** For 'delete-edit': the side that deleted the cell. */
+  deleted?: Side;
+}
+
+const OPEN = '<<<<<<< local';
+const BASE = '|||||||';
+const MIDDLE = '=======';
+const CLOSE = '>>>>>>> remote';
+const DELETED = /^<<<<<<< (LOCAL|REMOTE) CELL DELETED >>>>>>>\n?/;
+
+function markerCell(cell: ICellJSON, mark: string): boolean {
+  return cell.cell_type === 'markdown' && text(cell.source).includes(`<b>${mark}</b>`);
+}
+
+function isMarkerOutput(output: any, mark: string): boolean {
+  return output?.output_type === 'stream' && text(output.text).startsWith(mark);
+}
+
+/** The conflicts nbdime's markers leave in ``cells``, found from the notebook itself. */
+export function findConflicts(cells: ICellJSON[]): IConflict[] {
+  const found: IConflict[] = [];
+  for (let index = 0; index < cells.length; index++) {
+    const cell = cells[index];
+    const source = text(cell.source);
+    const deleted = DELETED.exec(source);
+    if (markerCell(cell, OPEN)) {
+      const end = cells.findIndex((c, j) => j > index && markerCell(c, CLOSE));
+      if (end > index) {
+        found.push({ index, kind: 'insert', end });
+        index = end;
+      }
+      continue;
+    }
+    if (deleted) {
+      found.push({ index, kind: 'delete-edit', deleted: deleted[1] === 'LOCAL' ? 'local' : 'remote' });
+    } else if (source.split('\n').some(line => line.startsWith(OPEN))) {
+      found.push({ index, kind: 'source' });
+    }
+    if ((cell.outputs ?? []).some(o => isMarkerOutput(o, OPEN))) {
+      found.push({ index, kind: 'outputs' });
+    }
+  }
+  return found;
+}
+
+/** The source as one side wrote it: the lines outside markers, and that side's lines inside. */
+export function sourceOf(source: string, side: Side): string {
+  const out: string[] = [];
+  let state: 'common' | 'local' | 'base' | 'remote' = 'common';
+  for (const line of source.split('\n')) {
+    if (line.startsWith(OPEN)) {
+      state = 'local';
+    } else if (state !== 'common' && line.startsWith(BASE)) {
+      state = 'base';
+    } else if (state !== 'common' && line === MIDDLE) {
+      state = 'remote';
+    } else if (state !== 'common' && line.startsWith(CLOSE)) {
+      state = 'common';
+    } else if (state === 'common' || state === side) {
+      out.push(line);
+    }
+  }
+  return out.join('\n');
+}
+
+function other(side: Side): Side {
+  return side === 'local' ? 'remote' : 'local';
+}
+
+function sideOf(choice: Exclude<Choice, 'both'>, mine: Side): Side {
+  return choice === 'mine' ? mine : other(mine);
+}
+
+/**
+ * The cells that replace a conflicted cell once settled: none (the cell goes),
+ * one, or two (Keep both: the two versions as consecutive cells, in the order
+ * the markers show them).
+ */
+export function settleCell(cell: ICellJSON, conflict: IConflict, choice: Choice, mine: Side): ICellJSON[] {
+  const source = text(cell.source);
+  if (conflict.kind === 'delete-edit') {
+    const kept = { ...cell, source: source.replace(DELETED, '') };
+    if (choice === 'both') {
+      return [kept];
+    }
+    return sideOf(choice, mine) === conflict.deleted ? [] : [kept];
+  }
+  if (conflict.kind === 'outputs') {
+    return [{ ...cell, outputs: settleOutputs(cell.outputs ?? [], choice, mine) }];
+  }
+  if (choice === 'both') {
+    const first = { ...cell, source: sourceOf(source, 'local') };
+    const second = { ...cell, source: sourceOf(source, 'remote') };
+    delete second.id;
+    if (second.cell_type === 'code') {
+      second.outputs = [];
+      second.execution_count = null;
+    }
+    return [first, second];
+  }
+  return [{ ...cell, source: sourceOf(source, sideOf(choice, mine)) }];
+}
+
+/** Outputs between nbdime's marker outputs: one side's, or both one after the other. */
+export function settleOutputs(outputs: any[], choice: Choice, mine: Side): any[] {
+  const out: any[] = [];
+  let state: 'common' | Side = 'common';
+  for (const output of outputs) {
+    if (isMarkerOutput(output, OPEN)) {
+      state = 'local';
+    } else if (state !== 'common' && isMarkerOutput(output, MIDDLE)) {
+      state = 'remote';
+    } else if (state !== 'common' && isMarkerOutput(output, CLOSE)) {
+      state = 'common';
+    } else if (state === 'common' || choice === 'both' || state === sideOf(choice, mine)) {
+      out.push(output);
+    }
+  }
+  return out;
+}
+
+/** The cells that replace an 'insert' conflict (marker cells ``conflict.index`` to ``conflict.end``). */
+export function settleInsert(cells: ICellJSON[], conflict: IConflict, choice: Choice, mine: Side): ICellJSON[] {
+  const region = cells.slice(conflict.index + 1, conflict.end);
+  const middle = region.findIndex(c => markerCell(c, MIDDLE));
+  const local = middle < 0 ? region : region.slice(0, middle);
+  const remote = middle < 0 ? [] : region.slice(middle + 1);
+  if (choice === 'both') {
+    return [...local, ...remote];
+  }
+  return sideOf(choice, mine) === 'local' ? local : remote;
+}
+
+// --- words -----------------------------------------------------------------
+
+export interface IMergeReply {
+  merged?: boolean;
+  sha256?: string;
+  version?: number;
+  local?: string;
+  remote?: string;
+  changes?: { added: number; changed: number; removed: number };
+  conflicts?: { cell: number | null; kind?: string; words?: string }[];
+  content?: { cells: ICellJSON[]; [key: string]: any };
+}
+
+function count(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? '' : 's'}`;
+}
+
+/** What the notification says after a merge, in plain words. */
+export function describeMerge(name: string, reply: IMergeReply, byOtherTab = false): string {
+  const c = reply.changes;
+  const parts: string[] = [];
+  if (c) {
+    if (c.added) {
+      parts.push(`${count(c.added, 'cell')} added`);
+    }
+    if (c.changed) {
+      parts.push(`${count(c.changed, 'cell')} changed`);
+    }
+    if (c.removed) {
+      parts.push(`${count(c.removed, 'cell')} removed`);
+    }
+  }
+  const what = parts.length ? parts.join(', ') : 'changes';
+  const head = byOtherTab
+    ? `${name} was saved elsewhere and merged; this tab now shows the merged notebook.`
+    : `${name} had changed since this tab loaded it (${what} by someone else). Your save was merged with those changes.`;
+  const conflicts = (reply.conflicts ?? []).filter(x => x.cell !== null && x.cell !== undefined);
+  if (!conflicts.length) {
+    return head;
+  }
+  const where = conflicts.map(x => `cell ${(x.cell as number) + 1} — ${x.words ?? 'both changed it'}`).join('; ');
+  return `${head} ${count(conflicts.length, 'conflict')} to settle: ${where}.`;
+}
+
+/** The words on a conflicted cell's bar. */
+export function conflictLabel(conflict: IConflict, mine: Side): string {
+  switch (conflict.kind) {
+    case 'source':
+      return mine === 'remote'
+        ? 'Conflict: both changed the same lines. Theirs: between <<<<<<< and =======; yours: between ======= and >>>>>>>.'
+        : 'Conflict: both changed the same lines. Yours: between <<<<<<< and =======; theirs: between ======= and >>>>>>>.';
+    case 'outputs':
+      return 'Conflict: both changed the outputs of this cell (both are shown, between marker lines).';
+    case 'delete-edit':
+      return conflict.deleted === mine
+        ? 'Conflict: you deleted this cell, and someone else edited it.'
+        : 'Conflict: someone else deleted this cell, and you edited it.';
+    case 'insert':
+      return mine === 'remote'
+        ? 'Conflict: both added cells here. Theirs come first, then yours, between the marker cells.'
+        : 'Conflict: both added cells here. Yours come first, then theirs, between the marker cells.';
+  }
+}
