@@ -66,7 +66,7 @@ class Lab:
             return json.loads(response.read() or b"null")
 
     def url(self, notebook: str) -> str:
-        return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?token={self.token}"
+        return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?reset&token={self.token}"
 
     def output(self) -> str:
         if not self.log.closed:
@@ -98,6 +98,7 @@ class Tab:
         self.wait(f"() => window.jupyterapp && {PANEL} && {PANEL}.context && {PANEL}.context.isReady"
                   f" && {PANEL}.content.widgets.length > 0 && {PANEL}.sessionContext.session"
                   f" && {PANEL}.sessionContext.session.kernel", timeout=90)
+        self.cells = f"#{self.js(f'() => {PANEL}.id')} .jp-Notebook .jp-Cell"
 
     def wait(self, expression: str, timeout: float = 30, arg: Any = None) -> Any:
         return self.page.wait_for_function(expression, arg=arg, timeout=timeout * 1000, polling=100)
@@ -118,12 +119,12 @@ class Tab:
         return self.js(f"() => {PANEL}.content.activeCellIndex")
 
     def select(self, index: int) -> None:
-        self.page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt").click()
+        self.page.locator(self.cells).nth(index).locator(".jp-InputPrompt").click()
         self.wait(f"i => {PANEL}.content.activeCellIndex === i", arg=index)
 
     def edit(self, index: int, text: str) -> None:
         """Type ``text`` over cell ``index``'s source, as a person does."""
-        editor = self.page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".cm-content")
+        editor = self.page.locator(self.cells).nth(index).locator(".cm-content")
         editor.click()
         self.page.keyboard.press("Control+a")
         self.page.keyboard.type(text)

@@ -71,8 +71,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def start(nb_cells: int = 6, **extra: Any) -> dict[str, Any]:
+    """A notebook as JupyterLab saves one (with the kernel's language_info, else opening it makes the tab dirty)."""
+    from ipykernel.ipkernel import IPythonKernel
+
     nb = notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(nb_cells)],
-                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+                            "language_info": IPythonKernel.language_info})
     nb.update(extra)
     return nb
 
@@ -99,10 +103,127 @@ def test_two_people_two_servers_clean_overlap(world: World) -> None:
     assert bob.kernel_id() == kernel
     assert bob.active() == 4
     assert not bob.dirty()
-    words = bob.toast("merged")
-    assert "1 cell changed" in words and "Review the merge" in words
+    words = bob.toast("your save was merged")
+    assert "1 cell changed" in words and "merged" in words and "Review the merge" in words
     with bob.page.context.expect_page() as review:
-        bob.page.locator(".Toastify__toast", has_text="merged").get_by_text("Review the merge").click()
+        bob.page.locator(".Toastify__toast", has_text="your save was merged").get_by_text("Review the merge").click()
     review.value.wait_for_load_state()
     assert "merge" in review.value.title() and "alice = 1" in review.value.content()
     review.value.close()
+
+
+@pytest.mark.parametrize("button, expected", [
+    ("Keep mine", ["x = 'bob'"]),
+    ("Keep theirs", ["x = 'alice'"]),
+    ("Keep both", ["x = 'alice'", "x = 'bob'"]),
+])
+def test_a_conflict_is_settled_with_each_button(world: World, button: str, expected: list[str]) -> None:
+    name = f"conflict-{button.split()[1]}.ipynb"
+    path = world.write(name, start(4))
+    alice, bob = Tab(world.person(), world.a, name), Tab(world.person(), world.b, name)
+    alice.edit(2, "x = 'alice'")
+    alice.save()
+    bob.edit(2, "x = 'bob'")
+    bob.save()
+    words = bob.toast("conflict")
+    assert "1 conflict in cell 3 — both changed the same lines" in words
+    bar = bob.page.locator(".nbmergesave-conflict")
+    bar.wait_for()
+    assert [b.inner_text() for b in bar.locator("button").all()] == ["Keep mine", "Keep theirs", "Keep both"]
+    assert "<<<<<<< local" in bob.sources()[2]
+    bar.get_by_role("button", name=button).click()
+    bob.wait("n => window.jupyterapp.shell.currentWidget.model.sharedModel.cells.length === n", arg=3 + len(expected))
+    assert bob.sources()[2:2 + len(expected)] == expected
+    assert bob.page.locator(".nbmergesave-conflict").count() == 0 or bob.wait(
+        "() => !document.querySelector('.nbmergesave-conflict')")
+    bob.save()
+    assert on_disk(path) == ["x0 = 0", "x1 = 1", *expected, "x3 = 3"]
+    listed = subprocess.run([sys.executable, "-m", "nbmergesave", "conflicts", str(world.root / name), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed
+
+
+def test_a_server_restart_between_load_and_save_keeps_the_other_save(world: World) -> None:
+    path = world.write("restart.ipynb", start())
+    alice, bob = Tab(world.person(), world.a, "restart.ipynb"), Tab(world.person(), world.b, "restart.ipynb")
+    port, token = world.b.port, world.b.token
+    world.b.stop()
+    world.b = Lab(world.root, world.b.home, port=port, token=token)  # same address: Bob's tab reconnects
+    # JupyterLab may have noticed the server was away ("Server Connection Error"): Bob dismisses it
+    bob.wait("() => window.jupyterapp.serviceManager.connectionFailure !== undefined", timeout=5)
+    bob.wait("() => fetch('/api/status').then(r => r.status < 500).catch(() => false)", timeout=30)
+    for _ in range(3):
+        dialog = bob.page.locator(".jp-Dialog", has_text="Server Connection Error")
+        if dialog.count() == 0:
+            break
+        dialog.get_by_role("button").last.click()
+    alice.edit(0, "alice = 1")
+    alice.save()
+    bob.edit(5, "bob = 2")
+    bob.save()
+    assert on_disk(path)[0] == "alice = 1" and on_disk(path)[5] == "bob = 2"
+    bob.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[0].getSource() === 'alice = 1'", timeout=5)
+    assert "without a known base" not in world.b.output(), "the base travelled with the save"
+
+
+def test_two_tabs_on_one_server_follow_each_other(world: World) -> None:
+    path = world.write("tabs.ipynb", start())
+    person = world.person()
+    one, two = Tab(person, world.a, "tabs.ipynb"), Tab(person, world.a, "tabs.ipynb")
+    one.edit(2, "from_tab_one = 1")
+    one.save()
+    two.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[2].getSource() === 'from_tab_one = 1'")
+    assert not two.dirty()
+    two.toast("saved elsewhere")
+    two.edit(3, "from_tab_two = 2")
+    two.save()
+    one.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[3].getSource() === 'from_tab_two = 2'")
+    assert on_disk(path)[2:4] == ["from_tab_one = 1", "from_tab_two = 2"]
+
+
+def test_a_dirty_tab_keeps_its_edits_and_merges_on_its_save(world: World) -> None:
+    path = world.write("dirty.ipynb", start())
+    person = world.person()
+    dirty, other = Tab(person, world.a, "dirty.ipynb"), Tab(person, world.a, "dirty.ipynb")
+    bob = Tab(world.person(), world.b, "dirty.ipynb")
+    dirty.edit(0, "unsaved = 1")
+    bob.edit(5, "bob = 5")
+    bob.save()
+    other.edit(3, "other = 3")
+    other.save()  # merged with Bob's save
+    other.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[5].getSource() === 'bob = 5'")
+    dirty.toast("Your next save merges")
+    assert dirty.dirty() and dirty.sources()[0] == "unsaved = 1" and dirty.sources()[5] == "x5 = 5"
+    dirty.save()
+    assert on_disk(path) == ["unsaved = 1", "x1 = 1", "x2 = 2", "other = 3", "x4 = 4", "bob = 5"]
+    dirty.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[5].getSource() === 'bob = 5'")
+    assert not dirty.dirty()
+
+
+def test_outputs_are_kept_and_shown(world: World) -> None:
+    path = world.write("outputs.ipynb", start())
+    alice, bob = Tab(world.person(), world.a, "outputs.ipynb"), Tab(world.person(), world.b, "outputs.ipynb")
+    bob.edit(1, "print('from bob', 6 * 7)")
+    bob.run(1)
+    bob.page.locator(".jp-OutputArea-output", has_text="from bob 42").wait_for()
+    alice.edit(4, "alice = 4")
+    alice.save()
+    bob.save()
+    saved = notebook_io.read_notebook(path)
+    assert saved["cells"][1]["outputs"][0]["text"] == "from bob 42\n" and saved["cells"][4]["source"] == "alice = 4"
+    bob.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[4].getSource() === 'alice = 4'")
+    assert bob.page.locator(".jp-OutputArea-output", has_text="from bob 42").count() == 1
+    alice.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[1].getSource().startsWith('print')")
+    alice.page.locator(".jp-OutputArea-output", has_text="from bob 42").wait_for()
+
+
+def test_a_file_that_is_no_longer_a_notebook_still_warns(world: World) -> None:
+    path = world.write("broken.ipynb", start())
+    tab = Tab(world.person(), world.a, "broken.ipynb")
+    path.write_text("this is not a notebook any more")
+    tab.edit(0, "mine = 1")
+    tab.page.keyboard.press("Control+s")
+    dialog = tab.page.locator(".jp-Dialog")
+    dialog.wait_for()
+    assert "File Changed" in dialog.inner_text()
+    dialog.get_by_role("button", name="Cancel").click()

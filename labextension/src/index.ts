@@ -25,6 +25,7 @@ import {
   IMergeReply,
   Side,
   conflictLabel,
+  describeFollow,
   describeMerge,
   findConflicts,
   planUpdate,
@@ -359,13 +360,7 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       state.held.set(path, info.sha256);
       showInPlace(path, model.content);
       const found = findConflicts(model.content.cells);
-      const name = basename(path);
-      let message = `${name} was saved elsewhere${disk.merge ? ' (a merge)' : ''}; this tab now shows the saved notebook.`;
-      if (found.length) {
-        message += ` ${found.length} conflict${found.length === 1 ? '' : 's'} to settle: ${found
-          .map(c => `cell ${c.index + 1}`)
-          .join(', ')}.`;
-      }
+      const message = describeFollow(basename(path), !!disk.merge, found.map(c => c.index));
       if (disk.merge) {
         notify(message, found.length > 0, path, disk.merge.version);
       } else {

@@ -271,8 +271,11 @@ function count(n: number, what: string): string {
   return `${n} ${what}${n === 1 ? '' : 's'}`;
 }
 
-/** What the notification says after a merge, in plain words. */
-export function describeMerge(name: string, reply: IMergeReply, byOtherTab = false): string {
+/** JupyterLab cuts notifications at 140 characters. */
+export const MAX_MESSAGE = 140;
+
+/** What the notification says after a merge, in plain words (short: JupyterLab cuts long ones). */
+export function describeMerge(name: string, reply: IMergeReply): string {
   const c = reply.changes;
   const parts: string[] = [];
   if (c) {
@@ -287,15 +290,29 @@ export function describeMerge(name: string, reply: IMergeReply, byOtherTab = fal
     }
   }
   const what = parts.length ? parts.join(', ') : 'changes';
-  const head = byOtherTab
-    ? `${name} was saved elsewhere and merged; this tab now shows the merged notebook.`
-    : `${name} had changed since this tab loaded it (${what} by someone else). Your save was merged with those changes.`;
   const conflicts = (reply.conflicts ?? []).filter(x => x.cell !== null && x.cell !== undefined);
+  let message: string;
   if (!conflicts.length) {
-    return head;
+    message = `${name} had changed elsewhere (${what}); your save was merged with it.`;
+  } else if (conflicts.length === 1) {
+    const x = conflicts[0];
+    message = `1 conflict in cell ${(x.cell as number) + 1} — ${x.words ?? 'both changed it'}. Merged; settle it in the marked cell.`;
+  } else {
+    const cells = conflicts.map(x => (x.cell as number) + 1).join(', ');
+    message = `${conflicts.length} conflicts, in cells ${cells}. Merged; settle them in the marked cells.`;
   }
-  const where = conflicts.map(x => `cell ${(x.cell as number) + 1} — ${x.words ?? 'both changed it'}`).join('; ');
-  return `${head} ${count(conflicts.length, 'conflict')} to settle: ${where}.`;
+  return message.length > MAX_MESSAGE ? message.slice(0, MAX_MESSAGE - 1) + '…' : message;
+}
+
+/** What a tab that followed a save made elsewhere says. */
+export function describeFollow(name: string, merged: boolean, conflictCells: number[]): string {
+  let message = `${name} was saved elsewhere${merged ? ' (merged)' : ''}; this tab now shows it.`;
+  if (conflictCells.length === 1) {
+    message = `1 conflict in cell ${conflictCells[0] + 1}. ` + message;
+  } else if (conflictCells.length) {
+    message = `${conflictCells.length} conflicts, in cells ${conflictCells.map(i => i + 1).join(', ')}. ` + message;
+  }
+  return message.length > MAX_MESSAGE ? message.slice(0, MAX_MESSAGE - 1) + '…' : message;
 }
 
 /** The words on a conflicted cell's bar. */
