@@ -134,8 +134,8 @@ def test_a_conflict_is_settled_with_each_button(world: World, button: str, expec
     bar.get_by_role("button", name=button).click()
     bob.wait("n => window.jupyterapp.shell.currentWidget.model.sharedModel.cells.length === n", arg=3 + len(expected))
     assert bob.sources()[2:2 + len(expected)] == expected
-    assert bob.page.locator(".nbmergesave-conflict").count() == 0 or bob.wait(
-        "() => !document.querySelector('.nbmergesave-conflict')")
+    bob.wait("() => !document.querySelector('.nbmergesave-conflict')")
+    bob.page.locator(".Toastify__toast", has_text="1 conflict in cell 3").wait_for(state="detached")  # settled: gone
     bob.save()
     assert on_disk(path) == ["x0 = 0", "x1 = 1", *expected, "x3 = 3"]
     listed = subprocess.run([sys.executable, "-m", "nbmergesave", "conflicts", str(world.root / name), "--json"],
@@ -179,6 +179,23 @@ def test_two_tabs_on_one_server_follow_each_other(world: World) -> None:
     two.save()
     one.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[3].getSource() === 'from_tab_two = 2'")
     assert on_disk(path)[2:4] == ["from_tab_one = 1", "from_tab_two = 2"]
+
+
+def test_a_tab_dirty_only_from_opening_still_follows(world: World) -> None:
+    """JupyterLab writes the kernel's language_info into a notebook without it, which marks the tab
+    dirty on opening; with no cell edited, the tab still follows another tab's save."""
+    nb = start()
+    del nb["metadata"]["language_info"]
+    path = world.write("opened.ipynb", nb)
+    person = world.person()
+    one, two = Tab(person, world.a, "opened.ipynb"), Tab(person, world.a, "opened.ipynb")
+    two.wait("() => window.jupyterapp.shell.currentWidget.model.dirty")
+    one.edit(1, "from_one = 1")
+    one.save()
+    two.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[1].getSource() === 'from_one = 1'")
+    two.save()  # its language_info is saved, nothing else changes
+    assert on_disk(path)[1] == "from_one = 1"
+    assert "language_info" in notebook_io.read_notebook(path)["metadata"]
 
 
 def test_a_dirty_tab_keeps_its_edits_and_merges_on_its_save(world: World) -> None:

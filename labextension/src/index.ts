@@ -24,6 +24,7 @@ import {
   IConflict,
   IMergeReply,
   Side,
+  cellsFingerprint,
   conflictLabel,
   describeFollow,
   describeMerge,
@@ -40,6 +41,10 @@ class State {
   held = new Map<string, string>();
   /** Paths with a save on its way. */
   saving = new Set<string>();
+  /** The cells each path's tabs held when loaded or saved (see cellsFingerprint). */
+  cells = new Map<string, string>();
+  /** The notification naming a notebook's conflicts, to dismiss once they are settled. */
+  conflictNote = new Map<string, string>();
   /** Which side of nbdime's markers is this tab's, after a merge. */
   mine = new Map<string, Side>();
   /** The contents manager's own ``get``, which leaves ``held`` alone. */
@@ -135,6 +140,11 @@ function showInPlace(path: string, content: { cells: ICellJSON[] }): void {
   }
 }
 
+/** The cells a notebook's tabs show now. */
+function cellsOf(panel: NotebookPanel): ICellJSON[] {
+  return panel.model ? panel.model.sharedModel.cells.map(cell => cell.toJSON() as unknown as ICellJSON) : [];
+}
+
 function notify(message: string, conflicts: boolean, path: string, version?: number): void {
   const actions = [
     {
@@ -146,7 +156,11 @@ function notify(message: string, conflicts: boolean, path: string, version?: num
     }
   ];
   if (conflicts) {
-    Notification.warning(message, { autoClose: false, actions });
+    const old = state.conflictNote.get(path);
+    if (old) {
+      Notification.dismiss(old);
+    }
+    state.conflictNote.set(path, Notification.warning(message, { autoClose: false, actions }));
   } else {
     Notification.info(message, { autoClose: 15000, actions });
   }
@@ -173,6 +187,7 @@ const mergeSave: JupyterFrontEndPlugin<void> = {
       }
       if (options?.content !== false && model.content && info.sha256) {
         state.held.set(path, info.sha256);
+        state.cells.set(path, cellsFingerprint(model.content.cells ?? []));
       } else if (options?.content === false && info.mergeable && state.held.has(path)) {
         // The file changed on disk, but the server will merge this tab's save with it:
         // no "File Changed" dialog. (Deleted or no longer a notebook: as JupyterLab does.)
@@ -198,6 +213,7 @@ const mergeSave: JupyterFrontEndPlugin<void> = {
             showInPlace(path, reply.content);
             notify(describeMerge(basename(path), reply), !!reply.conflicts?.length, path, reply.version);
           }
+          state.cells.set(path, cellsFingerprint(reply.content?.cells ?? (sent as any).content?.cells ?? []));
         }
         return model;
       } finally {
@@ -276,6 +292,11 @@ const conflicts: JupyterFrontEndPlugin<void> = {
       }
       const cells = panel.model.sharedModel.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
       const found = findConflicts(cells);
+      const note = state.conflictNote.get(panel.context.path);
+      if (!found.length && note) {
+        Notification.dismiss(note); // all settled
+        state.conflictNote.delete(panel.context.path);
+      }
       const mine = state.mine.get(panel.context.path) ?? 'remote';
       const made: Widget[] = [];
       for (const conflict of found) {
@@ -341,7 +362,8 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       if (!panel?.model) {
         return;
       }
-      if (panel.model.dirty) {
+      const edited = () => panel.model!.dirty && cellsFingerprint(cellsOf(panel)) !== state.cells.get(path);
+      if (edited()) {
         if (!told.has(path + disk.sha256)) {
           told.add(path + disk.sha256);
           Notification.info(
@@ -353,12 +375,17 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       }
       const model = await state.rawGet(path, { type: 'notebook', content: true, hash: true });
       const info = (model as any).nbmergesave;
-      if (!info?.sha256 || panel.model.dirty || state.saving.has(path) || state.held.get(path) !== held) {
+      if (!info?.sha256 || edited() || state.saving.has(path) || state.held.get(path) !== held) {
         return;
       }
+      const wasDirty = panel.model.dirty; // only by metadata JupyterLab wrote: that stays to be saved
       state.mine.set(path, disk.merge && disk.merge.local === held ? 'local' : 'remote');
       state.held.set(path, info.sha256);
+      state.cells.set(path, cellsFingerprint(model.content.cells));
       showInPlace(path, model.content);
+      if (wasDirty) {
+        panel.model.dirty = true;
+      }
       const found = findConflicts(model.content.cells);
       const message = describeFollow(basename(path), !!disk.merge, found.map(c => c.index));
       if (disk.merge) {

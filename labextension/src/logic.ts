@@ -107,6 +107,15 @@ export function applyOps(cells: ICellJSON[], ops: Op[]): ICellJSON[] {
   return out;
 }
 
+/**
+ * What a person edits in a notebook (cell types, ids, sources, output counts), as one string:
+ * a tab whose cells still match what it loaded is not holding edits, even when JupyterLab
+ * marked it dirty for notebook metadata it wrote itself (the kernel's language_info).
+ */
+export function cellsFingerprint(cells: ICellJSON[]): string {
+  return JSON.stringify(cells.map(c => [c.cell_type, c.id ?? null, text(c.source), (c.outputs ?? []).length]));
+}
+
 // --- conflicts -------------------------------------------------------------
 
 /** Which side of nbdime's markers is this tab's: the save merged (``remote``) or the file it met (``local``). */
