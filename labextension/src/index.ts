@@ -232,6 +232,9 @@ class ConflictBar extends Widget {
     label.className = 'nbmergesave-conflict-label';
     label.textContent = conflictLabel(conflict, mine);
     this.node.appendChild(label);
+    const buttons = document.createElement('span');
+    buttons.className = 'nbmergesave-buttons';
+    this.node.appendChild(buttons);
     const choices: [Choice, string][] = [
       ['mine', 'Keep mine'],
       ['theirs', 'Keep theirs'],
@@ -245,15 +248,21 @@ class ConflictBar extends Widget {
         event.stopPropagation();
         settle(choice);
       };
-      this.node.appendChild(button);
+      buttons.appendChild(button);
     }
   }
 }
 
-function settle(panel: NotebookPanel, conflict: IConflict, choice: Choice): void {
+function settle(panel: NotebookPanel, cellWidget: Widget, kind: IConflict['kind'], choice: Choice): void {
   const shared = panel.model!.sharedModel;
   const mine = state.mine.get(panel.context.path) ?? 'remote';
   const cells = shared.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
+  // Where the conflict is now (settling another one may have moved it)
+  const index = panel.content.widgets.indexOf(cellWidget as any);
+  const conflict = findConflicts(cells).find(c => c.index === index && c.kind === kind);
+  if (!conflict) {
+    return;
+  }
   shared.transact(() => {
     if (conflict.kind === 'insert') {
       const kept = settleInsert(cells, conflict, choice, mine);
@@ -304,7 +313,10 @@ const conflicts: JupyterFrontEndPlugin<void> = {
         if (!cell) {
           continue;
         }
-        const bar = new ConflictBar(conflict, mine, choice => settle(panel, conflict, choice));
+        const bar = new ConflictBar(conflict, mine, choice => {
+          settle(panel, cell, conflict.kind, choice);
+          redraw(panel);
+        });
         (cell.layout as PanelLayout).insertWidget(0, bar);
         cell.addClass('nbmergesave-conflicted');
         bar.disposed.connect(() => cell.removeClass('nbmergesave-conflicted'));

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -95,7 +96,7 @@ class ReviewHandler(_Base, JupyterHandler):
         try:
             with open_store(os_path) as store:
                 found = review.find_merge(store, os_path, int(version) if version and version.isdigit() else None)
-                body = review.text(store, found)
+                body = re.sub(r"\x1b\[[0-9;]*m", "", review.text(store, found))  # nbdime's terminal colours
         except (NbMergeSaveError, KeyError, ValueError, LookupError) as e:
             raise web.HTTPError(404, str(e)) from None
         title = f"nbmergesave: merge {found.merged.version} of {path}"
