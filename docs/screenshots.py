@@ -37,18 +37,18 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             people = [browser.new_context(viewport={"width": 1100, "height": 640}) for _ in range(2)]
             alice, bob = Tab(people[0], a, "clean.ipynb"), Tab(people[1], b, "clean.ipynb")
+            bob.edit(2, "total = rain.sum().round(1)")
             alice.edit(4, "# Alice: checked the gauge data")
             alice.save()
-            bob.edit(2, "total = rain.sum().round(1)")
             bob.save()
             bob.toast("your save was merged")
             bob.page.wait_for_timeout(1500)  # the notification slides in
             bob.page.screenshot(path=str(OUT / "jupyter-merged.png"))
 
             alice, bob = Tab(people[0], a, "rainfall.ipynb"), Tab(people[1], b, "rainfall.ipynb")
+            bob.edit(2, "total = rain.mean()")
             alice.edit(2, "total = rain.sum() * 25.4")
             alice.save()
-            bob.edit(2, "total = rain.mean()")
             bob.save()
             bob.toast("conflict")
             bob.page.locator(".nbmergesave-conflict").wait_for()

@@ -91,9 +91,9 @@ def test_two_people_two_servers_clean_overlap(world: World) -> None:
     bob.js("() => { window.__marker = 1 }")
     bob.select(4)
     kernel = bob.kernel_id()
+    bob.edit(4, "bob = 2")  # Bob edits, and before he saves, Alice saves
     alice.edit(1, "alice = 1")
     alice.save()
-    bob.edit(4, "bob = 2")
     bob.save()  # no File Changed dialog
     assert on_disk(path)[1] == "alice = 1" and on_disk(path)[4] == "bob = 2"
     # Bob's tab shows the merged notebook in place: no reload, same kernel, same active cell, not dirty
@@ -121,9 +121,9 @@ def test_a_conflict_is_settled_with_each_button(world: World, button: str, expec
     name = f"conflict-{button.split()[1]}.ipynb"
     path = world.write(name, start(4))
     alice, bob = Tab(world.person(), world.a, name), Tab(world.person(), world.b, name)
+    bob.edit(2, "x = 'bob'")
     alice.edit(2, "x = 'alice'")
     alice.save()
-    bob.edit(2, "x = 'bob'")
     bob.save()
     words = bob.toast("conflict")
     assert "1 conflict in cell 3 — both changed the same lines" in words
@@ -157,13 +157,14 @@ def test_a_server_restart_between_load_and_save_keeps_the_other_save(world: Worl
         if dialog.count() == 0:
             break
         dialog.get_by_role("button").last.click()
+    bob.edit(5, "bob = 2")
     alice.edit(0, "alice = 1")
     alice.save()
-    bob.edit(5, "bob = 2")
     bob.save()
     assert on_disk(path)[0] == "alice = 1" and on_disk(path)[5] == "bob = 2"
     bob.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[0].getSource() === 'alice = 1'", timeout=5)
     assert "without a known base" not in world.b.output(), "the base travelled with the save"
+    assert "restart.ipynb changed on disk since it was loaded; merged cleanly" in world.b.output()
 
 
 def test_two_tabs_on_one_server_follow_each_other(world: World) -> None:
@@ -244,3 +245,52 @@ def test_a_file_that_is_no_longer_a_notebook_still_warns(world: World) -> None:
     dialog.wait_for()
     assert "File Changed" in dialog.inner_text()
     dialog.get_by_role("button", name="Cancel").click()
+
+
+def test_scroll_and_active_cell_stay_where_they_were(world: World) -> None:
+    path = world.write("long.ipynb", start(40))
+    alice, bob = Tab(world.person(), world.a, "long.ipynb"), Tab(world.person(), world.b, "long.ipynb")
+    bob.edit(30, "bob = 30")
+    bob.select(33)
+    scroller = "window.jupyterapp.shell.currentWidget.content.outerNode"
+    before = bob.js(f"() => {scroller}.scrollTop")
+    assert before > 0
+    alice.edit(0, "alice = 0")
+    alice.save()
+    bob.save()
+    bob.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[0].getSource() === 'alice = 0'")
+    assert on_disk(path)[0] == "alice = 0" and on_disk(path)[30] == "bob = 30"
+    assert bob.active() == 33
+    assert abs(bob.js(f"() => {scroller}.scrollTop") - before) < 5
+
+
+def test_deleted_versus_edited_and_cells_both_inserted_are_settled_in_place(world: World) -> None:
+    path = world.write("kinds.ipynb", start(4))
+    alice, bob = Tab(world.person(), world.a, "kinds.ipynb"), Tab(world.person(), world.b, "kinds.ipynb")
+    cells = "window.jupyterapp.shell.currentWidget.model.sharedModel.cells"
+    bob.edit(2, "x2 = 'bob edited'")
+    bob.select(3)
+    bob.page.keyboard.press("b")
+    bob.wait(f"() => {cells}.length === 5")
+    bob.edit(4, "bob_new = 1")
+    alice.select(2)
+    alice.page.keyboard.press("d")
+    alice.page.keyboard.press("d")
+    alice.wait(f"() => {cells}.length === 3")
+    alice.select(2)
+    alice.page.keyboard.press("b")
+    alice.wait(f"() => {cells}.length === 4")
+    alice.edit(3, "alice_new = 1")
+    alice.save()
+    bob.save()
+    assert "2 conflicts, in cells 3, 5" in bob.toast("2 conflicts")
+    bars = bob.page.locator(".nbmergesave-conflict")
+    bars.nth(1).wait_for()
+    assert "someone else deleted this cell, and you edited it" in bars.nth(0).inner_text()
+    assert "both added cells here" in bars.nth(1).inner_text()
+    bars.nth(0).get_by_role("button", name="Keep mine").click()  # the edited cell stays, without the marker
+    bars = bob.page.locator(".nbmergesave-conflict")
+    bars.first.get_by_role("button", name="Keep both").click()  # both new cells, without marker cells
+    bob.wait("() => !document.querySelector('.nbmergesave-conflict')")
+    bob.save()
+    assert on_disk(path) == ["x0 = 0", "x1 = 1", "x2 = 'bob edited'", "x3 = 3", "alice_new = 1", "bob_new = 1"]

@@ -406,12 +406,16 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
         Notification.info(message, { autoClose: 10000 });
       }
     };
-    const timer = window.setInterval(() => {
+    const checkAll = () => {
+      if (document.hidden) {
+        return; // a tab in the background asks when it is shown again
+      }
       const paths = new Set<string>();
       tracker.forEach(panel => paths.add(panel.context.path));
       paths.forEach(path => void check(path).catch(() => undefined));
-    }, POLL);
-    app.restored.then(() => undefined).catch(() => window.clearInterval(timer));
+    };
+    window.setInterval(checkAll, POLL);
+    document.addEventListener('visibilitychange', checkAll);
   }
 };
 

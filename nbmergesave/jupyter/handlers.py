@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import os
 import re
+from collections import OrderedDict
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -57,14 +58,32 @@ class _Base:
         return path or "", safe_notebook_path(root, path)
 
 
+#: The last answers of the state route, by file and its stat (open tabs ask every second or so).
+_STATES: OrderedDict[tuple[str, int, int, int], dict[str, Any]] = OrderedDict()
+
+
 class StateHandler(_Base, APIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        path, os_path = self.notebook()
+        st = os.stat(os_path)
+        key = (os_path, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in _STATES:
+            _STATES.move_to_end(key)
+            self.finish({**_STATES[key], "path": path})
+            return
+        state = self._state(path, os_path)
+        if state["sha256"] is not None and os.stat(os_path).st_mtime_ns == st.st_mtime_ns:
+            _STATES[key] = state
+            while len(_STATES) > 256:
+                _STATES.popitem(last=False)
+        self.finish(state)
+
+    def _state(self, path: str, os_path: str) -> dict[str, Any]:
         from ..sync import open_store
         from . import _mergeable, _read
 
-        path, os_path = self.notebook()
         data = _read(os_path)
         state: dict[str, Any] = {"path": path, "sha256": sha256(data) if data is not None else None,
                                  "mergeable": _mergeable(os_path), "merge": None}
@@ -80,7 +99,7 @@ class StateHandler(_Base, APIHandler):
                         break
         except Exception:
             self.log.debug("nbmergesave: no store for %s", path, exc_info=True)
-        self.finish(state)
+        return state
 
 
 class ReviewHandler(_Base, JupyterHandler):
