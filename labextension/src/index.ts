@@ -32,6 +32,7 @@ import {
   planUpdate,
   settleCell,
   settleInsert,
+  settleMetadata,
   text
 } from './logic';
 
@@ -79,7 +80,7 @@ export function reviewUrl(path: string, version?: number): string {
 }
 
 /** Replace the cells a notebook shows with ``cells``, touching only those that differ. */
-function showInPlace(path: string, content: { cells: ICellJSON[] }): void {
+function showInPlace(path: string, content: { cells: ICellJSON[]; metadata?: Record<string, any> }): void {
   const panel = panelsFor(path)[0];
   if (!panel || !panel.model) {
     return;
@@ -92,6 +93,15 @@ function showInPlace(path: string, content: { cells: ICellJSON[] }): void {
   const current = shared.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
   const ops = planUpdate(current, content.cells);
   shared.transact(() => {
+    const metadata = content.metadata;
+    if (metadata && JSON.stringify(shared.getMetadata()) !== JSON.stringify(metadata)) {
+      for (const key of Object.keys(shared.getMetadata())) {
+        if (!(key in metadata)) {
+          shared.deleteMetadata(key);
+        }
+      }
+      shared.setMetadata(metadata as any);
+    }
     if (ops === null) {
       shared.deleteCellRange(0, shared.cells.length);
       shared.insertCells(0, content.cells as any);
@@ -118,6 +128,11 @@ function showInPlace(path: string, content: { cells: ICellJSON[] }): void {
         }
         const metadata = { ...(op.cell.metadata ?? {}) };
         if (JSON.stringify(cell.getMetadata()) !== JSON.stringify(metadata)) {
+          for (const key of Object.keys(cell.getMetadata())) {
+            if (!(key in metadata)) {
+              cell.deleteMetadata(key);
+            }
+          }
           cell.setMetadata(metadata);
         }
       }
@@ -259,8 +274,21 @@ function settle(panel: NotebookPanel, cellWidget: Widget, kind: IConflict['kind'
   const cells = shared.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
   // Where the conflict is now (settling another one may have moved it)
   const index = panel.content.widgets.indexOf(cellWidget as any);
-  const conflict = findConflicts(cells).find(c => c.index === index && c.kind === kind);
+  const conflict = findConflicts(cells, shared.getMetadata()).find(c => c.index === index && c.kind === kind);
   if (!conflict) {
+    return;
+  }
+  if (conflict.kind === 'notebook-metadata' || conflict.kind === 'metadata') {
+    const target: any = conflict.kind === 'metadata' ? shared.getCell(index) : shared;
+    const settled = settleMetadata(target.getMetadata() as any, choice, mine);
+    shared.transact(() => {
+      for (const key of Object.keys(target.getMetadata())) {
+        if (!(key in settled)) {
+          target.deleteMetadata(key);
+        }
+      }
+      target.setMetadata(settled);
+    });
     return;
   }
   shared.transact(() => {
@@ -300,7 +328,7 @@ const conflicts: JupyterFrontEndPlugin<void> = {
         return;
       }
       const cells = panel.model.sharedModel.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
-      const found = findConflicts(cells);
+      const found = findConflicts(cells, panel.model.sharedModel.getMetadata());
       const note = state.conflictNote.get(panel.context.path);
       if (!found.length && note) {
         Notification.dismiss(note); // all settled
@@ -398,7 +426,7 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       if (wasDirty) {
         panel.model.dirty = true;
       }
-      const found = findConflicts(model.content.cells);
+      const found = findConflicts(model.content.cells, model.content.metadata);
       const message = describeFollow(basename(path), !!disk.merge, found.map(c => c.index));
       if (disk.merge) {
         notify(message, found.length > 0, path, disk.merge.version);

@@ -122,7 +122,7 @@ export function cellsFingerprint(cells: ICellJSON[]): string {
 export type Side = 'local' | 'remote';
 export type Choice = 'mine' | 'theirs' | 'both';
 
-export type ConflictKind = 'source' | 'outputs' | 'delete-edit' | 'insert';
+export type ConflictKind = 'source' | 'outputs' | 'delete-edit' | 'insert' | 'metadata' | 'notebook-metadata';
 
 export interface IConflict {
   /** Index of the cell (for 'insert': of the opening marker cell). */
@@ -148,9 +148,18 @@ function isMarkerOutput(output: any, mark: string): boolean {
   return output?.output_type === 'stream' && text(output.text).startsWith(mark);
 }
 
-/** The conflicts nbdime's markers leave in ``cells``, found from the notebook itself. */
-export function findConflicts(cells: ICellJSON[]): IConflict[] {
+/** nbdime's record of a metadata conflict: the base values stay, each side's change is a diff beside them. */
+const METADATA_CONFLICT = 'nbdime-conflicts';
+
+/**
+ * The conflicts nbdime's markers leave in ``cells``, found from the notebook itself
+ * (a conflict in the notebook's own metadata is reported on the first cell, index 0).
+ */
+export function findConflicts(cells: ICellJSON[], notebookMetadata?: Record<string, any>): IConflict[] {
   const found: IConflict[] = [];
+  if (notebookMetadata && notebookMetadata[METADATA_CONFLICT] && cells.length) {
+    found.push({ index: 0, kind: 'notebook-metadata' });
+  }
   for (let index = 0; index < cells.length; index++) {
     const cell = cells[index];
     const source = text(cell.source);
@@ -170,6 +179,9 @@ export function findConflicts(cells: ICellJSON[]): IConflict[] {
     }
     if ((cell.outputs ?? []).some(o => isMarkerOutput(o, OPEN))) {
       found.push({ index, kind: 'outputs' });
+    }
+    if (cell.metadata && cell.metadata[METADATA_CONFLICT]) {
+      found.push({ index, kind: 'metadata' });
     }
   }
   return found;
@@ -251,6 +263,76 @@ export function settleOutputs(outputs: any[], choice: Choice, mine: Side): any[]
   return out;
 }
 
+/** Apply one of nbdime's diffs (dict ops add/remove/replace/patch, list ops addrange/removerange/patch). */
+export function applyDiff(value: any, diff: any[]): any {
+  if (typeof value === 'string') {
+    const lines = value.includes('\n') ? value.match(/[^\n]*\n|[^\n]+$/g) ?? [] : value.split('');
+    return applyDiff(lines, diff).join('');
+  }
+  if (Array.isArray(value)) {
+    const out: any[] = [];
+    let taken = 0;
+    const ops = [...diff].sort((a, b) => a.key - b.key || (a.op === 'addrange' ? -1 : b.op === 'addrange' ? 1 : 0));
+    for (const op of ops) {
+      while (taken < op.key && taken < value.length) {
+        out.push(value[taken++]);
+      }
+      if (op.op === 'addrange') {
+        out.push(...op.valuelist);
+      } else if (op.op === 'removerange') {
+        taken += op.length;
+      } else if (op.op === 'patch') {
+        out.push(applyDiff(value[taken++], op.diff));
+      } else if (op.op === 'replace') {
+        out.push(op.value);
+        taken++;
+      }
+    }
+    return out.concat(value.slice(taken));
+  }
+  const out: Record<string, any> = { ...(value ?? {}) };
+  for (const op of diff) {
+    if (op.op === 'add' || op.op === 'replace') {
+      out[op.key] = op.value;
+    } else if (op.op === 'remove') {
+      delete out[op.key];
+    } else if (op.op === 'patch') {
+      out[op.key] = applyDiff(out[op.key], op.diff);
+    }
+  }
+  return out;
+}
+
+/**
+ * Metadata once a metadata conflict is settled: the base values with theirs or my
+ * changes applied; Keep both applies both (lists joined, my value where both set a key).
+ */
+export function settleMetadata(metadata: Record<string, any>, choice: Choice, mine: Side): Record<string, any> {
+  const conflict = metadata[METADATA_CONFLICT] ?? {};
+  const base = { ...metadata };
+  delete base[METADATA_CONFLICT];
+  const diffOf = (side: Side) => (side === 'local' ? conflict.local_diff : conflict.remote_diff) ?? [];
+  if (choice !== 'both') {
+    return applyDiff(base, diffOf(sideOf(choice, mine)));
+  }
+  const theirs = applyDiff(base, diffOf(other(mine)));
+  const ours = applyDiff(base, diffOf(mine));
+  const both: Record<string, any> = { ...theirs };
+  for (const [key, value] of Object.entries(ours)) {
+    if (Array.isArray(value) && Array.isArray(theirs[key])) {
+      both[key] = [...theirs[key], ...value.filter(v => !theirs[key].some((t: any) => JSON.stringify(t) === JSON.stringify(v)))];
+    } else if (JSON.stringify(value) !== JSON.stringify(base[key]) || !(key in theirs)) {
+      both[key] = value;
+    }
+  }
+  for (const key of Object.keys(base)) {
+    if (!(key in ours) || !(key in theirs)) {
+      delete both[key]; // one side removed it, and the other did not change it
+    }
+  }
+  return both;
+}
+
 /** The cells that replace an 'insert' conflict (marker cells ``conflict.index`` to ``conflict.end``). */
 export function settleInsert(cells: ICellJSON[], conflict: IConflict, choice: Choice, mine: Side): ICellJSON[] {
   const region = cells.slice(conflict.index + 1, conflict.end);
@@ -299,16 +381,21 @@ export function describeMerge(name: string, reply: IMergeReply): string {
     }
   }
   const what = parts.length ? parts.join(', ') : 'changes';
-  const conflicts = (reply.conflicts ?? []).filter(x => x.cell !== null && x.cell !== undefined);
+  const conflicts = reply.conflicts ?? [];
+  const at = (x: { cell: number | null }) => (x.cell === null || x.cell === undefined ? "the notebook's metadata" : `cell ${x.cell + 1}`);
   let message: string;
   if (!conflicts.length) {
     message = `${name} had changed elsewhere (${what}); your save was merged with it.`;
   } else if (conflicts.length === 1) {
     const x = conflicts[0];
-    message = `1 conflict in cell ${(x.cell as number) + 1} — ${x.words ?? 'both changed it'}. Merged; settle it in the marked cell.`;
+    message = `1 conflict in ${at(x)} — ${x.words ?? 'both changed it'}. Merged; settle it in the marked cell.`;
   } else {
-    const cells = conflicts.map(x => (x.cell as number) + 1).join(', ');
-    message = `${conflicts.length} conflicts, in cells ${cells}. Merged; settle them in the marked cells.`;
+    const numbers = conflicts.filter(x => x.cell !== null && x.cell !== undefined).map(x => (x.cell as number) + 1);
+    const places = numbers.length ? [`${numbers.length === 1 ? 'cell' : 'cells'} ${numbers.join(', ')}`] : [];
+    if (numbers.length < conflicts.length) {
+      places.push("the notebook's metadata");
+    }
+    message = `${conflicts.length} conflicts, in ${places.join(' and ')}. Merged; settle them in the marked cells.`;
   }
   return message.length > MAX_MESSAGE ? message.slice(0, MAX_MESSAGE - 1) + '…' : message;
 }
@@ -337,6 +424,10 @@ export function conflictLabel(conflict: IConflict, mine: Side): string {
       return conflict.deleted === mine
         ? 'Conflict: you deleted this cell, and someone else edited it.'
         : 'Conflict: someone else deleted this cell, and you edited it.';
+    case 'metadata':
+      return "Conflict: both changed this cell's metadata (tags, settings). Keep both joins lists; elsewhere yours wins.";
+    case 'notebook-metadata':
+      return "Conflict: both changed the notebook's metadata. Keep both joins lists; elsewhere yours wins.";
     case 'insert':
       return mine === 'remote'
         ? 'Conflict: both added cells here. Theirs come first, then yours, between the marker cells.'

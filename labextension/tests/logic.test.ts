@@ -1,12 +1,14 @@
 import {
   ICellJSON,
   MAX_MESSAGE,
+  applyDiff,
   applyOps,
   describeMerge,
   findConflicts,
   planUpdate,
   settleCell,
   settleInsert,
+  settleMetadata,
   settleOutputs,
   sourceOf
 } from '../src/logic';
@@ -150,5 +152,48 @@ describe('describeMerge', () => {
   it('stays short enough for a notification', () => {
     const conflicts = Array.from({ length: 60 }, (_, i) => ({ cell: i, words: 'x' }));
     expect(describeMerge('a-very-long-notebook-name.ipynb', { conflicts }).length).toBeLessThanOrEqual(MAX_MESSAGE);
+  });
+});
+
+describe('metadata conflicts', () => {
+  const metadata = {
+    tags: ['x'],
+    other: 1,
+    'nbdime-conflicts': {
+      local_diff: [{ op: 'patch', key: 'tags', diff: [{ op: 'addrange', key: 0, valuelist: ['local'] }, { op: 'removerange', key: 0, length: 1 }] }],
+      remote_diff: [
+        { op: 'patch', key: 'tags', diff: [{ op: 'addrange', key: 0, valuelist: ['remote'] }, { op: 'removerange', key: 0, length: 1 }] },
+        { op: 'replace', key: 'other', value: 2 }
+      ]
+    }
+  };
+
+  it('is found on the cell, and on the first cell for the notebook', () => {
+    expect(findConflicts([code('a', 'x'), { ...code('b', 'y'), metadata }], { 'nbdime-conflicts': {} })).toEqual([
+      { index: 0, kind: 'notebook-metadata' },
+      { index: 1, kind: 'metadata' }
+    ]);
+  });
+
+  it('settles with each button', () => {
+    expect(settleMetadata(metadata, 'mine', 'remote')).toEqual({ tags: ['remote'], other: 2 });
+    expect(settleMetadata(metadata, 'theirs', 'remote')).toEqual({ tags: ['local'], other: 1 });
+    expect(settleMetadata(metadata, 'both', 'remote')).toEqual({ tags: ['local', 'remote'], other: 2 });
+  });
+
+  it('applies nbdime diffs to strings by line', () => {
+    expect(applyDiff('a\nb\n', [{ op: 'addrange', key: 1, valuelist: ['new\n'] }])).toBe('a\nnew\nb\n');
+  });
+});
+
+describe('describeMerge with the notebook metadata', () => {
+  it('names it in words', () => {
+    const message = describeMerge('a.ipynb', {
+      conflicts: [
+        { cell: 1, words: 'x' },
+        { cell: null, words: 'y' }
+      ]
+    });
+    expect(message.startsWith("2 conflicts, in cell 2 and the notebook's metadata.")).toBe(true);
   });
 });
