@@ -294,3 +294,28 @@ def test_deleted_versus_edited_and_cells_both_inserted_are_settled_in_place(worl
     bob.wait("() => !document.querySelector('.nbmergesave-conflict')")
     bob.save()
     assert on_disk(path) == ["x0 = 0", "x1 = 1", "x2 = 'bob edited'", "x3 = 3", "alice_new = 1", "bob_new = 1"]
+
+
+def test_metadata_conflicts_are_settled_too(world: World) -> None:
+    """Both change a cell's tags and the notebook's metadata (through the model: JupyterLab's
+    property inspector is a sidebar); Keep both joins the tags, and the notebook keeps Bob's value."""
+    nb = start(3)
+    nb["cells"][1]["metadata"]["tags"] = ["x"]
+    path = world.write("metadata.ipynb", nb)
+    alice, bob = Tab(world.person(), world.a, "metadata.ipynb"), Tab(world.person(), world.b, "metadata.ipynb")
+    change = ("who => { const m = window.jupyterapp.shell.currentWidget.model.sharedModel;"
+              " m.getCell(1).setMetadata('tags', [who]); m.setMetadata('owner', who) }")
+    bob.js(change, "bob")
+    alice.js(change, "alice")
+    alice.save()
+    bob.save()
+    assert "2 conflicts, in cell 2 and the notebook's metadata" in bob.toast("2 conflicts")
+    bars = bob.page.locator(".nbmergesave-conflict")
+    bars.nth(1).wait_for()
+    for _ in range(2):
+        bob.page.locator(".nbmergesave-conflict").first.get_by_role("button", name="Keep both").click()
+    bob.wait("() => !document.querySelector('.nbmergesave-conflict')")
+    bob.save()
+    saved = notebook_io.read_notebook(path)
+    assert saved["cells"][1]["metadata"] == {"tags": ["alice", "bob"]}
+    assert saved["metadata"]["owner"] == "bob" and "nbdime-conflicts" not in saved["metadata"]
