@@ -67,7 +67,10 @@ class StateHandler(_Base, APIHandler):
     @authorized
     async def get(self) -> None:
         path, os_path = self.notebook()
-        st = os.stat(os_path)
+        try:
+            st = os.stat(os_path)
+        except OSError:
+            raise web.HTTPError(404) from None  # deleted meanwhile
         key = (os_path, st.st_ino, st.st_size, st.st_mtime_ns)
         if key in _STATES:
             _STATES.move_to_end(key)
