@@ -37,9 +37,11 @@ class World:
         self.a = Lab(self.root, tmp / "home-a")
         self.b = Lab(self.root, tmp / "home-b")
         self.contexts: list[Any] = []
+        self.errors: list[str] = []  # uncaught errors in any page
 
     def person(self) -> Any:
         context = self.browser.new_context(viewport={"width": 1200, "height": 900})
+        context.on("page", lambda page: page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}")))
         self.contexts.append(context)
         return context
 
@@ -68,6 +70,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         finally:
             w.close()
             browser.close()
+
+
+@pytest.fixture(autouse=True)
+def no_page_errors(world: World) -> Iterator[None]:
+    """No test may leave an uncaught error in a page (JupyterLab's or ours)."""
+    world.errors.clear()
+    yield
+    assert world.errors == []
 
 
 def start(nb_cells: int = 6, **extra: Any) -> dict[str, Any]:

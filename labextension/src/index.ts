@@ -25,6 +25,7 @@ import {
   IMergeReply,
   Side,
   cellsFingerprint,
+  coalesceStreams,
   conflictLabel,
   describeFollow,
   describeMerge,
@@ -80,7 +81,12 @@ export function reviewUrl(path: string, version?: number): string {
 }
 
 /** Replace the cells a notebook shows with ``cells``, touching only those that differ. */
-function showInPlace(path: string, content: { cells: ICellJSON[]; metadata?: Record<string, any> }): void {
+/**
+ * Show ``content`` in the tabs of ``path``, touching only the cells that differ. ``sent``: the
+ * cells this tab saved; a field the merge left as sent is not touched, so typing done and
+ * output streamed since the save went out stay.
+ */
+function showInPlace(path: string, content: { cells: ICellJSON[]; metadata?: Record<string, any> }, sent?: ICellJSON[]): void {
   const panel = panelsFor(path)[0];
   if (!panel || !panel.model) {
     return;
@@ -91,6 +97,7 @@ function showInPlace(path: string, content: { cells: ICellJSON[]; metadata?: Rec
   const activeId = notebook.activeCell?.model.id;
   const scrolled = [notebook.node, notebook.outerNode].map(node => node?.scrollTop ?? 0);
   const current = shared.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
+  const sentById = new Map((sent ?? []).map(cell => [cell.id, cell] as [string | undefined, ICellJSON]));
   const ops = planUpdate(current, content.cells);
   shared.transact(() => {
     const metadata = content.metadata;
@@ -111,23 +118,27 @@ function showInPlace(path: string, content: { cells: ICellJSON[]; metadata?: Rec
       if (op.op === 'delete') {
         shared.deleteCellRange(op.index, op.index + op.count);
       } else if (op.op === 'insert') {
-        shared.insertCell(op.index, op.cell as any);
+        shared.insertCell(op.index, (op.cell.outputs ? { ...op.cell, outputs: coalesceStreams(op.cell.outputs) } : op.cell) as any);
       } else {
         const cell = shared.getCell(op.index) as any;
+        const before = sentById.get(op.cell.id);
+        const merged = (field: string, norm: (v: any) => any = v => v) =>
+          !before || JSON.stringify(norm(before[field])) !== JSON.stringify(norm(op.cell[field]));
         const source = text(op.cell.source);
-        if (cell.getSource() !== source) {
+        if (merged('source', text) && cell.getSource() !== source) {
           cell.setSource(source);
         }
-        if (cell.cell_type === 'code') {
-          if (JSON.stringify(cell.getOutputs()) !== JSON.stringify(op.cell.outputs ?? [])) {
-            cell.setOutputs(op.cell.outputs ?? []);
+        if (cell.cell_type === 'code' && merged('outputs', v => v ?? [])) {
+          const outputs = coalesceStreams(op.cell.outputs ?? []);
+          if (JSON.stringify(cell.getOutputs()) !== JSON.stringify(outputs)) {
+            cell.setOutputs(outputs);
           }
           if (cell.execution_count !== (op.cell.execution_count ?? null)) {
             cell.execution_count = op.cell.execution_count ?? null;
           }
         }
         const metadata = { ...(op.cell.metadata ?? {}) };
-        if (JSON.stringify(cell.getMetadata()) !== JSON.stringify(metadata)) {
+        if (merged('metadata', withoutTrust) && JSON.stringify(withoutTrust(cell.getMetadata())) !== JSON.stringify(metadata)) {
           for (const key of Object.keys(cell.getMetadata())) {
             if (!(key in metadata)) {
               cell.deleteMetadata(key);
@@ -153,6 +164,12 @@ function showInPlace(path: string, content: { cells: ICellJSON[]; metadata?: Rec
   for (const panel of panelsFor(path)) {
     state.refreshed.forEach(redraw => redraw(panel));
   }
+}
+
+function withoutTrust(metadata: Record<string, any> | undefined): Record<string, any> {
+  const copy = { ...(metadata ?? {}) };
+  delete copy.trusted;
+  return copy;
 }
 
 /** The cells a notebook's tabs show now. */
@@ -189,6 +206,7 @@ const mergeSave: JupyterFrontEndPlugin<void> = {
   requires: [INotebookTracker],
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
     state.tracker = tracker;
+    (window as any).nbmergesave = state; // for a look from the browser's console
     const contents = app.serviceManager.contents;
     const get = contents.get.bind(contents);
     const save = contents.save.bind(contents);
@@ -225,7 +243,7 @@ const mergeSave: JupyterFrontEndPlugin<void> = {
           state.held.set(path, reply.sha256);
           if (reply.merged && reply.content) {
             state.mine.set(path, 'remote');
-            showInPlace(path, reply.content);
+            showInPlace(path, reply.content, (sent as any).content?.cells);
             notify(describeMerge(basename(path), reply), !!reply.conflicts?.length, path, reply.version);
           }
           state.cells.set(path, cellsFingerprint(reply.content?.cells ?? (sent as any).content?.cells ?? []));
@@ -399,8 +417,8 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
         return;
       }
       const panel = panelsFor(path)[0];
-      if (!panel?.model) {
-        return;
+      if (!panel?.model || panel.sessionContext.session?.kernel?.status === 'busy') {
+        return; // a running cell is writing outputs: follow once it is done
       }
       const edited = () => panel.model!.dirty && cellsFingerprint(cellsOf(panel)) !== state.cells.get(path);
       if (edited()) {
@@ -415,7 +433,8 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       }
       const model = await state.rawGet(path, { type: 'notebook', content: true, hash: true });
       const info = (model as any).nbmergesave;
-      if (!info?.sha256 || edited() || state.saving.has(path) || state.held.get(path) !== held) {
+      const busy = (panel.sessionContext.session?.kernel?.status as string) === 'busy'; // may have started meanwhile
+      if (!info?.sha256 || busy || edited() || state.saving.has(path) || state.held.get(path) !== held) {
         return;
       }
       const wasDirty = panel.model.dirty; // only by metadata JupyterLab wrote: that stays to be saved

@@ -245,8 +245,29 @@ export function settleCell(cell: ICellJSON, conflict: IConflict, choice: Choice,
   return [{ ...cell, source: sourceOf(source, sideOf(choice, mine)) }];
 }
 
+/**
+ * Consecutive stream outputs of one stream (stdout, stderr) as one output, as Jupyter keeps
+ * them: JupyterLab's output model joins them itself, and fails when handed them separately.
+ */
+export function coalesceStreams(outputs: any[]): any[] {
+  const out: any[] = [];
+  for (const output of outputs) {
+    const last = out[out.length - 1];
+    if (output?.output_type === 'stream' && last?.output_type === 'stream' && last.name === output.name) {
+      out[out.length - 1] = { ...last, text: text(last.text) + text(output.text) };
+    } else {
+      out.push(output);
+    }
+  }
+  return out;
+}
+
 /** Outputs between nbdime's marker outputs: one side's, or both one after the other. */
 export function settleOutputs(outputs: any[], choice: Choice, mine: Side): any[] {
+  return coalesceStreams(pickOutputs(outputs, choice, mine));
+}
+
+function pickOutputs(outputs: any[], choice: Choice, mine: Side): any[] {
   const out: any[] = [];
   let state: 'common' | Side = 'common';
   for (const output of outputs) {

@@ -121,7 +121,7 @@ describe('conflicts', () => {
     const outputs = [stream('<<<<<<< local\n', 'stderr'), stream('l\n'), stream('=======\n', 'stderr'), stream('r\n'), stream('>>>>>>> remote\n', 'stderr')];
     expect(settleOutputs(outputs, 'mine', 'remote')).toEqual([stream('r\n')]);
     expect(settleOutputs(outputs, 'theirs', 'remote')).toEqual([stream('l\n')]);
-    expect(settleOutputs(outputs, 'both', 'remote')).toEqual([stream('l\n'), stream('r\n')]);
+    expect(settleOutputs(outputs, 'both', 'remote')).toEqual([stream('l\nr\n')]); // one stdout, as Jupyter keeps it
   });
 
   it('settles cells both inserted', () => {
