@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from nbmergesave import notebook_io, sync_file
-from nbmergesave.store import Store
+from nbmergesave.store import Store, sha256
 
 from .conftest import cell, notebook
 
@@ -187,3 +188,100 @@ def test_other_files_are_untouched_and_a_failing_merge_still_saves(servers: tupl
         stored = [store.content(v) for v in store.history(root / "nb.ipynb")]
     assert b"{ this is not json" in stored, "the broken file is kept too"
     assert (root / "nb.ipynb").read_bytes() in stored
+
+
+# --- base by hash, the routes and their security (issue 11) -----------------
+
+def put_model(server: Server, name: str, nb: dict[str, Any], base: str | None = None) -> dict[str, Any]:
+    body = {"type": "notebook", "format": "json", "content": nb, **({"nbmergesave_base": base} if base else {})}
+    return server.request("PUT", f"/api/contents/{name}", body)
+
+
+def test_the_base_travels_as_a_hash_and_survives_a_restart(servers: tuple[Path, list[Server]]) -> None:
+    root, started = servers
+    path = root / "nb.ipynb"
+    path.write_text(notebook_io.dumps(base()))
+    server = start(root, started)
+    loaded = server.request("GET", "/api/contents/nb.ipynb")
+    sha = loaded["nbmergesave"]["sha256"]
+    assert sha == sha256(path.read_bytes())
+    server.stop()
+    server = start(root, started)  # a new process: nothing of the load in memory
+    path.write_text(notebook_io.dumps(edit(base(), 0, "written by someone else")))
+    reply = put_model(server, "nb.ipynb", edit(loaded["content"], 6, "mine"), base=sha)["nbmergesave"]
+    assert sources(path)[0] == "written by someone else" and sources(path)[6] == "mine"
+    assert reply["merged"] is True and reply["sha256"] == sha256(path.read_bytes())
+    assert reply["changes"] == {"added": 0, "changed": 1, "removed": 0} and reply["conflicts"] == []
+    assert [c["source"] for c in reply["content"]["cells"]] == sources(path)
+    assert "without a known base" not in server.output()
+
+
+def test_a_save_without_a_base_is_placed_from_the_store_and_logged(servers: tuple[Path, list[Server]]) -> None:
+    root, started = servers
+    path = root / "nb.ipynb"
+    path.write_text(notebook_io.dumps(base()))
+    server = start(root, started)
+    loaded = server.get("nb.ipynb")  # stored on load
+    server.stop()
+    server = start(root, started)
+    path.write_text(notebook_io.dumps(edit(base(), 0, "written by someone else")))
+    put_model(server, "nb.ipynb", edit(loaded, 6, "mine"))  # an old client: no base
+    assert sources(path)[0] == "written by someone else" and sources(path)[6] == "mine"
+    assert "came without a known base; base: inferred from the store" in server.output()
+
+
+def test_a_conflict_reply_names_the_cell(servers: tuple[Path, list[Server]]) -> None:
+    root, started = servers
+    path = root / "nb.ipynb"
+    path.write_text(notebook_io.dumps(base()))
+    server = start(root, started)
+    loaded = server.request("GET", "/api/contents/nb.ipynb")
+    path.write_text(notebook_io.dumps(edit(base(), 2, "theirs")))
+    reply = put_model(server, "nb.ipynb", edit(loaded["content"], 2, "mine"), base=loaded["nbmergesave"]["sha256"])
+    assert reply["nbmergesave"]["conflicts"] == [
+        {"cell": 2, "id": "c2", "kind": "source", "words": "both changed the same lines"}]
+
+
+def raw(server: Server, path: str, token: bool = True) -> tuple[int, bytes]:
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    headers = {"Authorization": f"token {server.token}"} if token else {}
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", headers=headers), timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_the_routes_need_the_token_and_a_notebook_under_the_root(servers: tuple[Path, list[Server]], tmp_path: Path) -> None:
+    root, started = servers
+    path = root / "nb.ipynb"
+    path.write_text(notebook_io.dumps(base()))
+    outside = tmp_path / "outside.ipynb"
+    outside.write_text(notebook_io.dumps(edit(base(), 0, "SECRET OUTSIDE")))
+    (root / "link.ipynb").symlink_to(outside)
+    (root / "sub").mkdir()
+    server = start(root, started)
+    loaded = server.request("GET", "/api/contents/nb.ipynb")
+    path.write_text(notebook_io.dumps(edit(base(), 0, "theirs")))
+    put_model(server, "nb.ipynb", edit(loaded["content"], 5, "mine"), base=loaded["nbmergesave"]["sha256"])
+
+    status, body = raw(server, "/nbmergesave/api/state?path=nb.ipynb")
+    assert status == 200 and json.loads(body)["sha256"] == sha256(path.read_bytes())
+    assert json.loads(body)["merge"]["conflicts"] == 0
+    status, body = raw(server, "/nbmergesave/review?path=nb.ipynb")
+    assert status == 200 and b"theirs" in body and b"mine" in body
+    for route in ("/nbmergesave/api/state?path=nb.ipynb", "/nbmergesave/review?path=nb.ipynb"):
+        status, body = raw(server, route, token=False)
+        assert status in (302, 403) and b"theirs" not in body, (route, status)
+    hostile = ["../outside.ipynb", str(outside), "sub/../../outside.ipynb", "%2e%2e/outside.ipynb",
+               "link.ipynb", "sub/../nb.ipynb", "./nb.ipynb", "nb.ipynb%00", "", "sub", "~/outside.ipynb"]
+    for bad in hostile:
+        for route in ("/nbmergesave/api/state", "/nbmergesave/review"):
+            status, body = raw(server, f"{route}?path={urllib.parse.quote(bad, safe='')}")
+            assert status == 404 and b"SECRET" not in body, (route, bad, status)
+    status, _ = raw(server, "/nbmergesave/review?path=nb.ipynb&version=1")  # a version that is no merge
+    assert status == 404

@@ -1,21 +1,34 @@
-"""Jupyter server integration: merge on save with the exact base each server saw.
+"""Jupyter server integration: merge on save with the exact base each client loaded.
 
 Enabled by the ``jupyter_server_config.d/nbmergesave.json`` file the package
-installs (or ``jupyter server extension enable nbmergesave``). It wraps the
-server's contents manager (sync or async, whichever is configured):
+installs (``pip install`` puts it in ``etc/jupyter``), together with the
+JupyterLab front end (``share/jupyter/labextensions/nbmergesave``). It wraps
+the server's contents manager (sync or async, whichever is configured):
 
-* the base of a save through this server is the last content this server
-  returned for that path (GET with content) or received for it (PUT); with
-  several clients on one server, the one of its recent GETs and PUTs that the
-  incoming notebook is closest to;
+* every notebook the server hands out (GET with content) is kept in the
+  folder's store, and its sha256 goes back with it (``model["nbmergesave"]``);
+  the front end sends that hash back with each save (``nbmergesave_base``), and
+  the server finds the base in the store by its hash. So bases survive server
+  restarts and saves through another server of the same folder, and no whole
+  notebook is kept in memory (only the last few hashes served per path);
+* a save without a known base (a REST client, an old tab) is placed the way the
+  watcher places saves: against the hashes this server served for the path,
+  else by searching the store (:func:`nbmergesave.lineage.find_base`); the log
+  says which;
 * on a PUT of a notebook, when the file on disk is no longer that base
   (another server, ``git pull``, a sync tool changed it), the incoming
   notebook is replaced by ``merge(base, on disk, incoming)`` before the server
-  writes it; conflicts are written inline and logged;
+  writes it; conflicts are written inline and logged, and the save's reply
+  carries the merged notebook and what happened (``model["nbmergesave"]``) so
+  the front end can show it in place;
 * every version involved is stored, and the written content is declared with
   its base, so a watcher on the same folder does not merge it again;
 * a failure inside the hook never loses the save: the incoming content is
   stored, the error logged, and the server saves it as it would have.
+
+HTTP routes (Jupyter's own authentication; paths must name a notebook under
+the server's root): ``/nbmergesave/api/state`` and ``/nbmergesave/review``
+(:mod:`nbmergesave.jupyter.handlers`).
 
 This module is imported only by Jupyter.
 """
@@ -32,50 +45,51 @@ from typing import Any
 
 from .. import notebook_io
 from ..merge import merge
-from ..store import sha256
+from ..store import Store, Version, sha256
 from ..sync import open_store
+
+#: The key of the save model under which the front end sends its base's sha256.
+BASE_KEY = "nbmergesave_base"
+#: The key of the reply models under which the server says what it did.
+REPLY_KEY = "nbmergesave"
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "nbmergesave.jupyter"}]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "nbmergesave"}]
+
+
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     from .config import apply
+    from .handlers import setup_handlers
 
     apply(serverapp)  # c.NbMergeSave.store_url / project_root
-    install(serverapp.contents_manager, serverapp.log)
+    merger = install(serverapp.contents_manager, serverapp.log)
+    setup_handlers(serverapp.web_app, merger)
     serverapp.log.info("nbmergesave: merging notebook saves with what changed on disk since each load")
 
 
 class SaveMerger:
-    """The per-server memory of bases, and the merge done before each notebook save."""
+    """Hashes of what this server served, and the merge done before each notebook save."""
 
-    #: How many served versions of a path are remembered (one per client is enough).
+    #: How many served hashes of a path are remembered (one per client is enough).
     REMEMBERED = 16
 
     def __init__(self, contents_manager: Any, log: logging.Logger | logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         self.cm = contents_manager
         self.log = log
-        self.served: dict[str, list[bytes]] = {}
+        self.served: dict[str, list[str]] = {}  # path -> sha256s, oldest first
         self._local = asyncio.Lock()
 
-    def remember(self, path: str, data: bytes) -> None:
-        versions = [v for v in self.served.get(path, []) if v != data]
-        self.served[path] = (versions + [data])[-self.REMEMBERED:]
+    def remember(self, path: str, sha: str) -> None:
+        shas = [s for s in self.served.get(path, []) if s != sha]
+        self.served[path] = (shas + [sha])[-self.REMEMBERED:]
 
-    def base_of(self, path: str, incoming: bytes) -> bytes | None:
-        """The content this server last gave or took for ``path``; with several clients on one
-        server, the one of those the incoming notebook is closest to (each client saves what it
-        was given plus its own edits)."""
-        versions = self.served.get(path, [])
-        if len(versions) <= 1:
-            return versions[-1] if versions else None
-        from ..lineage import _distance, tokens
-
-        new = tokens(notebook_io.parse_notebook(incoming))
-        scored = [(_distance(tokens(notebook_io.parse_notebook(v)), new), -i, v) for i, v in enumerate(versions)]
-        return min(scored)[2]
+    def os_path(self, path: str) -> str:
+        return str(self.cm._get_os_path(path))
 
     def _take_lock(self, path: str) -> tuple[Any, Any] | None:
         """Enter the store's save lock for ``path`` (a flock for the embedded store, an advisory lock
@@ -85,7 +99,7 @@ class SaveMerger:
 
         store = None
         try:
-            os_path = self.cm._get_os_path(path)
+            os_path = self.os_path(path)
             store = open_store(os_path)
             held = store.save_lock(os_path)
             held.__enter__()
@@ -133,21 +147,44 @@ class SaveMerger:
             finally:
                 await asyncio.to_thread(self._release, taken)
 
-    def loaded(self, path: str, model: dict[str, Any]) -> None:
-        if model.get("type") == "notebook" and model.get("content") is not None:
-            try:
-                self.remember(path, _as_written(model["content"]))
-            except Exception:  # an odd model is the server's business, not ours
-                pass
+    # --- loads -------------------------------------------------------------
 
-    def before_save(self, model: dict[str, Any], path: str) -> bytes | None:
-        """Merge the save with what changed on disk; return the bytes declared for it (``None``: none)."""
+    def loaded(self, path: str, model: dict[str, Any]) -> None:
+        """Keep the served notebook in the store and tell the client its hash."""
+        if model.get("type") != "notebook":
+            return
+        try:
+            os_path = self.os_path(path)
+            if model.get("content") is None:
+                model[REPLY_KEY] = {"mergeable": _mergeable(os_path)}
+                return
+            data = _read(os_path)
+            if data is None:
+                return
+            sha = sha256(data)
+            if model.get("hash") not in (None, sha):
+                return  # the file changed between the server's read and ours: no hash we can vouch for
+            if model.get("hash") is None and notebook_io.parse_notebook(data) != _plain(model["content"]):
+                return
+            with open_store(os_path) as store:
+                if store.latest_with(os_path, sha) is None:
+                    store.add(os_path, data, "observed", on_disk=False)
+            self.remember(path, sha)
+            model[REPLY_KEY] = {"sha256": sha, "mergeable": True}
+        except Exception:  # an odd model or file is the server's business, not ours
+            self.log.debug("nbmergesave: could not record the load of %s", path, exc_info=True)
+
+    # --- saves -------------------------------------------------------------
+
+    def before_save(self, model: dict[str, Any], path: str) -> dict[str, Any] | None:
+        """Merge the save with what changed on disk; return what was done (``None``: not a notebook save)."""
+        sent_base = model.pop(BASE_KEY, None)
         if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
             return None
         incoming = _as_written(model["content"])
-        os_path = self.cm._get_os_path(path)
+        os_path = self.os_path(path)
         try:
-            return self._merge_into(model, path, os_path, incoming, self.base_of(path, incoming))
+            return self._merge_into(model, path, os_path, incoming, sent_base if isinstance(sent_base, str) else None)
         except Exception as e:
             self.log.error("nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e, exc_info=True)
             try:
@@ -156,59 +193,174 @@ class SaveMerger:
             except Exception:
                 self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
             return None
-        finally:
-            self.remember(path, incoming)  # what this client now holds
 
-    def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes, base: bytes | None) -> bytes:
+    def _base(self, store: Store, path: str, os_path: str, sent: str | None, incoming_nb: dict[str, Any],
+              disk: bytes | None) -> tuple[bytes | None, str]:
+        """The version the save was made from, and how it was found (for the log)."""
+        if sent:
+            found = store.latest_with(os_path, sent)
+            if found is not None:
+                return store.content(found), "sent by the client"
+            self.log.warning("nbmergesave: the base %s… sent with the save of %s is not in the store; inferring one",
+                             sent[:12], path)
+        served = [v for s in self.served.get(path, []) if (v := store.latest_with(os_path, s)) is not None]
+        if len(served) == 1:
+            return store.content(served[0]), "the version this server served"
+        if served:
+            from ..lineage import _distance, tokens
+
+            new = tokens(incoming_nb)
+            scored = [(_distance(tokens(notebook_io.parse_notebook(store.content(v))), new), -i, v)
+                      for i, v in enumerate(served)]
+            return store.content(min(scored, key=lambda t: t[:2])[2]), "the closest of the versions this server served"
+        if disk is None:
+            return None, "none (no file on disk)"
+        return self._infer(store, os_path, incoming_nb, disk)
+
+    def _infer(self, store: Store, os_path: str, save: dict[str, Any], disk: bytes) -> tuple[bytes | None, str]:
+        """Search the store for the version the save was made from, as the watcher does."""
+        from .. import lineage, sync
+
+        before = store.latest_with(os_path, sha256(disk))
+        if before is None:
+            before = store.add(os_path, disk, "observed", on_disk=False)
+        history = [v for v in reversed(store.history(os_path, last=sync.HISTORY_WINDOW)) if v.sha256]
+        seen = {v.version for v in history}
+        alike = [v for v in store.sharing_cells(os_path, sync._cell_digests(save), sync.SHARING_CELLS)
+                 if v.version not in seen]
+        candidates = [v for v in history + alike if v.sha256 != before.sha256]
+        base = lineage.find_base(save, before, candidates, lambda v: sync._tokens(store, v))
+        if base is None:
+            return disk, "inferred from the store: made from the version on disk"
+        return store.content(base), f"inferred from the store: version {base.version}"
+
+    def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes, sent: str | None) -> dict[str, Any]:
         import nbformat
 
         disk = _read(os_path)
+        incoming_nb = notebook_io.parse_notebook(incoming, "the save")
         with open_store(os_path) as store:
-            for data in (base, disk):
-                if data is not None and store.latest_with(os_path, sha256(data)) is None:
-                    store.add(os_path, data, "observed", on_disk=False)
+            if disk is not None and store.latest_with(os_path, sha256(disk)) is None:
+                store.add(os_path, disk, "observed", on_disk=False)
+            base, how = self._base(store, path, os_path, sent, incoming_nb, disk)
+            if not (sent and how == "sent by the client"):
+                self.log.info("nbmergesave: the save of %s came without a known base; base: %s", path, how)
             saved = store.add(os_path, incoming, "observed", on_disk=False)
+            self.remember(path, sha256(incoming))  # what a client without the front end now holds
+            reply: dict[str, Any] = {"merged": False}
             if base is None or disk is None or disk in (base, incoming):
                 store.declare(os_path, saved.sha256 or "", sha256(base if base is not None else disk or incoming), "jupyter")
-                return incoming
+                return {**reply, "declared": incoming}
             disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
             base_nb = notebook_io.parse_notebook(base, "the loaded version")
             if disk_nb == base_nb:  # same notebook, other bytes
                 store.declare(os_path, saved.sha256 or "", sha256(disk), "jupyter")
-                return incoming
-            result = merge(base_nb, disk_nb, notebook_io.parse_notebook(incoming, "the save"))
+                return {**reply, "declared": incoming}
+            result = merge(base_nb, disk_nb, incoming_nb)
             notebook_io.validate(result.notebook, f"merged '{path}'")
             text = notebook_io.dumps(result.notebook).encode()
-            unresolved = len(result.unresolved)
+            unresolved = list(result.unresolved)
             base_v, disk_v = store.latest_with(os_path, sha256(base)), store.latest_with(os_path, sha256(disk))
-            store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
-                      local=disk_v.version if disk_v else None, remote=saved.version, conflicts=unresolved)
+            merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
+                                 local=disk_v.version if disk_v else None, remote=saved.version,
+                                 conflicts=len(unresolved))
             store.declare(os_path, sha256(text), sha256(disk), "jupyter")
         model["content"] = nbformat.from_dict(result.notebook)
         if unresolved:
             self.log.warning("nbmergesave: %s changed on disk since it was loaded; merged with %d conflict(s) marked "
-                             "inline: %s", path, unresolved, "; ".join(_describe(c) for c in result.unresolved))
+                             "inline: %s", path, len(unresolved), "; ".join(_describe(c) for c in unresolved))
         else:
             self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
-        return text
+        return {
+            "merged": True, "declared": text, "version": merged_v.version,
+            "local": sha256(disk), "remote": sha256(incoming), "base": sha256(base),
+            "changes": changes(base_nb, disk_nb),
+            "conflicts": conflict_cells(result.notebook, unresolved),
+            "content": result.notebook,
+        }
 
-
-    def after_save(self, path: str, meant: bytes | None) -> None:
-        """Declare the bytes the server wrote, should they differ from ``meant``, what was declared
-        (another serialiser): a watcher must recognise this save as ours, not merge it again."""
-        if meant is None:
+    def after_save(self, path: str, done: dict[str, Any] | None, saved: dict[str, Any]) -> None:
+        """Declare the bytes the server wrote, should they differ from what was declared
+        (another serialiser): a watcher must recognise this save as ours, not merge it again.
+        Then tell the client what happened, and the hash of what is now on disk."""
+        if done is None:
             return
+        meant: bytes = done.pop("declared")
         try:
-            os_path = self.cm._get_os_path(path)
+            os_path = self.os_path(path)
             written = _read(os_path)
-            if written is None or written == meant:
+            if written is None:
                 return
-            with open_store(os_path) as store:
-                declared = store.declared_base(os_path, sha256(meant))
-                if declared is not None and declared.sha256:
-                    store.declare(os_path, sha256(written), declared.sha256, "jupyter")
+            if written != meant:
+                with open_store(os_path) as store:
+                    declared = store.declared_base(os_path, sha256(meant))
+                    if declared is not None and declared.sha256:
+                        store.declare(os_path, sha256(written), declared.sha256, "jupyter")
+            sha = sha256(written)
+            if isinstance(saved, dict):
+                saved[REPLY_KEY] = {**done, "sha256": sha}
         except Exception:
             self.log.error("nbmergesave: could not record the save of %s", path, exc_info=True)
+
+
+def changes(base: dict[str, Any], theirs: dict[str, Any]) -> dict[str, int]:
+    """What the other side did since the base: cells added, changed and removed (matched by id, else position)."""
+    def keyed(nb: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {str(c.get("id") or f"#{i}"): c for i, c in enumerate(nb.get("cells", []))}
+
+    b, t = keyed(base), keyed(theirs)
+    changed = sum(1 for k in b.keys() & t.keys()
+                  if {f: b[k].get(f) for f in ("source", "outputs", "cell_type")} != {f: t[k].get(f) for f in ("source", "outputs", "cell_type")})
+    return {"added": len(t.keys() - b.keys()), "changed": changed, "removed": len(b.keys() - t.keys())}
+
+
+_WORDS = {
+    "source": "both changed the same lines",
+    "outputs": "both changed the outputs",
+    "metadata": "both changed the cell's metadata",
+    "delete-edit": "one side deleted the cell, the other edited it",
+    "insert": "both added cells here",
+    "notebook-metadata": "both changed the notebook's metadata",
+}
+
+
+def conflict_cells(nb: dict[str, Any], unresolved: list[Any]) -> list[dict[str, Any]]:
+    """The cells of the merged notebook that hold conflicts, found from the notebook itself
+    (nbdime's markers), each with words for a person (from the merge's report where it names the cell)."""
+    from ..report import markers
+
+    kinds = {getattr(c, "cell", None): getattr(c, "kind", None) for c in unresolved}
+    found = []
+    for m in markers(nb):
+        index = m["cell"]
+        kind = kinds.get(index)
+        source = nb["cells"][index].get("source", "") if index is not None else ""
+        if "CELL DELETED >>>>>>>" in source:
+            kind = "delete-edit"
+        elif index is not None and nb["cells"][index].get("cell_type") == "markdown" and "<<<<<<< local</b>" in source:
+            kind = "insert"
+        elif kind is None or kind == "cell":
+            kind = "outputs" if m["where"] == ["outputs"] else "source" if "source" in m["where"] else m["where"][0]
+        if ">>>>>>> remote</b>" in source or "=======</b>" in source:
+            continue  # the closing and middle marker cells of an 'insert' conflict
+        found.append({"cell": index, "id": m.get("id"), "kind": kind, "words": _WORDS.get(kind, "both changed it")})
+    return found
+
+
+def _mergeable(os_path: str) -> bool:
+    """Whether the file on disk is a notebook a merge can take (so a save need not ask the person)."""
+    data = _read(os_path)
+    if data is None:
+        return False
+    try:
+        notebook_io.parse_notebook(data)
+        return True
+    except Exception:
+        return False
+
+
+def _plain(nb: Any) -> dict[str, Any]:
+    return notebook_io.parse_notebook(_as_written(nb))
 
 
 def _as_written(nb: dict[str, Any]) -> bytes:
@@ -237,37 +389,51 @@ def _read(os_path: str) -> bytes | None:
         return None
 
 
+def _wants_hash(get: Any) -> bool:
+    try:
+        return "require_hash" in inspect.signature(get).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def install(contents_manager: Any, log: Any = None) -> SaveMerger:
     """Wrap ``contents_manager.get`` and ``.save`` (async or not) with a :class:`SaveMerger`."""
     merger = SaveMerger(contents_manager, log or logging.getLogger("nbmergesave"))
     original_get, original_save = contents_manager.get, contents_manager.save
+    hashable = _wants_hash(original_get)
+
+    def get_kwargs(content: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if content and hashable and not kwargs.get("require_hash"):
+            kwargs = {**kwargs, "require_hash": True}  # the hash of the very bytes the server read
+        return kwargs
 
     if inspect.iscoroutinefunction(original_save):
         async def save(model: dict[str, Any], path: str = "") -> Any:
             async with merger.alock(path.strip("/")):
-                meant = merger.before_save(model, path.strip("/"))
+                done = merger.before_save(model, path.strip("/"))
                 saved = await original_save(model, path)
-                merger.after_save(path.strip("/"), meant)
+                merger.after_save(path.strip("/"), done, saved)
                 return saved
 
         async def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:
-            model = await original_get(path, content, *args, **kwargs)
-            if content:
-                merger.loaded(path.strip("/"), model)
+            model = await original_get(path, content, *args, **get_kwargs(content and not args, kwargs))
+            merger.loaded(path.strip("/"), model)
             return model
     else:
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
             with merger.lock(path.strip("/")):
-                meant = merger.before_save(model, path.strip("/"))
+                done = merger.before_save(model, path.strip("/"))
                 saved = original_save(model, path)
-                merger.after_save(path.strip("/"), meant)
+                merger.after_save(path.strip("/"), done, saved)
                 return saved
 
         def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-            model = original_get(path, content, *args, **kwargs)
-            if content:
-                merger.loaded(path.strip("/"), model)
+            model = original_get(path, content, *args, **get_kwargs(content and not args, kwargs))
+            merger.loaded(path.strip("/"), model)
             return model
 
     contents_manager.get, contents_manager.save = get, save
     return merger
+
+
+__all__ = ["SaveMerger", "install", "Version"]
