@@ -30,6 +30,7 @@ import {
   describeFollow,
   describeMerge,
   findConflicts,
+  keepsEdited,
   planUpdate,
   settleCell,
   settleInsert,
@@ -310,6 +311,11 @@ function settle(panel: NotebookPanel, cellWidget: Widget, kind: IConflict['kind'
     return;
   }
   shared.transact(() => {
+    if (conflict.note !== undefined) {
+      // the note cell goes; the kept cell stays unless the side that deleted it is chosen
+      shared.deleteCellRange(conflict.note, keepsEdited(conflict, choice, mine) ? conflict.note + 1 : conflict.index + 1);
+      return;
+    }
     if (conflict.kind === 'insert') {
       const kept = settleInsert(cells, conflict, choice, mine);
       shared.deleteCellRange(conflict.index, (conflict.end as number) + 1);

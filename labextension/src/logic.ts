@@ -132,6 +132,8 @@ export interface IConflict {
   end?: number;
   /** For 'delete-edit': the side that deleted the cell. */
   deleted?: Side;
+  /** For 'delete-edit' as nbmergesave writes it: index of the note cell before the kept cell. */
+  note?: number;
 }
 
 const OPEN = '<<<<<<< local';
@@ -139,9 +141,20 @@ const BASE = '|||||||';
 const MIDDLE = '=======';
 const CLOSE = '>>>>>>> remote';
 const DELETED = /^<<<<<<< (LOCAL|REMOTE) CELL DELETED >>>>>>>\n?/;
+/** The note cell nbmergesave puts before a cell one side deleted and the other edited. */
+const DELETED_NOTE = /^<<<<<<< nbmergesave: (local|remote) deleted the next cell/;
+
+/** The kind of conflict a cell nbmergesave added marks (its metadata), if any. */
+function ourMark(cell: ICellJSON): string | undefined {
+  return (cell.metadata as any)?.nbmergesave?.conflict;
+}
 
 function markerCell(cell: ICellJSON, mark: string): boolean {
-  return cell.cell_type === 'markdown' && text(cell.source).includes(`<b>${mark}</b>`);
+  if (cell.cell_type !== 'markdown') {
+    return false;
+  }
+  const source = text(cell.source);
+  return ourMark(cell) === 'insert' ? source.startsWith(mark) : source.includes(`<b>${mark}</b>`);
 }
 
 function isMarkerOutput(output: any, mark: string): boolean {
@@ -164,6 +177,13 @@ export function findConflicts(cells: ICellJSON[], notebookMetadata?: Record<stri
     const cell = cells[index];
     const source = text(cell.source);
     const deleted = DELETED.exec(source);
+    const note = ourMark(cell) === 'delete-edit' ? DELETED_NOTE.exec(source) : null;
+    if (note) {
+      if (index + 1 < cells.length) {
+        found.push({ index: index + 1, kind: 'delete-edit', deleted: note[1] as Side, note: index });
+      }
+      continue;
+    }
     if (markerCell(cell, OPEN)) {
       const end = cells.findIndex((c, j) => j > index && markerCell(c, CLOSE));
       if (end > index) {
@@ -215,6 +235,11 @@ function sideOf(choice: Exclude<Choice, 'both'>, mine: Side): Side {
   return choice === 'mine' ? mine : other(mine);
 }
 
+/** Whether a delete-versus-edit conflict settled with ``choice`` keeps the edited cell (Keep both keeps it). */
+export function keepsEdited(conflict: IConflict, choice: Choice, mine: Side): boolean {
+  return choice === 'both' || sideOf(choice, mine) !== conflict.deleted;
+}
+
 /**
  * The cells that replace a conflicted cell once settled: none (the cell goes),
  * one, or two (Keep both: the two versions as consecutive cells, in the order
@@ -223,11 +248,7 @@ function sideOf(choice: Exclude<Choice, 'both'>, mine: Side): Side {
 export function settleCell(cell: ICellJSON, conflict: IConflict, choice: Choice, mine: Side): ICellJSON[] {
   const source = text(cell.source);
   if (conflict.kind === 'delete-edit') {
-    const kept = { ...cell, source: source.replace(DELETED, '') };
-    if (choice === 'both') {
-      return [kept];
-    }
-    return sideOf(choice, mine) === conflict.deleted ? [] : [kept];
+    return keepsEdited(conflict, choice, mine) ? [{ ...cell, source: source.replace(DELETED, '') }] : [];
   }
   if (conflict.kind === 'outputs') {
     return [{ ...cell, outputs: settleOutputs(cell.outputs ?? [], choice, mine) }];

@@ -5,6 +5,7 @@ import {
   applyOps,
   describeMerge,
   findConflicts,
+  keepsEdited,
   planUpdate,
   settleCell,
   settleInsert,
@@ -129,6 +130,37 @@ describe('conflicts', () => {
     const conflict = { index: 0, kind: 'insert' as const, end: 4 };
     expect(settleInsert(cells, conflict, 'mine', 'remote').map(c => c.id)).toEqual(['n2']);
     expect(settleInsert(cells, conflict, 'theirs', 'remote').map(c => c.id)).toEqual(['n1']);
+    expect(settleInsert(cells, conflict, 'both', 'remote').map(c => c.id)).toEqual(['n1', 'n2']);
+  });
+});
+
+describe('conflicts as nbmergesave writes them', () => {
+  // the forms of nbmergesave/merge.py: marker cells and note cells carry metadata.nbmergesave.conflict
+  const ours = (source: string, kind: string): ICellJSON => ({ cell_type: 'markdown', source, metadata: { nbmergesave: { conflict: kind } } });
+  const note = ours('<<<<<<< nbmergesave: local deleted the next cell, remote edited it >>>>>>>\n\n**Merge conflict:** ...', 'delete-edit');
+
+  it('finds a delete-versus-edit note and cells both inserted', () => {
+    const cells = [code('a', 'a = 1'), note, code('kept', 'y = 2'), ours('<<<<<<< local', 'insert'), code('n1', 'one'),
+      ours('=======', 'insert'), code('n2', 'two'), ours('>>>>>>> remote', 'insert')];
+    expect(findConflicts(cells)).toEqual([
+      { index: 2, kind: 'delete-edit', deleted: 'local', note: 1 },
+      { index: 3, kind: 'insert', end: 7 }
+    ]);
+  });
+
+  it('keeps the edited cell unless the side that deleted it is chosen', () => {
+    const conflict = findConflicts([note, code('kept', 'y = 2')])[0];
+    expect(keepsEdited(conflict, 'mine', 'local')).toBe(false); // this tab deleted it
+    expect(keepsEdited(conflict, 'theirs', 'local')).toBe(true);
+    expect(keepsEdited(conflict, 'mine', 'remote')).toBe(true); // this tab edited it
+    expect(keepsEdited(conflict, 'theirs', 'remote')).toBe(false);
+    expect(keepsEdited(conflict, 'both', 'local')).toBe(true);
+  });
+
+  it('settles cells both inserted between its marker cells', () => {
+    const cells = [ours('<<<<<<< local', 'insert'), code('n1', 'one'), ours('=======', 'insert'), code('n2', 'two'), ours('>>>>>>> remote', 'insert')];
+    const conflict = findConflicts(cells)[0];
+    expect(settleInsert(cells, conflict, 'mine', 'remote').map(c => c.id)).toEqual(['n2']);
     expect(settleInsert(cells, conflict, 'both', 'remote').map(c => c.id)).toEqual(['n1', 'n2']);
   });
 });

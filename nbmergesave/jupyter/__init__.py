@@ -326,24 +326,37 @@ _WORDS = {
 
 def conflict_cells(nb: dict[str, Any], unresolved: list[Any]) -> list[dict[str, Any]]:
     """The cells of the merged notebook that hold conflicts, found from the notebook itself
-    (nbdime's markers), each with words for a person (from the merge's report where it names the cell)."""
-    from ..report import markers
+    (its markers), each with words for a person (from the merge's report where it names the cell)."""
+    from ..merge import MARK_KEY
+    from ..report import _text, markers
 
     kinds = {getattr(c, "cell", None): getattr(c, "kind", None) for c in unresolved}
     found = []
     for m in markers(nb):
         index = m["cell"]
-        kind = kinds.get(index)
-        source = nb["cells"][index].get("source", "") if index is not None else ""
-        if "CELL DELETED >>>>>>>" in source:
-            kind = "delete-edit"
-        elif index is not None and nb["cells"][index].get("cell_type") == "markdown" and "<<<<<<< local</b>" in source:
+        cell = nb["cells"][index] if index is not None else {}
+        source = _text(cell.get("source", ""))
+        ours = (cell.get("metadata", {}).get(MARK_KEY) or {}).get("conflict")
+        if ours == "insert":  # three marker cells around both sides' cells: named by the opening one
+            if not source.startswith("<<<<<<<"):
+                continue
             kind = "insert"
-        elif kind is None or kind == "cell":
-            kind = "outputs" if m["where"] == ["outputs"] else "source" if "source" in m["where"] else m["where"][0]
-        if ">>>>>>> remote</b>" in source or "=======</b>" in source:
-            continue  # the closing and middle marker cells of an 'insert' conflict
-        found.append({"cell": index, "id": m.get("id"), "kind": kind, "words": _WORDS.get(kind, "both changed it")})
+        elif ours == "delete-edit":  # a note cell before the kept cell: named by the kept cell
+            index, kind = index + 1, "delete-edit"
+        elif index is None:
+            kind = "notebook-metadata"
+        elif "CELL DELETED >>>>>>>" in source:  # nbdime's forms, in files merged by nbdime or an older nbmergesave
+            kind = "delete-edit"
+        elif cell.get("cell_type") == "markdown" and "<<<<<<< local</b>" in source:
+            kind = "insert"
+        elif ">>>>>>> remote</b>" in source or "=======</b>" in source:
+            continue  # the closing and middle marker cells of nbdime's 'insert' conflict
+        else:
+            kind = kinds.get(index)
+            if kind is None or kind == "cell":
+                kind = "outputs" if m["where"] == ["outputs"] else "source" if "source" in m["where"] else m["where"][0]
+        found.append({"cell": index, "id": nb["cells"][index].get("id") if index is not None else None,
+                      "kind": kind, "words": _WORDS.get(kind, "both changed it")})
     return found
 
 
