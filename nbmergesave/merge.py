@@ -739,14 +739,13 @@ def _merge_top(
     metadata, keys = _merge_dict(base.get("metadata", {}), local.get("metadata", {}), remote.get("metadata", {}), side)
     if keys:
         conflicts.append(Conflict("notebook-metadata", None, None, None, side, f"both sides changed {_keys(keys)}; took {side}'s"))
-    minors = [nb.get("nbformat_minor", 0) for nb in (base, local, remote)]
-    if minors[1] == minors[0]:
-        minor = minors[2]
-    elif minors[2] == minors[0]:
-        minor = minors[1]
-    else:
-        minor = max(minors[1], minors[2])
-    return {"metadata": _plain(metadata), "nbformat": 4, "nbformat_minor": minor}
+    return {"metadata": _plain(metadata), "nbformat": 4, "nbformat_minor": _minor(base, local, remote)}
+
+
+def _minor(base: Mapping[str, Any], local: Mapping[str, Any], remote: Mapping[str, Any]) -> int:
+    """The changed side's nbformat minor version; the larger one when both changed it."""
+    b, l, r = (nb.get("nbformat_minor", 0) for nb in (base, local, remote))
+    return r if l == b else l if r == b else max(l, r)
 
 
 # --- nbdime's own merge (engine="nbdime", for comparison) ---------------------
@@ -911,14 +910,7 @@ def _merged_top(
         merged, decisions = merge_notebooks(wrap(bm), wrap(lm), wrap(rm), _nbdime_args(options))
         metadata = merged["metadata"]
         conflicts.extend(_conflict(d, 0, _Decisions(decisions), options) for d in _Decisions(decisions).conflicts)
-    minors = [nb.get("nbformat_minor", 0) for nb in (base, local, remote)]
-    if minors[1] == minors[0]:
-        minor = minors[2]
-    elif minors[2] == minors[0]:
-        minor = minors[1]
-    else:
-        minor = max(minors[1], minors[2])
-    return {"metadata": _plain(metadata), "nbformat": 4, "nbformat_minor": minor}
+    return {"metadata": _plain(metadata), "nbformat": 4, "nbformat_minor": _minor(base, local, remote)}
 
 
 # --- conflicts -------------------------------------------------------------
