@@ -323,9 +323,9 @@ def test_metadata_conflicts_are_settled_too(world: World) -> None:
     assert "2 conflicts, in cell 2 and the notebook's metadata" in bob.toast("2 conflicts")
     bars = bob.page.locator(".nbmergesave-conflict")
     bars.nth(1).wait_for()
-    for _ in range(2):
+    for left in (1, 0):  # one after the other, as a person clicks
         bob.page.locator(".nbmergesave-conflict").first.get_by_role("button", name="Keep both").click()
-    bob.wait("() => !document.querySelector('.nbmergesave-conflict')")
+        bob.wait("n => document.querySelectorAll('.nbmergesave-conflict').length === n", arg=left)
     bob.save()
     saved = notebook_io.read_notebook(path)
     assert saved["cells"][1]["metadata"] == {"tags": ["alice", "bob"]}
