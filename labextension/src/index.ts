@@ -23,6 +23,7 @@ import {
   ICellJSON,
   IConflict,
   IMergeReply,
+  OPENING_METADATA,
   Side,
   cellsFingerprint,
   coalesceStreams,
@@ -31,6 +32,7 @@ import {
   describeMerge,
   findConflicts,
   keepsEdited,
+  keepNewCells,
   planUpdate,
   settleCell,
   settleInsert,
@@ -99,12 +101,13 @@ function showInPlace(path: string, content: { cells: ICellJSON[]; metadata?: Rec
   const scrolled = [notebook.node, notebook.outerNode].map(node => node?.scrollTop ?? 0);
   const current = shared.cells.map(cell => cell.toJSON() as unknown as ICellJSON);
   const sentById = new Map((sent ?? []).map(cell => [cell.id, cell] as [string | undefined, ICellJSON]));
-  const ops = planUpdate(current, content.cells);
+  const target = sent ? keepNewCells(current, sent, content.cells) : content.cells;
+  const ops = planUpdate(current, target);
   shared.transact(() => {
     const metadata = content.metadata;
     if (metadata && JSON.stringify(shared.getMetadata()) !== JSON.stringify(metadata)) {
       for (const key of Object.keys(shared.getMetadata())) {
-        if (!(key in metadata)) {
+        if (!(key in metadata) && !OPENING_METADATA.includes(key)) {
           shared.deleteMetadata(key);
         }
       }
@@ -151,6 +154,17 @@ function showInPlace(path: string, content: { cells: ICellJSON[]; metadata?: Rec
     }
   });
   model.dirty = false;
+  if (sent && cellsFingerprint(cellsOf(panel), shared.getMetadata()) !== cellsFingerprint(content.cells, content.metadata)) {
+    // typing or cells added while the save was on its way are not saved yet: the tab stays dirty
+    // (JupyterLab marks it clean when the save completes, so mark it again then)
+    const again = (_: unknown, saveState: string) => {
+      if (saveState === 'completed' || saveState === 'failed') {
+        panel.context.saveState.disconnect(again);
+        model.dirty = true;
+      }
+    };
+    panel.context.saveState.connect(again);
+  }
   if (activeId) {
     const index = shared.cells.findIndex(cell => cell.id === activeId);
     if (index >= 0 && notebook.activeCellIndex !== index) {
@@ -221,7 +235,7 @@ const mergeSave: JupyterFrontEndPlugin<void> = {
       }
       if (options?.content !== false && model.content && info.sha256) {
         state.held.set(path, info.sha256);
-        state.cells.set(path, cellsFingerprint(model.content.cells ?? []));
+        state.cells.set(path, cellsFingerprint(model.content.cells ?? [], model.content.metadata));
       } else if (options?.content === false && info.mergeable && state.held.has(path)) {
         // The file changed on disk, but the server will merge this tab's save with it:
         // no "File Changed" dialog. (Deleted or no longer a notebook: as JupyterLab does.)
@@ -247,7 +261,8 @@ const mergeSave: JupyterFrontEndPlugin<void> = {
             showInPlace(path, reply.content, (sent as any).content?.cells);
             notify(describeMerge(basename(path), reply), !!reply.conflicts?.length, path, reply.version);
           }
-          state.cells.set(path, cellsFingerprint(reply.content?.cells ?? (sent as any).content?.cells ?? []));
+          const saved = reply.content ?? (sent as any).content ?? {};
+          state.cells.set(path, cellsFingerprint(saved.cells ?? [], saved.metadata));
         }
         return model;
       } finally {
@@ -426,7 +441,9 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       if (!panel?.model || panel.sessionContext.session?.kernel?.status === 'busy') {
         return; // a running cell is writing outputs: follow once it is done
       }
-      const edited = () => panel.model!.dirty && cellsFingerprint(cellsOf(panel)) !== state.cells.get(path);
+      const edited = () =>
+        panel.model!.dirty &&
+        cellsFingerprint(cellsOf(panel), panel.model!.sharedModel.getMetadata()) !== state.cells.get(path);
       if (edited()) {
         if (!told.has(path + disk.sha256)) {
           told.add(path + disk.sha256);
@@ -446,7 +463,7 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       const wasDirty = panel.model.dirty; // only by metadata JupyterLab wrote: that stays to be saved
       state.mine.set(path, disk.merge && disk.merge.local === held ? 'local' : 'remote');
       state.held.set(path, info.sha256);
-      state.cells.set(path, cellsFingerprint(model.content.cells));
+      state.cells.set(path, cellsFingerprint(model.content.cells, model.content.metadata));
       showInPlace(path, model.content);
       if (wasDirty) {
         panel.model.dirty = true;

@@ -92,6 +92,31 @@ export function planUpdate(current: ICellJSON[], target: ICellJSON[]): Op[] | nu
   return ops;
 }
 
+/**
+ * ``target`` with the cells of ``current`` that were added after ``sent`` went out (in neither
+ * ``sent`` nor ``target``), each after the cell it followed: a merged save does not take away
+ * a cell inserted while the save was on its way.
+ */
+export function keepNewCells(current: ICellJSON[], sent: ICellJSON[], target: ICellJSON[]): ICellJSON[] {
+  const sentIds = new Set(sent.map(c => c.id));
+  const out = [...target];
+  current.forEach((cell, at) => {
+    if (sentIds.has(cell.id) || out.some(t => t.id === cell.id)) {
+      return;
+    }
+    let pos = 0;
+    for (let j = at - 1; j >= 0; j--) {
+      const k = out.findIndex(t => t.id === current[j].id);
+      if (k >= 0) {
+        pos = k + 1;
+        break;
+      }
+    }
+    out.splice(pos, 0, cell);
+  });
+  return out;
+}
+
 /** Apply ``ops`` to a plain list of cells (what the extension does on the notebook's shared model). */
 export function applyOps(cells: ICellJSON[], ops: Op[]): ICellJSON[] {
   const out = [...cells];
@@ -112,8 +137,30 @@ export function applyOps(cells: ICellJSON[], ops: Op[]): ICellJSON[] {
  * a tab whose cells still match what it loaded is not holding edits, even when JupyterLab
  * marked it dirty for notebook metadata it wrote itself (the kernel's language_info).
  */
-export function cellsFingerprint(cells: ICellJSON[]): string {
-  return JSON.stringify(cells.map(c => [c.cell_type, c.id ?? null, text(c.source), (c.outputs ?? []).length]));
+export function cellsFingerprint(cells: ICellJSON[], metadata?: Record<string, any>): string {
+  const notebook = { ...(metadata ?? {}) };
+  for (const key of OPENING_METADATA) {
+    delete notebook[key];
+  }
+  return JSON.stringify([
+    sorted(notebook),
+    cells.map(c => [c.cell_type, c.id ?? null, text(c.source), (c.outputs ?? []).length, sorted(withoutTrust(c.metadata))])
+  ]);
+}
+
+/** Notebook metadata JupyterLab writes itself when it opens a notebook and starts its kernel. */
+export const OPENING_METADATA = ['language_info', 'kernelspec'];
+
+function sorted(value: any): any {
+  if (Array.isArray(value)) {
+    return value.map(sorted);
+  }
+  if (value && typeof value === 'object') {
+    return Object.keys(value)
+      .sort()
+      .map(key => [key, sorted(value[key])]);
+  }
+  return value;
 }
 
 // --- conflicts -------------------------------------------------------------

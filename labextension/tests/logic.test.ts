@@ -6,6 +6,7 @@ import {
   describeMerge,
   findConflicts,
   keepsEdited,
+  keepNewCells,
   planUpdate,
   settleCell,
   settleInsert,
@@ -227,5 +228,18 @@ describe('describeMerge with the notebook metadata', () => {
       ]
     });
     expect(message.startsWith("2 conflicts, in cell 2 and the notebook's metadata.")).toBe(true);
+  });
+});
+
+describe('keepNewCells', () => {
+  const a = code('a', 'a'), b = code('b', 'b'), c = code('c', 'c'), n = code('n', 'typed during the save');
+
+  it('keeps a cell added while the save was on its way, after the cell it followed', () => {
+    const merged = [code('x', 'theirs'), a, b, c];
+    expect(keepNewCells([a, b, n, c], [a, b, c], merged).map(cell => cell.id)).toEqual(['x', 'a', 'b', 'n', 'c']);
+  });
+
+  it('leaves cells the merge removed removed', () => {
+    expect(keepNewCells([a, b, c], [a, b, c], [a, c]).map(cell => cell.id)).toEqual(['a', 'c']);
   });
 });
