@@ -355,14 +355,7 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         follows = declared.sha256 == before.sha256 or store.descends(path, declared.sha256 or "", before.sha256 or "")
         base = None if follows else declared
     else:
-        # The newest versions, and those sharing the most cells with the save, wherever they are
-        # in the history: a writer who loaded long ago (hundreds of versions) saves the cells it
-        # did not touch exactly as it loaded them.
-        recent = [v for v in reversed(history) if v.sha256]
-        seen = {v.version for v in recent} | {before.version, saved.version}
-        alike = [v for v in store.sharing_cells(path, _cell_digests(save), SHARING_CELLS) if v.version not in seen]
-        candidates = [v for v in recent if v.version not in (before.version, saved.version)] + alike
-        base = lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
+        base = infer_base(store, path, save, before, saved, history)
     on_disk = store.content(before) if displaced else data
     if base is None:  # made from the version on disk: it is the new version as it stands
         if displaced:  # ... and our write took its place: put it back
@@ -370,6 +363,25 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         store.add_on_disk(path, saved.version)
         return Outcome("recorded", key, saved.version)
     return _merge_and_write(store, path, base, before, save, saved, on_disk, session)
+
+
+def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any], before: Version,
+               saved: Version | None = None, history: list[Version] | None = None) -> Version | None:
+    """The stored version an undeclared ``save`` was made from (``lineage.find_base``'s rule), or
+    ``None`` when it was made from ``before``, the version on disk.
+
+    Candidates are the newest versions and those sharing the most cells with the save, wherever
+    they are in the history: a writer who loaded long ago (hundreds of versions) saves the cells
+    it did not touch exactly as it loaded them.
+    """
+    if history is None:
+        history = store.history(path, last=HISTORY_WINDOW + 1)
+    recent = [v for v in reversed(history) if v.sha256]
+    skip = {before.version} | ({saved.version} if saved is not None else set())
+    seen = {v.version for v in recent} | skip
+    alike = [v for v in store.sharing_cells(path, _cell_digests(save), SHARING_CELLS) if v.version not in seen]
+    candidates = [v for v in recent if v.version not in skip] + alike
+    return lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
 
 
 def _handled(store: Store, path: str | os.PathLike[str], match: Version, before: Version, digest: str,

@@ -219,17 +219,12 @@ class SaveMerger:
 
     def _infer(self, store: Store, os_path: str, save: dict[str, Any], disk: bytes) -> tuple[bytes | None, str]:
         """Search the store for the version the save was made from, as the watcher does."""
-        from .. import lineage, sync
+        from ..sync import infer_base
 
         before = store.latest_with(os_path, sha256(disk))
         if before is None:
             before = store.add(os_path, disk, "observed", on_disk=False)
-        history = [v for v in reversed(store.history(os_path, last=sync.HISTORY_WINDOW)) if v.sha256]
-        seen = {v.version for v in history}
-        alike = [v for v in store.sharing_cells(os_path, sync._cell_digests(save), sync.SHARING_CELLS)
-                 if v.version not in seen]
-        candidates = [v for v in history + alike if v.sha256 != before.sha256]
-        base = lineage.find_base(save, before, candidates, lambda v: sync._tokens(store, v))
+        base = infer_base(store, os_path, save, before)
         if base is None:
             return disk, "inferred from the store: made from the version on disk"
         return store.content(base), f"inferred from the store: version {base.version}"
