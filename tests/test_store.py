@@ -11,17 +11,16 @@ from nbmergesave.errors import StoreError
 from nbmergesave.store import Store, sha256
 
 
-def test_versions_number_up_and_identical_content_is_stored_once(tmp_path: Path) -> None:
-    with Store.open(tmp_path) as store:
-        nb = tmp_path / "nb.ipynb"
-        a = store.add(nb, b"one", "observed")
-        b = store.add(nb, b"two", "observed")
-        c = store.add(nb, b"one", "restored")
-        assert [v.version for v in (a, b, c)] == [1, 2, 3]
-        assert store.content(c) == b"one"
-        assert store.on_disk(nb) == c
-        assert store.stats().contents == 2
-        assert c.time.endswith("Z") and "T" in c.time
+def test_versions_number_up_and_identical_content_is_stored_once(store: Store) -> None:
+    nb = store.root / "nb.ipynb"
+    a = store.add(nb, b"one", "observed")
+    b = store.add(nb, b"two", "observed")
+    c = store.add(nb, b"one", "restored")
+    assert [v.version for v in (a, b, c)] == [1, 2, 3]
+    assert store.content(c) == b"one"
+    assert store.on_disk(nb) == c
+    assert store.stats().contents == 2
+    assert c.time.endswith("Z") and "T" in c.time
 
 
 def test_store_files_are_private(tmp_path: Path) -> None:
@@ -42,16 +41,16 @@ def test_wal_mode_and_integrity(tmp_path: Path) -> None:
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_rename_moves_history_and_deletion_is_recorded(tmp_path: Path) -> None:
-    with Store.open(tmp_path) as store:
-        store.add(tmp_path / "a.ipynb", b"1", "observed")
-        store.rename(tmp_path / "a.ipynb", tmp_path / "b.ipynb")
-        assert store.history(tmp_path / "a.ipynb") == []
-        assert [v.version for v in store.history(tmp_path / "b.ipynb")] == [1]
-        gone = store.add(tmp_path / "b.ipynb", None, "deleted")
-        assert gone.sha256 is None and store.on_disk(tmp_path / "b.ipynb") is None
-        with pytest.raises(StoreError, match="records a deletion"):
-            store.content(gone)
+def test_rename_moves_history_and_deletion_is_recorded(store: Store) -> None:
+    root = store.root
+    store.add(root / "a.ipynb", b"1", "observed")
+    store.rename(root / "a.ipynb", root / "b.ipynb")
+    assert store.history(root / "a.ipynb") == []
+    assert [v.version for v in store.history(root / "b.ipynb")] == [1]
+    gone = store.add(root / "b.ipynb", None, "deleted")
+    assert gone.sha256 is None and store.on_disk(root / "b.ipynb") is None
+    with pytest.raises(StoreError, match="records a deletion"):
+        store.content(gone)
 
 
 def test_find_walks_up_and_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +148,7 @@ def test_only_a_torn_file_counts_as_torn() -> None:
     assert notebook_io.torn_prefix(whole + b'  "tail"\n}\n') == whole
 
 
-def test_a_save_made_long_ago_is_merged_against_what_it_was_made_from(tmp_path: Path,
+def test_a_save_made_long_ago_is_merged_against_what_it_was_made_from(store: Store,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer that loaded many versions ago (beyond the newest ones the search reads first) saves:
     its base is found by size, and the merge keeps everything the others saved since."""
@@ -164,17 +163,16 @@ def test_a_save_made_long_ago_is_merged_against_what_it_was_made_from(tmp_path: 
     def nb() -> dict:  # type: ignore[type-arg]
         return notebook(cell("\n".join(mine), "m"), cell("\n".join(theirs), "t"))
 
-    path = write(tmp_path / "nb.ipynb", nb())
-    with Store.open(tmp_path) as store:
+    path = write(store.root / "nb.ipynb", nb())
+    sync_file(store, path)
+    loaded = notebook_io.read_notebook(path)  # my editor loads now...
+    for n in range(12):  # ...then others save, a dozen versions
+        theirs.append(f"their edit {n}")
+        write(path, nb())
         sync_file(store, path)
-        loaded = notebook_io.read_notebook(path)  # my editor loads now...
-        for n in range(12):  # ...then others save, a dozen versions
-            theirs.append(f"their edit {n}")
-            write(path, nb())
-            sync_file(store, path)
-        loaded["cells"][0]["source"] += "\nmy edit"  # ...and I save what I loaded plus my edit
-        write(path, loaded)
-        outcome = sync_file(store, path)
-        assert (outcome.action, outcome.base, outcome.conflicts) == ("merged", 1, 0)  # merged from what I loaded
+    loaded["cells"][0]["source"] += "\nmy edit"  # ...and I save what I loaded plus my edit
+    write(path, loaded)
+    outcome = sync_file(store, path)
+    assert (outcome.action, outcome.base, outcome.conflicts) == ("merged", 1, 0)  # merged from what I loaded
     mine.append("my edit")
     assert notebook_io.read_notebook(path)["cells"] == nb()["cells"]
