@@ -117,7 +117,7 @@ def notebook_from_dict(raw: Any, label: str = "notebook") -> dict[str, Any]:
         raise NotANotebook(f"{label} is not a valid notebook: bad 'metadata' or 'nbformat_minor'")
     raw.setdefault("metadata", {})
     raw.setdefault("nbformat_minor", 0)
-    for key in _TRANSIENT_NB_METADATA:
+    for key in TRANSIENT_NB_METADATA:
         raw["metadata"].pop(key, None)
     for n, cell in enumerate(cells):
         if not isinstance(cell, dict) or cell.get("cell_type") not in _CELL_TYPES:
@@ -129,7 +129,7 @@ def notebook_from_dict(raw: Any, label: str = "notebook") -> dict[str, Any]:
 
 
 _CELL_TYPES = frozenset({"code", "markdown", "raw"})
-_TRANSIENT_NB_METADATA = ("orig_nbformat", "orig_nbformat_minor", "signature")
+TRANSIENT_NB_METADATA = ("orig_nbformat", "orig_nbformat_minor", "signature")
 _MIME_JSON = re.compile(r"^application/(.*\+)?json$")
 
 

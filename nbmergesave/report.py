@@ -115,7 +115,8 @@ _MARK_LINE = re.compile(r"^(?:<span[^>\n]*><b>)?(?:<{7}|>{7})(?: |$|<)", re.MULT
 _MARKS = ("LOCAL CELL DELETED >>>>>>>", "REMOTE CELL DELETED >>>>>>>")
 
 
-def _text(value: Any) -> str:
+def joined(value: Any) -> str:
+    """A multiline field (source, stream text) as one string, whether stored as a string or a list of lines."""
     return value if isinstance(value, str) else "".join(value) if isinstance(value, list) else str(value)
 
 
@@ -134,9 +135,9 @@ def markers(nb: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     for index, cell in enumerate(nb.get("cells", [])):
         where = []
-        if _marked(_text(cell.get("source", ""))):
+        if _marked(joined(cell.get("source", ""))):
             where.append("source")
-        if any(_marked(_text(o.get("text", ""))) for o in cell.get("outputs", []) or []):
+        if any(_marked(joined(o.get("text", ""))) for o in cell.get("outputs", []) or []):
             where.append("outputs")
         metadata = cell.get("metadata", {})
         if "nbdime-conflicts" in metadata or MARK_KEY in metadata and "conflict" in (metadata[MARK_KEY] or {}):

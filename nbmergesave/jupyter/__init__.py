@@ -323,14 +323,14 @@ def conflict_cells(nb: dict[str, Any], unresolved: list[Any]) -> list[dict[str, 
     """The cells of the merged notebook that hold conflicts, found from the notebook itself
     (its markers), each with words for a person (from the merge's report where it names the cell)."""
     from ..merge import MARK_KEY
-    from ..report import _text, markers
+    from ..report import joined, markers
 
     kinds = {getattr(c, "cell", None): getattr(c, "kind", None) for c in unresolved}
     found = []
     for m in markers(nb):
         index = m["cell"]
         cell = nb["cells"][index] if index is not None else {}
-        source = _text(cell.get("source", ""))
+        source = joined(cell.get("source", ""))
         ours = (cell.get("metadata", {}).get(MARK_KEY) or {}).get("conflict")
         if ours == "insert":  # three marker cells around both sides' cells: named by the opening one
             if not source.startswith("<<<<<<<"):
@@ -374,7 +374,7 @@ def _plain(nb: Any) -> dict[str, Any]:
 def _as_written(nb: dict[str, Any]) -> bytes:
     """The bytes Jupyter writes for ``nb``: nbformat drops the keys it only keeps in memory
     (cell ``trusted`` marks, ``orig_nbformat``, ``signature``) before writing."""
-    transient = ("orig_nbformat", "orig_nbformat_minor", "signature")
+    transient = notebook_io.TRANSIENT_NB_METADATA
     return notebook_io.dumps({
         **nb,
         "metadata": {k: v for k, v in nb.get("metadata", {}).items() if k not in transient},
