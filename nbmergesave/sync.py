@@ -74,7 +74,7 @@ def _load(store: Store, version: Version) -> dict[str, Any] | None:
 _TOKENS: OrderedDict[tuple[str, str], lineage.Tokens | None] = OrderedDict()
 
 
-def _tokens(store: Store, version: Version) -> lineage.Tokens | None:
+def tokens_of(store: Store, version: Version) -> lineage.Tokens | None:
     """A stored version's lineage tokens, cached by content.
 
     Stored versions never change, and the base search looks at the same
@@ -243,7 +243,7 @@ def merge_copy(store: Store, copy: str | os.PathLike[str], *, session: Session |
         os.unlink(copy)
         return Outcome("recorded", key, saved.version)
     history = [v for v in store.history(original) if v.sha256 and v.version not in (before.version, saved.version)]
-    base = lineage.find_base(save, before, list(reversed(history[-HISTORY_WINDOW:])), lambda v: _tokens(store, v)) or before
+    base = lineage.find_base(save, before, list(reversed(history[-HISTORY_WINDOW:])), lambda v: tokens_of(store, v)) or before
     expected = Path(original).read_bytes()
     if sha256(expected) != before.sha256:
         return Outcome("partial", key, message=f"'{original}' changed; will look again")
@@ -381,7 +381,7 @@ def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any],
     seen = {v.version for v in recent} | skip
     alike = [v for v in store.sharing_cells(path, _cell_digests(save), SHARING_CELLS) if v.version not in seen]
     candidates = [v for v in recent if v.version not in skip] + alike
-    return lineage.find_base(save, before, candidates, lambda v: _tokens(store, v))
+    return lineage.find_base(save, before, candidates, lambda v: tokens_of(store, v))
 
 
 def _handled(store: Store, path: str | os.PathLike[str], match: Version, before: Version, digest: str,
