@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nbmergesave import notebook_io
 from nbmergesave.store import Store, sha256
+from nbmergesave.store.sqlite import SCHEMA_VERSION
 
 from . import legacy_store
 from .conftest import ROOT, cell, notebook
@@ -71,7 +72,7 @@ def _check(root: Path, expected: dict) -> None:  # type: ignore[type-arg]
         assert {k: store.on_disk(k).to_dict() for k in expected["on_disk"]} == expected["on_disk"]  # type: ignore[union-attr]
         assert store.tracked() == expected["tracked"]
         assert store.fsck(repair=False)["ok"]
-        assert store.backend.setting("schema") == "2"
+        assert store.backend.setting("schema") == SCHEMA_VERSION
         tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert not tables & {"blobs", "cell_sources"}
 

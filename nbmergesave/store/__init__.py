@@ -257,12 +257,10 @@ class Store:
         if found is None:
             raise StoreError(f"blob {digest[:12]} is missing from the store (hint: nbmergesave fsck)")
         size, manifest = found
-        ids = pieces.unpack_ids(manifest)
-        stored = self.backend.pieces(ids)
         decode, raw = pieces.decode, pieces.RAW
         try:
-            data = b"".join([part if codec == raw else decode(codec, part) for codec, part in map(stored.__getitem__, ids)])
-        except Exception as e:  # a piece missing (KeyError) or not decodable (zlib.error, ValueError)
+            data = b"".join([part if codec == raw else decode(codec, part) for codec, part in self.backend.pieces_of(manifest)])
+        except Exception as e:  # a piece not decodable (zlib.error, ValueError); a missing one shows in the size
             raise StoreError(f"blob {digest[:12]} is damaged ({type(e).__name__}) (hint: nbmergesave fsck)") from None
         if len(data) != size:
             raise StoreError(f"blob {digest[:12]} is damaged (hint: nbmergesave fsck)")

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 if TYPE_CHECKING:
     from . import Version
+
+Buffer = Union[bytes, memoryview]  # a piece's stored bytes: a memoryview where a backend maps them
 
 
 class Backend(Protocol):
@@ -59,8 +61,9 @@ class Backend(Protocol):
     def put_piece(self, digest: bytes, codec: int, size: int, data: bytes) -> int:
         """Store a piece (``size``: its length before encoding) and return its id; inside a transaction."""
 
-    def pieces(self, ids: Collection[int]) -> dict[int, tuple[int, bytes]]:
-        """``id -> (codec, stored bytes)`` for the ids present."""
+    def pieces_of(self, manifest: bytes) -> list[tuple[int, Buffer]]:
+        """The pieces a manifest lists, in its order: ``(codec, stored bytes)`` (any bytes-like object);
+        a piece missing from the store is left out (the joined size then tells)."""
 
     def has_content(self, sha: str) -> bool: ...
 

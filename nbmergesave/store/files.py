@@ -8,6 +8,7 @@ setgid), where the group keeps access (``2770``/``0660``).
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from .. import private
@@ -31,3 +32,91 @@ def make_private(path: Path) -> None:
 def open_private(path: Path) -> int:
     """Open (creating) a file of the store for reading and writing with the store's file mode; returns the fd."""
     return os.open(path, os.O_RDWR | os.O_CREAT, private.store_modes(path.parent)[1])
+
+
+class PieceFiles:
+    """Large pieces as files of their own, ``pieces/ab/abcdef…`` by sha256, read through memory maps.
+
+    A piece's file is written once, under a temporary name, flushed to disk
+    and renamed into place, and never changed after: a file holds exactly the
+    stored bytes of the piece its name says, so a map of it stays right for
+    as long as the process keeps it, even after the file is removed (a
+    removed file's pages live on until the map is closed; it is never
+    truncated, which is what could fault a map). Reading a version joins
+    views of these maps: the bytes are copied once, as reading a file does.
+    """
+
+    def __init__(self, location: Path) -> None:
+        self.folder = location / "pieces"
+        self._modes = private.store_modes(location)
+
+    def _path(self, digest: bytes) -> Path:
+        name = digest.hex()
+        return self.folder / name[:2] / name
+
+    def _folder(self, path: Path) -> None:
+        for folder in (path.parent.parent, path.parent):
+            if not folder.is_dir():
+                try:
+                    os.mkdir(folder, self._modes[0] & 0o777)
+                except FileExistsError:
+                    continue
+                private.set_mode(folder, self._modes[0])
+
+    def write(self, digest: bytes, data: bytes) -> None:
+        """Put a piece's stored bytes in place, durably (called inside the write transaction)."""
+        path = self._path(digest)
+        self._folder(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), self._modes[1] & 0o777)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        private.set_mode(tmp, self._modes[1])
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the rename too, before the row that names the file commits
+        finally:
+            os.close(dfd)
+
+    def map(self, digest: bytes) -> memoryview:
+        """The piece's stored bytes, mapped (``FileNotFoundError`` when its file is gone)."""
+        import mmap
+
+        with open(self._path(digest), "rb") as f:
+            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+    def read(self, digest: bytes) -> bytes:
+        """The piece's stored bytes, read (``b""`` when its file is gone: fsck then finds it damaged)."""
+        try:
+            return self._path(digest).read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def remove(self, digests: Iterable[bytes]) -> None:
+        for digest in digests:
+            self._path(digest).unlink(missing_ok=True)
+
+    def sweep(self, named: Collection[bytes]) -> None:
+        """Remove every file no row names, and temporary files: what a writer that crashed or rolled
+        back left behind (called under the write lock, so no writer is half way now)."""
+        if not self.folder.is_dir():
+            return
+        for folder in self.folder.iterdir():
+            for path in folder.iterdir():
+                try:
+                    keep = bytes.fromhex(path.name) in named
+                except ValueError:  # a temporary file
+                    keep = False
+                if not keep:
+                    path.unlink(missing_ok=True)
+
+    def disk_usage(self) -> int:
+        if not self.folder.is_dir():
+            return 0
+        return sum(p.stat().st_size for folder in self.folder.iterdir() for p in folder.iterdir())

@@ -36,6 +36,7 @@ from typing import Any
 from ..errors import StoreError, StoreUnavailable
 from ..private import redact_url
 from .backend import COPIED, chunked
+from .pieces import unpack_ids
 from .sqlite import cell_pairs  # the lineage index's keys: the same numbers in every backend
 
 CONNECT_TIMEOUT = 3  # seconds to reach the server before a store call gives up
@@ -424,13 +425,14 @@ class PostgresBackend:
             return int(row[0])
         return int(self._one("SELECT id FROM pieces WHERE digest = %s", (digest,))[0])  # type: ignore[index]
 
-    def pieces(self, ids: Collection[int]) -> dict[int, tuple[int, bytes]]:
+    def pieces_of(self, manifest: bytes) -> list[tuple[int, bytes]]:
+        ids = unpack_ids(manifest)
         found: dict[int, tuple[int, bytes]] = {}
-        for part in chunked(list(ids), 1000):
+        for part in chunked(list(set(ids)), 1000):
             for i, codec, data in self._all("SELECT id, codec, data FROM pieces WHERE id = ANY(%s)", (list(part),),
                                             binary=True):
                 found[i] = (codec, bytes(data))
-        return found
+        return [found[i] for i in ids if i in found]
 
     def has_content(self, sha: str) -> bool:
         return self._one("SELECT 1 FROM contents WHERE sha256 = %s", (sha,)) is not None

@@ -2,6 +2,10 @@
 
 ``index.sqlite`` holds the versions (one row each), contents (a manifest per
 distinct file content) and pieces (each distinct piece once, by sha256).
+A piece of :data:`LARGE` bytes or more (a plot) is a file of its own in
+``pieces/`` (:class:`~.files.PieceFiles`), its row naming it: SQLite hands
+a large blob over through several copies, a mapped file in one, so reading
+a version costs about what reading the notebook's file does.
 A store written by nbmergesave 0.1 (one zlib blob per content, table
 ``blobs``) is upgraded in place when opened: each blob is cut into pieces
 and dropped in the same transaction, so an interrupted upgrade resumes
@@ -19,11 +23,25 @@ from pathlib import Path
 
 from ..errors import StoreError
 from . import files
-from .backend import COPIED, chunked
+from .backend import COPIED, Buffer, chunked
+from .pieces import pack_ids, unpack_ids
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: large pieces in files (a store of 2 is read as it is, and writes them so from then on)
 DB_NAME = "index.sqlite"
+LARGE = 16384  # stored bytes from which a piece is a file: a plot; below, a row costs less than a file's inode and slack
+CACHE_BYTES = 64 << 20  # pieces a process keeps once read (plots mapped, not copied); all let go when full
 PAGE_SIZE = 4096  # measured against 16 KiB: reads 10 % slower, the watcher's first scan 10-25 % faster, less memory
+
+# ids never reused (AUTOINCREMENT): a piece read and cached under its id is that piece for good.
+# file: the stored length when the piece is a file of its own (data is then empty), 0 when in the row
+_PIECES = """pieces (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest BLOB NOT NULL UNIQUE,
+    codec INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    file INTEGER NOT NULL DEFAULT 0
+);"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -44,13 +62,7 @@ CREATE TABLE IF NOT EXISTS contents (
     manifest BLOB NOT NULL,
     cells_recorded INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS pieces (
-    id INTEGER PRIMARY KEY,
-    digest BLOB NOT NULL UNIQUE,
-    codec INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    data BLOB NOT NULL
-);
+CREATE TABLE IF NOT EXISTS {pieces}
 CREATE TABLE IF NOT EXISTS cell_index (
     pair INTEGER NOT NULL,
     content INTEGER NOT NULL,
@@ -77,7 +89,7 @@ CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"""
+""".format(pieces=_PIECES)
 
 
 class SQLiteBackend:
@@ -98,12 +110,39 @@ class SQLiteBackend:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA journal_size_limit = 4194304")  # the log shrinks back after a checkpoint
         self._db.executescript(_SCHEMA)
+        self.files = files.PieceFiles(location)
+        self._unlink: list[bytes] = []  # files of pieces dropped in the open transaction, removed once it commits
+        self._cache: dict[int, tuple[int, Buffer]] = {}  # pieces read, by id
+        self._cached = 0  # their bytes (a mapped piece's count too)
+        self._check_schema()
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
             files.make_private(location / name)
         if self.legacy_blobs() and upgrade is not None:
             upgrade(self)
 
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM settings WHERE name = 'schema'").fetchone()
+        if row is not None and int(row[0]) > int(SCHEMA_VERSION):
+            raise StoreError(f"the store at '{self.location}' was written by a newer nbmergesave (schema {row[0]}, "
+                             f"this one reads up to {SCHEMA_VERSION}); upgrade nbmergesave")
+        if self._pieces_of_schema_2():
+            with self.transaction():  # its pieces stay rows (new large ones are files); ids are never reused now
+                if self._pieces_of_schema_2():
+                    self._db.execute("CREATE TABLE pieces_3 " + _PIECES.split(" ", 1)[1])
+                    self._db.execute("INSERT INTO pieces_3 (id, digest, codec, size, data) "
+                                     "SELECT id, digest, codec, size, data FROM pieces")
+                    self._db.execute("DROP TABLE pieces")
+                    self._db.execute("ALTER TABLE pieces_3 RENAME TO pieces")
+        if (row is None or row[0] != SCHEMA_VERSION) and not self.legacy_blobs():
+            with self.transaction():
+                self._db.execute("INSERT OR REPLACE INTO settings VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def _pieces_of_schema_2(self) -> bool:
+        return "AUTOINCREMENT" not in self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'pieces'").fetchone()[0]
+
     def close(self) -> None:
+        self._cache = {}
         self._db.close()
 
     @contextmanager
@@ -115,9 +154,26 @@ class SQLiteBackend:
         try:
             yield
         except BaseException:
+            self._unlink.clear()
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        if self._unlink:  # only now: a crash before the commit keeps both the rows and their files
+            gone, self._unlink = self._unlink, []
+            self._remove_files(gone)
+
+    def _remove_files(self, digests: Collection[bytes] | None) -> None:
+        """Remove the files of pieces no row names (``None``: every such file), under the write lock: every
+        writer writes a piece's file inside its transaction, so none is between the file and its row now."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            named = {row[0] for row in self._db.execute("SELECT digest FROM pieces WHERE file")}
+            if digests is None:
+                self.files.sweep(named)
+            else:
+                self.files.remove([d for d in digests if d not in named])
+        finally:
+            self._db.execute("COMMIT")
 
     @contextmanager
     def save_lock(self, key: str | None) -> Iterator[None]:
@@ -144,18 +200,46 @@ class SQLiteBackend:
         return found
 
     def put_piece(self, digest: bytes, codec: int, size: int, data: bytes) -> int:
-        cur = self._db.execute("INSERT OR IGNORE INTO pieces (digest, codec, size, data) VALUES (?, ?, ?, ?)",
-                               (digest, codec, size, data))
+        file = 0
+        if len(data) >= LARGE:
+            found = self._db.execute("SELECT id FROM pieces WHERE digest = ?", (digest,)).fetchone()
+            if found:
+                return int(found[0])
+            self.files.write(digest, data)  # the file first: a row never names a file that is not there
+            data, file = b"", len(data)
+        cur = self._db.execute("INSERT OR IGNORE INTO pieces (digest, codec, size, data, file) VALUES (?, ?, ?, ?, ?)",
+                               (digest, codec, size, data, file))
         if cur.rowcount:
             return int(cur.lastrowid)  # type: ignore[arg-type]
         return int(self._db.execute("SELECT id FROM pieces WHERE digest = ?", (digest,)).fetchone()[0])
 
-    def pieces(self, ids: Collection[int]) -> dict[int, tuple[int, bytes]]:
-        found: dict[int, tuple[int, bytes]] = {}
-        for part in chunked(list(ids)):
-            rows = self._db.execute(
-                f"SELECT id, codec, data FROM pieces WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
-            found.update({i: (codec, data) for i, codec, data in rows})
+    def pieces_of(self, manifest: bytes) -> list[tuple[int, Buffer]]:
+        ids, cache = unpack_ids(manifest), self._cache
+        missing = [i for i in ids if i not in cache]
+        if not missing:
+            return [cache[i] for i in ids]
+        found = self._fetch(missing)
+        parts = [found.get(i) or cache.get(i) for i in ids]
+        return [p for p in parts if p is not None]  # a piece missing from the store: the size tells
+
+    def _fetch(self, ids: list[int]) -> dict[int, tuple[int, Buffer]]:
+        """Read pieces into the cache (ids are never reused, so a piece cached is right for good)."""
+        found: dict[int, tuple[int, Buffer]] = {}
+        rows = self._db.execute(  # one statement; a file's row gives its digest
+            "SELECT p.id, p.codec, iif(p.file, p.digest, p.data), p.file FROM json_each(?) j "
+            "JOIN pieces p ON p.id = j.value", (pack_ids(ids).decode(),))
+        for i, codec, data, file in rows:
+            if file:
+                try:
+                    data = self.files.map(data)
+                except FileNotFoundError:
+                    continue  # the content is reported damaged
+            found[i] = codec, data
+        size = sum(len(data) for _, data in found.values())
+        if self._cached + size > CACHE_BYTES:
+            self._cache, self._cached = {}, 0  # a new dict: a reader in another thread keeps the one it holds
+        self._cache.update(found)
+        self._cached += size
         return found
 
     def has_content(self, sha: str) -> bool:
@@ -292,15 +376,19 @@ class SQLiteBackend:
 
     def piece_sizes(self) -> dict[int, int]:
         # length(data) reads the blob's header only; the columns before it are in the row itself
-        return dict(self._db.execute("SELECT id, length(data) FROM pieces").fetchall())
+        return dict(self._db.execute("SELECT id, length(data) + file FROM pieces").fetchall())
 
     def drop_pieces(self, ids: Iterable[int]) -> None:
-        self._db.executemany("DELETE FROM pieces WHERE id = ?", [(i,) for i in ids])
+        for part in chunked([(i,) for i in ids]):
+            self._unlink += [row[0] for i, in part for row in
+                             self._db.execute("SELECT digest FROM pieces WHERE id = ? AND file", (i,))]
+            self._db.executemany("DELETE FROM pieces WHERE id = ?", part)
 
     def iter_pieces(self) -> Iterator[tuple[int, bytes, int, bytes]]:
-        cur = self._db.execute("SELECT id, digest, codec, data FROM pieces")
+        cur = self._db.execute("SELECT id, digest, codec, data, file FROM pieces")
         while rows := cur.fetchmany(256):
-            yield from rows
+            for i, digest, codec, data, file in rows:
+                yield i, digest, codec, self.files.read(digest) if file else data
 
     def setting(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
@@ -317,7 +405,7 @@ class SQLiteBackend:
                 total += (self.location / name).stat().st_size
             except FileNotFoundError:
                 pass
-        return total
+        return total + self.files.disk_usage()
 
     def free_bytes(self) -> int:
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
@@ -332,6 +420,7 @@ class SQLiteBackend:
                 pass  # another process is using the store; the next collection tries again
         self._db.execute("PRAGMA incremental_vacuum")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._remove_files(None)  # files left by a crash or a rollback
 
     def integrity(self) -> str:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
