@@ -3,11 +3,16 @@
     python benchmarks/bench_watch.py            # 10,000 notebooks in 1,000 folders
     python benchmarks/bench_watch.py --quick    # 1,000 notebooks in 100 folders
     python benchmarks/bench_watch.py --git-only # only the latency and idle CPU, with and without git
+    python benchmarks/bench_watch.py --against 9c425b2 --quick
+                                                # this tree's watcher beside another commit's, alternately
 
 Runs a real `nbmergesave watch` process for each part and prints the figures. The
 latency and idle CPU are measured in a plain folder and in a git work tree (where
 the watcher asks git whether each save is a blob git holds), alternately, twice
-each, side by side in one run.
+each, side by side in one run. With ``--against REV`` the latency and the scan
+are measured for the watcher of commit REV (its code taken with ``git archive``)
+and this tree's, alternately, twice each, on the same notebooks (9c425b2 is the
+last commit before the deduplicated store).
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ def notebook(n: int, tag: str = "") -> dict[str, Any]:
 
 
 class Watch:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, code: Path | None = None) -> None:
+        """``code``: a folder holding another version's ``nbmergesave`` package to run instead of this tree's."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"PYTHONPATH": str(code)} if code else {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "nbmergesave", "watch", str(root), "--rescan", "3600"],
-                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     stderr=subprocess.PIPE, text=True, env=env)
         self.started = time.perf_counter()
         line = self.proc.stderr.readline()  # type: ignore[union-attr]
         self.ready = time.perf_counter() - self.started
@@ -59,7 +66,7 @@ class Watch:
         self.proc.wait(timeout=30)
 
 
-def latency(tmp: Path, cells: int, rounds: int, git: bool = False) -> tuple[float, float, float]:
+def latency(tmp: Path, cells: int, rounds: int, git: bool = False, code: Path | None = None) -> tuple[float, float, float]:
     """Median and max save-to-merged latency (s) and idle CPU (% of a core), in a git work tree when ``git``."""
     root = Path(tempfile.mkdtemp(prefix="latency-git-" if git else "latency-", dir=tmp))
     path = root / "nb.ipynb"
@@ -74,7 +81,7 @@ def latency(tmp: Path, cells: int, rounds: int, git: bool = False) -> tuple[floa
             (root / f"other{k}.txt").write_text(f"{k}\n" * 100)
             subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)
             subprocess.run(["git", "-C", str(root), "commit", "-qm", f"c{k}"], check=True, env=env)
-    watch = Watch(root)
+    watch = Watch(root, code)
     times = []
     w1, w2 = copy.deepcopy(v0), copy.deepcopy(v0)
     for r in range(rounds):
@@ -131,11 +138,20 @@ def latency_side_by_side(tmp: Path, cells: int, rounds: int) -> None:
 
 
 def _stored(root: Path, data: bytes) -> bool:
-    from nbmergesave.store import Store, sha256
+    """Whether the watcher recorded ``data`` as nb.ipynb's content (read with SQL that every store
+    layout answers, so that opening the store never upgrades a store another version is using)."""
+    import hashlib
+    import sqlite3
 
-    with Store.open(root) as store:
-        v = store.on_disk(root / "nb.ipynb")
-        return v is not None and v.sha256 == sha256(data)
+    db = sqlite3.connect(f"file:{root / '.nbmergesave' / 'index.sqlite'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT v.sha256 FROM on_disk d JOIN versions v ON v.path = d.path AND v.version = d.version "
+                         "WHERE d.path = 'nb.ipynb'").fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return False
+    finally:
+        db.close()
+    return row is not None and row[0] == hashlib.sha256(data).hexdigest()
 
 
 def _wait(condition: Any, timeout: float = 30.0) -> None:
@@ -148,13 +164,7 @@ def _wait(condition: Any, timeout: float = 30.0) -> None:
 
 def big_scan(tmp: Path, folders: int, per_folder: int) -> None:
     root = tmp / "tree"
-    text = notebook_io.dumps(notebook(10))
-    for d in range(folders):
-        folder = root / f"group{d // 100}" / f"folder{d}"
-        folder.mkdir(parents=True)
-        for k in range(per_folder):
-            (folder / f"nb{k}.ipynb").write_text(text.replace("x0 = 0", f"x0 = {d * per_folder + k}"))
-    n = folders * per_folder
+    n = tree(root, folders, per_folder)
     watch = Watch(root)
     print(f"initial scan, {n} notebooks in {folders} folders (first run, every version stored): "
           f"{watch.ready:.1f} s, resident memory {watch.rss_mb():.0f} MB")
@@ -168,12 +178,66 @@ def big_scan(tmp: Path, folders: int, per_folder: int) -> None:
     watch.stop()
 
 
+def tree(root: Path, folders: int, per_folder: int) -> int:
+    text = notebook_io.dumps(notebook(10))
+    for d in range(folders):
+        folder = root / f"group{d // 100}" / f"folder{d}"
+        folder.mkdir(parents=True)
+        for k in range(per_folder):
+            (folder / f"nb{k}.ipynb").write_text(text.replace("x0 = 0", f"x0 = {d * per_folder + k}"))
+    return folders * per_folder
+
+
+def against(tmp: Path, rev: str, folders: int, per_folder: int, cells: int, rounds: int) -> None:
+    """The watcher of commit ``rev`` and this tree's, alternately, twice each: latency, first scan, restart."""
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    code = tmp / f"code-{rev}"
+    code.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "nbmergesave"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
+    sides = {f"commit {rev}": code, "this tree": None}
+    root = tmp / "tree"
+    n = tree(root, folders, per_folder)
+    figures: dict[str, list[tuple[float, ...]]] = {name: [] for name in sides}
+    for _ in range(2):
+        for name, where in sides.items():
+            median, _, idle = latency(tmp, cells, rounds, code=where)
+            shutil.rmtree(root / ".nbmergesave", ignore_errors=True)
+            watch = Watch(root, where)
+            first = (watch.ready, watch.cpu(), watch.rss_mb())
+            watch.stop()
+            watch = Watch(root, where)
+            again = (watch.ready, watch.cpu(), watch.rss_mb())
+            watch.stop()
+            figures[name].append((median, idle, *first, *again))
+    print(f"side by side, twice each, alternately: latency ({cells} cells, {rounds} merges), then the first scan "
+          f"of {n} notebooks in {folders} folders (every version stored) and a restart over them")
+    for name, runs in figures.items():
+        for m, idle, ready, cpu, rss, ready2, cpu2, rss2 in runs:
+            print(f"  {name:>16}: latency median {m * 1000:.0f} ms, idle {idle:.2f} %; first scan {ready:.2f} s "
+                  f"(CPU {cpu:.2f} s), {rss:.0f} MB; restart {ready2:.2f} s (CPU {cpu2:.2f} s), {rss2:.0f} MB")
+    old, new = (list(zip(*runs)) for runs in figures.values())
+    for k, what in enumerate(("latency", "idle CPU", "first scan", "first scan CPU", "first scan memory",
+                              "restart", "restart CPU", "restart memory")):
+        a, b = statistics.median(old[k]), statistics.median(new[k])
+        if k == 1:
+            print(f"  {what}: this tree {b:.2f} % of a core, commit {rev} {a:.2f} %")
+        else:
+            print(f"  {what}: this tree / commit {rev} = {b / a:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the tree")
     parser.add_argument("--git-only", action="store_true", help="only latency and idle CPU, with and without git")
+    parser.add_argument("--against", metavar="REV", help="measure commit REV's watcher beside this tree's")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.against:
+            against(Path(tmp), args.against, 100 if args.quick else 1000, 10, 200, 20)
+            return
         latency_side_by_side(Path(tmp), 200, 20)
         if not args.git_only:
             big_scan(Path(tmp), 100 if args.quick else 1000, 10)
