@@ -26,7 +26,7 @@ from . import files
 from .backend import COPIED, Buffer, chunked
 from .pieces import pack_ids, unpack_ids
 
-SCHEMA_VERSION = "3"  # 3: large pieces in files (a store of 2 is read as it is, and writes them so from then on)
+SCHEMA_VERSION = "3"  # 3: plots in files, piece ids never reused (a store of 2 is upgraded when opened)
 DB_NAME = "index.sqlite"
 LARGE = 16384  # stored bytes from which a piece is a file: a plot; below, a row costs less than a file's inode and slack
 CACHE_BYTES = 64 << 20  # pieces a process keeps once read (plots mapped, not copied); all let go when full
@@ -379,6 +379,10 @@ class SQLiteBackend:
         return dict(self._db.execute("SELECT id, length(data) + file FROM pieces").fetchall())
 
     def drop_pieces(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        for i in ids:  # let go of their maps here too: a removed file's space is freed once no process maps it
+            cached = self._cache.pop(i, None)
+            self._cached -= len(cached[1]) if cached else 0
         for part in chunked([(i,) for i in ids]):
             self._unlink += [row[0] for i, in part for row in
                              self._db.execute("SELECT digest FROM pieces WHERE id = ? AND file", (i,))]
