@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .servers import free_port
+
 PASSWORD = "s3cret-test-pw"
 USER = "postgres"
 
@@ -34,12 +36,6 @@ def bindir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """One PostgreSQL cluster in a temporary folder. ``url(schema)``: a URL for one schema of it."""
 
@@ -51,7 +47,7 @@ class Server:
         self.tmp = Path(tempfile.mkdtemp(prefix="nbms-pg-"))
         self.data = self.tmp / "data"
         self.log = self.tmp / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         pwfile = self.tmp / "pw"
         pwfile.write_text(PASSWORD + "\n")
         if self.as_root:

@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,68 +17,24 @@ from nbmergesave import notebook_io, sync_file
 from nbmergesave.store import Store, sha256
 
 from .conftest import cell, notebook
+from .servers import JupyterProcess
 
 pytest.importorskip("jupyter_server")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(JupyterProcess):
     """A jupyter_server process with the nbmergesave extension, on loopback."""
 
     def __init__(self, root: Path, config_dir: Path) -> None:
-        self.port, self.token = free_port(), secrets.token_hex(16)
-        self.log = (config_dir / f"server-{self.port}.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", f"--ServerApp.port={self.port}",
-             "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.root_dir={root}", *(["--allow-root"] if os.geteuid() == 0 else [])],
-            stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_RUNTIME_DIR": str(config_dir / "runtime"),
-                 "JUPYTER_DATA_DIR": str(config_dir / "data"), "JUPYTER_PLATFORM_DIRS": "1"},
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.request("GET", "/api/status")
-                return
-            except (urllib.error.URLError, ConnectionError):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("jupyter_server did not start:\n" + self.output())
-                time.sleep(0.1)
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return json.loads(response.read() or b"null")
+        super().__init__("jupyter_server", root, config_dir,
+                         {"JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_RUNTIME_DIR": str(config_dir / "runtime"),
+                          "JUPYTER_DATA_DIR": str(config_dir / "data")})
 
     def get(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/api/contents/{name}")["content"]
 
     def put(self, name: str, nb: dict[str, Any]) -> None:
         self.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json", "content": nb})
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return Path(self.log.name).read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture

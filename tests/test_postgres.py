@@ -28,6 +28,7 @@ from nbmergesave.store.where import PROJECT_MARKER, configure
 
 from . import pg
 from .conftest import cell, notebook, write
+from .servers import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +73,7 @@ def test_a_url_that_is_not_postgresql_is_refused(tmp_path: Path) -> None:
 def test_a_server_that_does_not_answer_is_one_line_exit_2(tmp_path: Path) -> None:
     (tmp_path / PROJECT_MARKER).touch()
     nb = write(tmp_path / "nb.ipynb", notebook(cell("a = 1", "a")))
-    port = pg._free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     result = run("history", str(nb), env={"NBMERGESAVE_STORE_URL": f"postgresql://ann:pw1@127.0.0.1:{port}/db"})
     assert result.exit_code == 2
     line = one_line(result)

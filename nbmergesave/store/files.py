@@ -89,7 +89,10 @@ class PieceFiles:
         import mmap
 
         with open(self._path(digest), "rb") as f:
-            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            try:
+                return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            except (OSError, ValueError):  # a file system that cannot map, or an empty (damaged) file
+                return memoryview(f.read())
 
     def read(self, digest: bytes) -> bytes:
         """The piece's stored bytes, read (``b""`` when its file is gone: fsck then finds it damaged)."""
