@@ -87,6 +87,38 @@ class GitRepo:
         """Whether a git command holds the index lock (it is writing the work tree or the index)."""
         return os.path.lexists(self.lock_file)
 
+    def quiet(self) -> tuple[int, ...] | None:
+        """``None`` while git holds the index lock; else a mark of the index as it is now.
+
+        A git command that writes the work tree takes ``index.lock`` first and, once its
+        files are written, renames the lock over ``index``: a new file. So two equal marks
+        taken one after the other mean no such command ended in between.
+        """
+        if os.path.lexists(self.lock_file):
+            return None
+        try:
+            st = os.stat(self.git_dir / "index")
+        except OSError:
+            return ()  # no index yet (a new repository)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def gone(self, path: str | os.PathLike[str]) -> bool | None:
+        """Whether the file ``path`` is gone for good: ``False`` if it is there, ``None`` if git is writing
+        (or wrote) the work tree while we looked: ask again once it is done.
+
+        Git replaces a file by removing it and writing it anew, all while it holds the index
+        lock. Looking at the lock and then at the file is not enough: git can finish between
+        the two looks, and the file, missing a moment before, is back. So the lock and the
+        index are looked at before and after the file, and a missing file counts only if
+        neither changed.
+        """
+        before = self.quiet()
+        if before is None:
+            return None
+        if os.path.isfile(path):
+            return False
+        return True if self.quiet() == before else None
+
     def blob_id(self, data: bytes) -> str:
         """The id git gives ``data`` as a blob (sha1, or sha256 in a repository made with that format)."""
         header = b"blob %d\0" % len(data)

@@ -291,15 +291,17 @@ class Watcher:
             if self._store_for(b) is store and is_notebook(b, self.ignore) and store.on_disk(a) is not None \
                     and store.on_disk(b) is None:
                 store.rename(a, b)  # history moves with the file
-        elif op == "delete" and store.on_disk(a) is not None and not a.is_file():
+        elif op == "delete" and store.on_disk(a) is not None:
             repo = self._repo(a)
-            if repo is not None and repo.busy():  # git replaces a file by removing it first: wait and see
+            gone = not a.is_file() if repo is None else repo.gone(a)
+            if repo is not None and gone is None:  # git replaces a file by removing it first: wait, look again
                 with self._lock:
                     self._held_ops.append((repo, (op, a, b)))
                     self._held_since.setdefault(repo, time.monotonic())
                 return
-            store.add(a, None, "deleted")
-            self.log(f"deleted {a}")
+            if gone:
+                store.add(a, None, "deleted")
+                self.log(f"deleted {a}")
 
     def _handler(self):  # type: ignore[no-untyped-def]
         from watchdog.events import FileSystemEventHandler

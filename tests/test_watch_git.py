@@ -14,9 +14,11 @@ import copy
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -676,3 +678,190 @@ def test_a_revert_read_late_is_still_recorded(tmp_path: Path) -> None:
         assert sync_file(store, path, data=feature).action == "recorded"
         assert [v.kind for v in store.history(path)] == ["observed"] * 4
         assert path.read_bytes() == feature
+
+
+# --- deletions: git's remove-then-write is none, a real removal is one --------------------------
+
+class Gate:
+    """A smudge filter that stops git in the middle of replacing ``b.ipynb``: git has taken
+    ``index.lock`` and removed the old file, and writes the new one once the gate opens (the
+    order `strace` shows git follow: lock, unlink, filter, create and write, rename the lock
+    over the index)."""
+
+    def __init__(self, repo: Path, folder: Path) -> None:
+        self.repo, self.started, self.release = repo, folder / "gate-started", folder / "gate-release"
+        script = folder / "gate.sh"
+        # (the filter gives up waiting after 60 s, so a failing test never leaves git behind)
+        script.write_text(': > "$1"\ni=0\nwhile [ ! -e "$2" ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done\n'
+                          'exec cat\n')
+        git(repo, "config", "filter.gate.smudge",
+            f"sh {shlex.quote(str(script))} {shlex.quote(str(self.started))} {shlex.quote(str(self.release))}")
+        (repo / ".git" / "info" / "attributes").write_text("b.ipynb filter=gate\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a git command that replaces b.ipynb (it stops at the gate)."""
+        self.started.unlink(missing_ok=True)
+        self.release.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(["git", *args], cwd=self.repo, env=git_env(self.repo.parent),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self.proc
+
+    def run(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a git command that replaces b.ipynb; return once it is stopped at the gate."""
+        self.start(*args)
+        assert self.proc is not None
+        wait_for(lambda: self.started.exists() or self.proc.poll() is not None, "git to reach the gate")
+        assert self.proc.poll() is None, "git ended before it reached the gate"
+        assert (self.repo / ".git" / "index.lock").exists() and not (self.repo / "b.ipynb").exists()
+        return self.proc
+
+    def finish(self) -> None:
+        """Open the gate and wait for git to end."""
+        assert self.proc is not None
+        self.release.touch()
+        assert self.proc.wait(timeout=TIMEOUT) == 0
+
+
+def _is(path: object, target: Path) -> bool:
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(target)
+
+
+def test_git_ending_between_the_watchers_looks_is_no_deletion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flake of test_git_writes_are_recorded_never_merged, made certain: git removes b.ipynb, and finishes
+    writing it anew (its lock gone) right after the watcher's first look that shows git at work, before its
+    next look. The watcher looked at the file (missing), then at the lock (gone), and recorded a deletion."""
+    from nbmergesave.watcher import Watcher
+
+    repo = tmp_path / "w" / "repo"
+    (tmp_path / "w").mkdir()
+    build(repo)
+    gate = Gate(repo, tmp_path)
+    path, lock = repo / "b.ipynb", repo / ".git" / "index.lock"
+    looks: list[str] = []
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def git_ends(look: str) -> None:
+        """Called right after a look by the watcher's worker: while git is at the gate, let it end now."""
+        if threading.current_thread().name == "nbmergesave-sync" and gate.proc is not None \
+                and gate.proc.poll() is None:
+            looks.append(look)
+            gate.finish()
+
+    def stat(p: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_stat(p, *args, **kwargs)
+        except FileNotFoundError:
+            if _is(p, path):
+                git_ends("b.ipynb missing")
+            raise
+
+    def lstat(p: Any, *args: Any, **kwargs: Any) -> Any:
+        result = real_lstat(p, *args, **kwargs)
+        if _is(p, lock):
+            git_ends("index.lock there")
+        return result
+
+    lines: list[str] = []
+    watcher = Watcher([repo], log=lines.append)
+    watcher.start()
+    try:
+        monkeypatch.setattr(os, "stat", stat)
+        monkeypatch.setattr(os, "lstat", lstat)
+        # (the watcher may look, and let git end, before git even reaches the gate: then the gate is open)
+        proc = gate.start("checkout", "-q", "c1", "--", "b.ipynb")
+        wait_for(lambda: proc.poll() is not None, "the watcher to look while git writes (git ends right after)")
+        assert proc.returncode == 0
+        monkeypatch.undo()
+        written = hashlib.sha256(path.read_bytes()).hexdigest()
+
+        def took_in() -> bool:
+            with Store.open(repo) as store:
+                current = store.on_disk(path)
+            return current is not None and current.sha256 == written and watcher.pending() == 0
+
+        wait_for(took_in, "the watcher to take in what git wrote")
+    finally:
+        monkeypatch.undo()
+        watcher.stop()
+    assert len(looks) == 1, looks  # git did end between two looks of the watcher
+    with Store.open(repo) as store:
+        kinds = [v.kind for v in store.history(path)]
+    assert "deleted" not in kinds and kinds[-1] == "git", (kinds, looks, lines)
+    assert not any(line.startswith("deleted ") for line in lines), lines
+
+
+def test_gone_asks_again_when_git_ran_between_its_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GitRepo.gone, against a git that starts right after it found no lock and ends right after it found the file
+    missing (looking at the lock first and then at the file would call this a deletion), and the plain cases."""
+    repo = tmp_path / "repo"
+    build(repo)
+    gate = Gate(repo, tmp_path)
+    path, lock = repo / "b.ipynb", repo / ".git" / "index.lock"
+    repos = GitRepos()
+    try:
+        found = repos.find(path)
+        assert found is not None and found.gone(path) is False
+        real_stat, real_lstat = os.stat, os.lstat
+        looks: list[str] = []
+
+        def lstat(p: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return real_lstat(p, *args, **kwargs)
+            except FileNotFoundError:
+                if _is(p, lock) and not looks:
+                    gate.run("checkout", "-q", "c1", "--", "b.ipynb")  # git starts and removes the file
+                    looks.append("no index.lock")
+                raise
+
+        def stat(p: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return real_stat(p, *args, **kwargs)
+            except FileNotFoundError:
+                if _is(p, path) and looks == ["no index.lock"]:
+                    looks.append("b.ipynb missing")
+                    gate.finish()  # git writes the file and ends
+                raise
+
+        monkeypatch.setattr(os, "lstat", lstat)
+        monkeypatch.setattr(os, "stat", stat)
+        assert found.gone(path) is None
+        monkeypatch.undo()
+        assert looks == ["no index.lock", "b.ipynb missing"]
+        assert found.gone(path) is False and path.exists()
+        # while git holds the lock, nothing is decided; a file missing with git done is gone
+        lock.touch()
+        path.unlink()
+        assert found.gone(path) is None
+        lock.unlink()
+        assert found.gone(path) is True
+    finally:
+        monkeypatch.undo()
+        repos.close()
+
+
+def test_real_deletions_in_a_work_tree_are_recorded(tmp_path: Path) -> None:
+    """A person removing a notebook, `git rm`, and a checkout of a branch without the file are deletions."""
+    repo = tmp_path / "w" / "repo"
+    (tmp_path / "w").mkdir()
+    build(repo)
+    git(repo, "switch", "-qc", "no-b", "main")
+    git(repo, "rm", "-q", "b.ipynb")
+    git(repo, "commit", "-qm", "no b")
+    git(repo, "switch", "-q", "main")
+    watcher = Watched(repo)
+    try:
+        watcher.idle()
+        (repo / "a.ipynb").unlink()  # a person
+        git(repo, "rm", "-q", "sub/c.ipynb")
+        git(repo, "checkout", "-q", "no-b")  # carries the two removals along
+        watcher.idle()
+        for name in ("a.ipynb", "b.ipynb", "sub/c.ipynb"):
+            assert watcher.kinds(name)[-1] == "deleted", (name, watcher.output())
+        git(repo, "checkout", "-q", "-f", "main")  # back: each is there again, as git wrote it
+        watcher.idle()
+        for name in ("a.ipynb", "b.ipynb", "sub/c.ipynb"):
+            assert watcher.kinds(name)[-1] != "deleted", (name, watcher.output())
+        assert git(repo, "status", "--porcelain") == "" and watcher.merges() == []
+    finally:
+        watcher.stop()
