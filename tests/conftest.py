@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         yield s
     finally:
         s.close()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0, step: float = 0.01) -> Any:
+    """Poll ``condition`` until it returns something true (returned), or fail saying ``what`` never came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from .servers import free_port
@@ -94,11 +93,3 @@ class Server:
                 self.stop()
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def wait_until(condition, timeout: float = 30.0, step: float = 0.05) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(step)

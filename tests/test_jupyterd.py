@@ -129,12 +129,12 @@ def test_token_required_loopback_only_and_nothing_outside_the_root(tmp_path: Pat
 
     # With the token: ../, absolute, encoded paths, and the store inside the root, are refused.
     answers = []
-    for path in (f"/api/contents/../private/analysis.ipynb", f"/api/contents/..%2fprivate%2fanalysis.ipynb",
-                 f"/api/contents/%2e%2e/private/analysis.ipynb", f"/api/contents/{outside}",
+    for path in ("/api/contents/../private/analysis.ipynb", "/api/contents/..%2fprivate%2fanalysis.ipynb",
+                 "/api/contents/%2e%2e/private/analysis.ipynb", f"/api/contents/{outside}",
                  f"/api/contents/{urllib.parse.quote(str(outside), safe='')}", f"/api/contents//{outside}",
-                 f"/files/../private/analysis.ipynb", f"/files/%2e%2e/private/analysis.ipynb", f"/files/{outside}",
+                 "/files/../private/analysis.ipynb", "/files/%2e%2e/private/analysis.ipynb", f"/files/{outside}",
                  f"/files/{urllib.parse.quote(str(outside), safe='')}", "/api/contents/sub/../../private/analysis.ipynb",
-                 f"/nbconvert/html/..%2fprivate%2fanalysis.ipynb", "/api/contents/.nbmergesave/index.sqlite",
+                 "/nbconvert/html/..%2fprivate%2fanalysis.ipynb", "/api/contents/.nbmergesave/index.sqlite",
                  "/files/.nbmergesave/index.sqlite"):
         status, body = ask(origin, path, token)
         assert status in (400, 403, 404), (path, status)

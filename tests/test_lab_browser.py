@@ -8,7 +8,6 @@ the servers and the browser are shared by the tests of this module.
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 
 from nbmergesave import notebook_io
-from nbmergesave.store import Store
 
 from .conftest import cell, notebook
 from .lab import CHROMIUM, CHROMIUM_ARGS, Lab, Tab

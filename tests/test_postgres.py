@@ -27,7 +27,7 @@ from nbmergesave.store import Store, sha256
 from nbmergesave.store.where import PROJECT_MARKER, configure
 
 from . import pg
-from .conftest import cell, notebook, write
+from .conftest import cell, notebook, wait_for, write
 from .servers import free_port
 
 
@@ -265,7 +265,7 @@ def test_saves_reach_the_disk_while_the_database_is_down_and_the_store_catches_u
             save(n, "database down")
         database.start()
         configure(roots=[str(root)])
-        pg.wait_until(lambda: _answers(url), timeout=60)
+        wait_for(lambda: _answers(url), "the server to answer again", timeout=60)
 
         def stored() -> str:
             with Store.open(root, url) as store:
@@ -276,7 +276,7 @@ def test_saves_reach_the_disk_while_the_database_is_down_and_the_store_catches_u
             time.sleep(0.2)
             return saved[-1] in stored()
 
-        pg.wait_until(caught_up, timeout=120)
+        wait_for(caught_up, "the store to catch up", timeout=120)
         final = (root / "nb.ipynb").read_text()
         assert [line for line in saved if line not in final] == []
         # the store caught up from the file: the last save made while it was down is in it
@@ -445,13 +445,14 @@ def test_a_watcher_outlives_the_database_and_catches_up_when_it_returns(tmp_path
 
     try:
         watcher.start()
-        pg.wait_until(lambda: recorded(first), timeout=60)
+        wait_for(lambda: recorded(first), "the first save recorded", timeout=60)
         database.stop()
         write(first, notebook(cell("a = 2", "a")))  # saved while the database is down
         second = write(root / "b.ipynb", notebook(cell("b = 1", "b")))
-        pg.wait_until(lambda: any("cannot reach the PostgreSQL store" in line for line in lines), timeout=60)
+        wait_for(lambda: any("cannot reach the PostgreSQL store" in line for line in lines), "the watcher to say so",
+                 timeout=60)
         database.start()
-        pg.wait_until(lambda: recorded(first) and recorded(second), timeout=120)  # the rescans caught up
+        wait_for(lambda: recorded(first) and recorded(second), "both saves recorded", timeout=120)  # the rescans caught up
         assert watcher._thread.is_alive()  # the worker went on through the outage
         assert not any(pg.PASSWORD in line for line in lines)
     finally:

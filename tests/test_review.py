@@ -252,8 +252,8 @@ def test_review_static_files_refuse_symlinks_out(tmp_path: Path, outside: Path) 
     proc = subprocess.Popen([sys.executable, "-c", "from nbmergesave.review import _serve_main; _serve_main()"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        out, _ = proc.stdin.write(json.dumps({"files": {}, "secret": "s" * 43, "ip": "127.0.0.1", "port": 0,  # type: ignore[union-attr]
-                                               "static": str(static)})), None
+        proc.stdin.write(json.dumps({"files": {}, "secret": "s" * 43, "ip": "127.0.0.1", "port": 0,  # type: ignore[union-attr]
+                                     "static": str(static)}))
         proc.stdin.close()  # type: ignore[union-attr]
         port = json.loads(proc.stdout.readline())["port"]  # type: ignore[union-attr]
         auth = {"Authorization": "token " + "s" * 43}

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +31,11 @@ from nbmergesave.gitrepo import GitRepos
 from nbmergesave.store import Store
 from nbmergesave.sync import sync_file
 
-from .conftest import cell, notebook
+from .conftest import cell, notebook, wait_for
 
 TIMEOUT = 30.0
 NOTEBOOKS = ("a.ipynb", "b.ipynb", "sub/c.ipynb")
 SENTINEL = "zz-sentinel.ipynb"
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def git_env(home: Path) -> dict[str, str]:

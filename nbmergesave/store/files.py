@@ -7,6 +7,7 @@ setgid), where the group keeps access (``2770``/``0660``).
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -86,13 +87,14 @@ class PieceFiles:
 
     def map(self, digest: bytes) -> memoryview:
         """The piece's stored bytes, mapped (``FileNotFoundError`` when its file is gone)."""
-        import mmap
-
-        with open(self._path(digest), "rb") as f:
-            try:
-                return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            except (OSError, ValueError):  # a file system that cannot map, or an empty (damaged) file
-                return memoryview(f.read())
+        name = digest.hex()
+        fd = os.open(f"{self.folder}/{name[:2]}/{name}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+        except (OSError, ValueError):  # a file system that cannot map, or an empty (damaged) file
+            return memoryview(os.read(fd, 1 << 30))
+        finally:
+            os.close(fd)
 
     def read(self, digest: bytes) -> bytes:
         """The piece's stored bytes, read (``b""`` when its file is gone: fsck then finds it damaged)."""
