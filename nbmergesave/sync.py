@@ -310,8 +310,10 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         # Content handled already, seen again late (two events for one save, or one
         # of our writes), and no longer the file: nothing to do.
         return Outcome("unchanged", key, match.version)
-    # Asked only of a notebook we know (a first sighting is recorded as it is anyway) and never of our own writes.
-    writer = writer_of(data) if writer_of is not None and before is not None \
+    # Asked only of a notebook we know, on disk or back after a deletion (a first sighting is recorded as it is
+    # anyway, and asking git about every notebook of a first scan would cost a blob check each), never of our writes.
+    known = before is not None or (writer_of is not None and bool(store.history(path, last=1)))
+    writer = writer_of(data) if writer_of is not None and known \
         and not (match is not None and digest in session.own_writes) else None
     if writer is not None:
         return _record_single_writer(store, path, key, data, digest, before, writer)
