@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,3 +129,14 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0, ste
             return value
         time.sleep(step)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:  # type: ignore[type-arg]
+    """Terminate ``proc`` if it still runs, and wait for it; kill it if it does not stop in ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -31,7 +31,7 @@ from nbmergesave.gitrepo import GitRepos
 from nbmergesave.store import Store
 from nbmergesave.sync import sync_file
 
-from .conftest import cell, notebook, wait_for
+from .conftest import cell, notebook, stop_process, wait_for
 
 TIMEOUT = 30.0
 NOTEBOOKS = ("a.ipynb", "b.ipynb", "sub/c.ipynb")
@@ -172,13 +172,7 @@ class Watched:
             return [v.kind for v in store.history(self.root / name)]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from nbmergesave import notebook_io
 from nbmergesave.cli import cli
 from nbmergesave.store import Store
 
-from .conftest import cell, notebook, wait_for
+from .conftest import cell, notebook, stop_process, wait_for
 
 TIMEOUT = 20.0
 
@@ -45,13 +45,8 @@ class Project:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, timeout=10)
 
     def versions(self, name: str) -> list[Any]:
         with Store.open(self.root) as store:
