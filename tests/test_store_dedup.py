@@ -192,3 +192,28 @@ def test_store_files_are_created_in_one_place(tmp_path: Path, monkeypatch: pytes
         with store.save_lock():
             pass
     assert made == [tmp_path / ".nbmergesave"]
+
+
+def _reader(store: Store) -> Store:
+    """A second process's view of the same store (another backend object, with a cache of its own)."""
+    return Store.open(store.root, store.backend.url if store.backend.name == "postgresql" else store.location)
+
+
+def test_a_reader_holding_pieces_reads_right_after_others_collect_and_save(store: Store) -> None:
+    """Readers keep the pieces they read, by id: ids must never be handed out again."""
+    from datetime import datetime, timedelta, timezone
+
+    from nbmergesave.store import Retention
+
+    path = store.root / "nb.ipynb"
+    one, two, three = (notebook_io.dumps(_plots_notebook(seed)).encode() for seed in (1, 2, 3))
+    with _reader(store) as reader:
+        first = store.add(path, one, "observed")
+        assert reader.content(first) == one
+        store.add(path, two, "observed")  # the newest pieces, needed by no version once...
+        store.add(path, one, "observed")  # ...this one is the file's
+        before = set(store.backend.piece_sizes())
+        store.gc(Retention(keep_all=0, hourly=0, daily=0), now=datetime.now(timezone.utc) + timedelta(days=2))
+        assert max(before) not in store.backend.piece_sizes()
+        third = store.add(path, three, "observed")
+        assert reader.content(third) == three and reader.content(first) == one

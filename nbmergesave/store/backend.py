@@ -29,7 +29,7 @@ retention, gc planning and fsck's checks are shared.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
@@ -187,3 +187,40 @@ def chunked(items: Sequence[object] | list[object], size: int = 500) -> Iterator
     """``items`` in slices of ``size`` (bound-parameter limits)."""
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+class PieceCache:
+    """Pieces a process has read, by id, for a backend whose piece ids are never reused (SQLite's
+    ``AUTOINCREMENT``, PostgreSQL's ``BIGSERIAL``): a piece cached under its id is that piece for good,
+    so reading a version again costs its manifest and one copy. Up to ``limit`` bytes (a mapped piece
+    counts its length); when full, all are let go at once, into a new dict, so that a reader in another
+    thread keeps the one it holds."""
+
+    def __init__(self, limit: int = 64 << 20) -> None:
+        self.limit = limit
+        self._pieces: dict[int, tuple[int, Buffer]] = {}
+        self._bytes = 0
+
+    def get(self, ids: list[int], fetch: Callable[[list[int]], dict[int, tuple[int, Buffer]]]) -> list[tuple[int, Buffer]]:
+        """The pieces ``ids`` in order, ``fetch``-ing those not held; a piece the store lacks is left out."""
+        held = self._pieces
+        missing = [i for i in ids if i not in held]
+        if not missing:
+            return [held[i] for i in ids]
+        found = fetch(missing)
+        size = sum(len(data) for _, data in found.values())
+        if self._bytes + size > self.limit:
+            self._pieces, self._bytes = {}, 0
+        self._pieces.update(found)
+        self._bytes += size
+        parts = [found.get(i) or held.get(i) for i in ids]
+        return [p for p in parts if p is not None]
+
+    def drop(self, ids: Iterable[int]) -> None:
+        """Let go of pieces this process removed (a removed file's space is freed once nothing maps it)."""
+        for i in ids:
+            piece = self._pieces.pop(i, None)
+            self._bytes -= len(piece[1]) if piece else 0
+
+    def clear(self) -> None:
+        self._pieces, self._bytes = {}, 0

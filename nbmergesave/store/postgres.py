@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
 from ..private import redact_url
-from .backend import COPIED, chunked
+from .backend import COPIED, Buffer, PieceCache, chunked
 from .pieces import unpack_ids
 from .sqlite import cell_pairs  # the lineage index's keys: the same numbers in every backend
 
@@ -270,6 +270,7 @@ class PostgresBackend:
         self._psycopg, self._psycopg_pool = _drivers()
         _pool(url)
         self._local = threading.local()
+        self._read = PieceCache()  # ids are BIGSERIAL: never reused
         schema = _schemas.get(url) or self._run(lambda c: c.execute("SELECT current_schema()").fetchone()[0])
         _schemas[url] = schema
         self._write_lock = _lock_id(schema, "nbmergesave write")
@@ -425,14 +426,16 @@ class PostgresBackend:
             return int(row[0])
         return int(self._one("SELECT id FROM pieces WHERE digest = %s", (digest,))[0])  # type: ignore[index]
 
-    def pieces_of(self, manifest: bytes) -> list[tuple[int, bytes]]:
-        ids = unpack_ids(manifest)
-        found: dict[int, tuple[int, bytes]] = {}
+    def pieces_of(self, manifest: bytes) -> list[tuple[int, Buffer]]:
+        return self._read.get(unpack_ids(manifest), self._fetch)
+
+    def _fetch(self, ids: list[int]) -> dict[int, tuple[int, Buffer]]:
+        found: dict[int, tuple[int, Buffer]] = {}
         for part in chunked(list(set(ids)), 1000):
             for i, codec, data in self._all("SELECT id, codec, data FROM pieces WHERE id = ANY(%s)", (list(part),),
                                             binary=True):
                 found[i] = (codec, bytes(data))
-        return [found[i] for i in ids if i in found]
+        return found
 
     def has_content(self, sha: str) -> bool:
         return self._one("SELECT 1 FROM contents WHERE sha256 = %s", (sha,)) is not None
@@ -569,7 +572,9 @@ class PostgresBackend:
         return {int(i): int(n) for i, n in self._all("SELECT id, octet_length(data) FROM pieces")}
 
     def drop_pieces(self, ids: Iterable[int]) -> None:
-        for part in chunked(list(ids), 1000):
+        ids = list(ids)
+        self._read.drop(ids)
+        for part in chunked(ids, 1000):
             self._exec("DELETE FROM pieces WHERE id = ANY(%s)", (list(part),))
 
     def iter_pieces(self) -> Iterator[tuple[int, bytes, int, bytes]]:

@@ -23,13 +23,12 @@ from pathlib import Path
 
 from ..errors import StoreError
 from . import files
-from .backend import COPIED, Buffer, chunked
+from .backend import COPIED, Buffer, PieceCache, chunked
 from .pieces import pack_ids, unpack_ids
 
 SCHEMA_VERSION = "3"  # 3: plots in files, piece ids never reused (a store of 2 is upgraded when opened)
 DB_NAME = "index.sqlite"
 LARGE = 16384  # stored bytes from which a piece is a file: a plot; below, a row costs less than a file's inode and slack
-CACHE_BYTES = 64 << 20  # pieces a process keeps once read (plots mapped, not copied); all let go when full
 PAGE_SIZE = 4096  # measured against 16 KiB: reads 10 % slower, the watcher's first scan 10-25 % faster, less memory
 
 # ids never reused (AUTOINCREMENT): a piece read and cached under its id is that piece for good.
@@ -112,8 +111,7 @@ class SQLiteBackend:
         self._db.executescript(_SCHEMA)
         self.files = files.PieceFiles(location)
         self._unlink: list[bytes] = []  # files of pieces dropped in the open transaction, removed once it commits
-        self._cache: dict[int, tuple[int, Buffer]] = {}  # pieces read, by id
-        self._cached = 0  # their bytes (a mapped piece's count too)
+        self._read = PieceCache()  # plots held as maps, not copies
         self._check_schema()
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
             files.make_private(location / name)
@@ -142,7 +140,7 @@ class SQLiteBackend:
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'pieces'").fetchone()[0]
 
     def close(self) -> None:
-        self._cache = {}
+        self._read.clear()
         self._db.close()
 
     @contextmanager
@@ -214,16 +212,9 @@ class SQLiteBackend:
         return int(self._db.execute("SELECT id FROM pieces WHERE digest = ?", (digest,)).fetchone()[0])
 
     def pieces_of(self, manifest: bytes) -> list[tuple[int, Buffer]]:
-        ids, cache = unpack_ids(manifest), self._cache
-        missing = [i for i in ids if i not in cache]
-        if not missing:
-            return [cache[i] for i in ids]
-        found = self._fetch(missing)
-        parts = [found.get(i) or cache.get(i) for i in ids]
-        return [p for p in parts if p is not None]  # a piece missing from the store: the size tells
+        return self._read.get(unpack_ids(manifest), self._fetch)
 
     def _fetch(self, ids: list[int]) -> dict[int, tuple[int, Buffer]]:
-        """Read pieces into the cache (ids are never reused, so a piece cached is right for good)."""
         found: dict[int, tuple[int, Buffer]] = {}
         rows = self._db.execute(  # one statement; a file's row gives its digest
             "SELECT p.id, p.codec, iif(p.file, p.digest, p.data), p.file FROM json_each(?) j "
@@ -235,11 +226,6 @@ class SQLiteBackend:
                 except FileNotFoundError:
                     continue  # the content is reported damaged
             found[i] = codec, data
-        size = sum(len(data) for _, data in found.values())
-        if self._cached + size > CACHE_BYTES:
-            self._cache, self._cached = {}, 0  # a new dict: a reader in another thread keeps the one it holds
-        self._cache.update(found)
-        self._cached += size
         return found
 
     def has_content(self, sha: str) -> bool:
@@ -380,9 +366,7 @@ class SQLiteBackend:
 
     def drop_pieces(self, ids: Iterable[int]) -> None:
         ids = list(ids)
-        for i in ids:  # let go of their maps here too: a removed file's space is freed once no process maps it
-            cached = self._cache.pop(i, None)
-            self._cached -= len(cached[1]) if cached else 0
+        self._read.drop(ids)
         for part in chunked([(i,) for i in ids]):
             self._unlink += [row[0] for i, in part for row in
                              self._db.execute("SELECT digest FROM pieces WHERE id = ? AND file", (i,))]
