@@ -63,8 +63,7 @@ def main() -> None:
     server = None
     url = args.store
     if url == "temp":
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        import pg
+        from tests import pg
 
         server = pg.Server()
         url = server.url()

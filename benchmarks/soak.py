@@ -367,8 +367,7 @@ def main() -> None:
     args = parser.parse_args()
     server = None
     if args.store == "temp":
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        import pg
+        from tests import pg
 
         server = pg.Server()
         args.store = server.url("soak")
