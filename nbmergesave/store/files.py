@@ -122,6 +122,11 @@ class PieceFiles:
                     path.unlink(missing_ok=True)
 
     def disk_usage(self) -> int:
-        if not self.folder.is_dir():
-            return 0
-        return sum(p.stat().st_size for folder in self.folder.iterdir() for p in folder.iterdir())
+        total = 0
+        for folder in self.folder.iterdir() if self.folder.is_dir() else ():
+            for path in folder.iterdir():
+                try:
+                    total += path.stat().st_size
+                except FileNotFoundError:  # removed by a collection meanwhile
+                    continue
+        return total
