@@ -205,10 +205,13 @@ class Watcher:
     def _repo(self, path: Path) -> GitRepo | None:
         return self.git.find(path) if self.git is not None else None
 
-    def _writer_of(self, path: Path, repo: GitRepo | None, hint: str | None) -> Callable[[bytes], str | None]:
+    def _writer_of(self, path: Path, repo: GitRepo | None, hint: str | None) -> Callable[[bytes], str | None] | None:
         """Who wrote a save whole, if a single writer did: the pausing tool (``hint``, known when
         the save was read), or git (its bytes are a blob, or, through a smudge filter, git says
-        the file is as its index has it)."""
+        the file is as its index has it). ``None`` where there is no one to ask (outside git, not paused)."""
+        if hint is None and repo is None:
+            return None
+
         def writer_of(data: bytes) -> str | None:
             if hint is not None:
                 return hint
