@@ -33,8 +33,10 @@ class Server(JupyterProcess):
     def get(self, name: str) -> dict[str, Any]:
         return self.request("GET", f"/api/contents/{name}")["content"]
 
-    def put(self, name: str, nb: dict[str, Any]) -> None:
-        self.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json", "content": nb})
+    def put(self, name: str, nb: dict[str, Any], base: str | None = None) -> dict[str, Any]:
+        """Save ``nb`` as a client does, declaring the ``base`` it loaded (a sha256) when given; the reply's model."""
+        body = {"type": "notebook", "format": "json", "content": nb, **({"nbmergesave_base": base} if base else {})}
+        return self.request("PUT", f"/api/contents/{name}", body)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -142,11 +144,6 @@ def test_other_files_are_untouched_and_a_failing_merge_still_saves(servers: tupl
 
 # --- base by hash, the routes and their security (issue 11) -----------------
 
-def put_model(server: Server, name: str, nb: dict[str, Any], base: str | None = None) -> dict[str, Any]:
-    body = {"type": "notebook", "format": "json", "content": nb, **({"nbmergesave_base": base} if base else {})}
-    return server.request("PUT", f"/api/contents/{name}", body)
-
-
 def test_the_base_travels_as_a_hash_and_survives_a_restart(servers: tuple[Path, list[Server]]) -> None:
     root, started = servers
     path = root / "nb.ipynb"
@@ -158,7 +155,7 @@ def test_the_base_travels_as_a_hash_and_survives_a_restart(servers: tuple[Path, 
     server.stop()
     server = start(root, started)  # a new process: nothing of the load in memory
     path.write_text(notebook_io.dumps(edit(base(), 0, "written by someone else")))
-    reply = put_model(server, "nb.ipynb", edit(loaded["content"], 6, "mine"), base=sha)["nbmergesave"]
+    reply = server.put("nb.ipynb", edit(loaded["content"], 6, "mine"), base=sha)["nbmergesave"]
     assert sources(path)[0] == "written by someone else" and sources(path)[6] == "mine"
     assert reply["merged"] is True and reply["sha256"] == sha256(path.read_bytes())
     assert reply["changes"] == {"added": 0, "changed": 1, "removed": 0} and reply["conflicts"] == []
@@ -175,7 +172,7 @@ def test_a_save_without_a_base_is_placed_from_the_store_and_logged(servers: tupl
     server.stop()
     server = start(root, started)
     path.write_text(notebook_io.dumps(edit(base(), 0, "written by someone else")))
-    put_model(server, "nb.ipynb", edit(loaded, 6, "mine"))  # an old client: no base
+    server.put("nb.ipynb", edit(loaded, 6, "mine"))  # an old client: no base
     assert sources(path)[0] == "written by someone else" and sources(path)[6] == "mine"
     assert "came without a known base; base: inferred from the store" in server.output()
 
@@ -187,7 +184,7 @@ def test_a_conflict_reply_names_the_cell(servers: tuple[Path, list[Server]]) -> 
     server = start(root, started)
     loaded = server.request("GET", "/api/contents/nb.ipynb")
     path.write_text(notebook_io.dumps(edit(base(), 2, "theirs")))
-    reply = put_model(server, "nb.ipynb", edit(loaded["content"], 2, "mine"), base=loaded["nbmergesave"]["sha256"])
+    reply = server.put("nb.ipynb", edit(loaded["content"], 2, "mine"), base=loaded["nbmergesave"]["sha256"])
     assert reply["nbmergesave"]["conflicts"] == [
         {"cell": 2, "id": "c2", "kind": "source", "words": "both changed the same lines"}]
 
@@ -217,7 +214,7 @@ def test_the_routes_need_the_token_and_a_notebook_under_the_root(servers: tuple[
     server = start(root, started)
     loaded = server.request("GET", "/api/contents/nb.ipynb")
     path.write_text(notebook_io.dumps(edit(base(), 0, "theirs")))
-    put_model(server, "nb.ipynb", edit(loaded["content"], 5, "mine"), base=loaded["nbmergesave"]["sha256"])
+    server.put("nb.ipynb", edit(loaded["content"], 5, "mine"), base=loaded["nbmergesave"]["sha256"])
 
     status, body = raw(server, "/nbmergesave/api/state?path=nb.ipynb")
     assert status == 200 and json.loads(body)["sha256"] == sha256(path.read_bytes())
