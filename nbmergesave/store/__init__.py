@@ -435,14 +435,15 @@ class Store:
     def _unreferenced(self, dropped: set[tuple[str, int]] | None = None) -> tuple[list[str], dict[int, int]]:
         """The contents no version needs (once the versions ``dropped`` are gone), and ``id -> bytes`` of the
         pieces no other content uses."""
+        contents = list(self.backend.contents())  # every manifest, read once
         if dropped is None:
             gone = self.backend.unreferenced_contents()
         else:
             live = {v.sha256 for v in self.backend.all_versions() if v.sha256 is not None and
                     (v.path, v.version) not in dropped}
-            gone = [sha for sha, _, _ in self.backend.contents() if sha not in live]
+            gone = [sha for sha, _, _ in contents if sha not in live]
         gone_set, needed = set(gone), set()
-        for sha, _, manifest in self.backend.contents():
+        for sha, _, manifest in contents:
             if sha not in gone_set:
                 needed.update(pieces.unpack_ids(manifest))
         sizes = self.backend.piece_sizes()
