@@ -354,9 +354,7 @@ class Watcher:
                     outcome = sync_file(store, path, data=data, session=self.session,
                                         writer_of=self._writer_of(path, repo, hint))
         except Exception as e:  # a watcher never stops for one bad file
-            self.stats.errors += 1
-            self.stats.last_error = f"{path}: {e}"
-            self.log(f"error {path}: {e}")
+            self._failed(f"{path}: {e}")
             return None
         if repo is not None and repo.broken is not None and repo not in self._said_broken:
             self._said_broken.add(repo)
@@ -372,10 +370,14 @@ class Watcher:
             elif step.action == "skipped":
                 self._refuse(path, step.message)
             elif step.action == "error":
-                self.stats.errors += 1
-                self.stats.last_error = step.message
-                self.log(f"error {step.message}")
+                self._failed(step.message)
         return outcome
+
+    def _failed(self, what: str) -> None:
+        """Count an error, keep it for ``status``, and log it."""
+        self.stats.errors += 1
+        self.stats.last_error = what
+        self.log(f"error {what}")
 
     def _merged(self, path: Path, outcome: Outcome, repo: GitRepo | None = None) -> None:
         self.stats.merges += 1
@@ -466,9 +468,7 @@ class Watcher:
         try:
             step(*args)
         except Exception as e:
-            self.stats.errors += 1
-            self.stats.last_error = str(e)
-            self.log(f"error: {e}")
+            self._failed(str(e))
 
     def _worker(self) -> None:
         next_rescan = time.monotonic() + self.rescan_every
