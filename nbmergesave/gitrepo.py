@@ -94,7 +94,7 @@ class GitRepo:
         files are written, renames the lock over ``index``: a new file. So two equal marks
         taken one after the other mean no such command ended in between.
         """
-        if os.path.lexists(self.lock_file):
+        if self.busy():
             return None
         try:
             st = os.stat(self.git_dir / "index")
@@ -183,14 +183,10 @@ class GitRepo:
     def _object_format(self) -> str:
         """``sha1`` or ``sha256``, asked once (again later if git could not say: a repository being made)."""
         if self._format is None:
-            try:
-                out = subprocess.run(["git", f"--git-dir={self.git_dir}", "rev-parse", "--show-object-format"],
-                                     capture_output=True, env=_git_env(), timeout=30)
-            except (OSError, subprocess.SubprocessError):
+            out = self._run("rev-parse", "--show-object-format")
+            if not out or not out.strip():
                 return "sha1"
-            if out.returncode != 0 or not out.stdout.strip():
-                return "sha1"
-            self._format = out.stdout.decode().strip()
+            self._format = out.strip()
         return self._format
 
     def _ask(self, oid: str) -> bool:
