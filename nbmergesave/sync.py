@@ -21,6 +21,7 @@ from . import lineage, notebook_io
 from .errors import BadInput, NbMergeSaveError
 from .merge import merge
 from .store import Store, Version, sha256
+from .store.cells import cell_digests
 
 #: How many of the newest versions the base search looks at ...
 HISTORY_WINDOW = 200
@@ -89,16 +90,10 @@ def tokens_of(store: Store, version: Version) -> lineage.Tokens | None:
     nb = _load(store, version)
     value = _TOKENS[key] = lineage.tokens(nb) if nb is not None else None
     if nb is not None:
-        store.record_cells(version.sha256, _cell_digests(nb))
+        store.record_cells(version.sha256, cell_digests(nb))
     if len(_TOKENS) > 256:
         _TOKENS.popitem(last=False)
     return value
-
-
-def _cell_digests(nb: dict[str, Any], limit: int = 500) -> dict[str, str]:
-    """Each cell's key and a digest of its source, for the first ``limit`` cells (enough to tell versions apart)."""
-    return {cell.get("id") or f"#{i}": sha256(str(cell.get("source", "")).encode())
-            for i, cell in enumerate(nb.get("cells", [])[:limit])}
 
 
 def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, before: Version,
@@ -381,7 +376,7 @@ def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any],
     recent = [v for v in reversed(history) if v.sha256]
     skip = {before.version} | ({saved.version} if saved is not None else set())
     seen = {v.version for v in recent} | skip
-    alike = [v for v in store.sharing_cells(path, _cell_digests(save), SHARING_CELLS) if v.version not in seen]
+    alike = [v for v in store.sharing_cells(path, cell_digests(save), SHARING_CELLS) if v.version not in seen]
     candidates = [v for v in recent if v.version not in skip] + alike
     return lineage.find_base(save, before, candidates, lambda v: tokens_of(store, v))
 

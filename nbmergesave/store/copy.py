@@ -20,9 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import notebook_io
 from ..errors import StoreError
 from . import STORE_DIR, Store, _put_content, sha256
 from .backend import COPIED
+from .cells import cell_digests
 from .postgres import Location, check_url, is_url, open_backend
 
 _INTERNAL_SETTINGS = ("schema", "pg_schema")  # each backend's own layout version
@@ -100,14 +102,11 @@ def copy_store(source: str | os.PathLike[str], target: str | os.PathLike[str], *
 
 def _index_cells(store: Store, sha: str, data: bytes) -> None:
     """Record which cells content ``sha`` holds, as the base search does when it reads a version."""
-    from .. import notebook_io
-    from ..sync import _cell_digests
-
     try:
         nb = notebook_io.parse_notebook(data)
     except Exception:  # torn or not a notebook: never a base, nothing to index
         return
-    store.record_cells(sha, _cell_digests(nb))
+    store.record_cells(sha, cell_digests(nb))
 
 
 def _verify(src: Store, dst: Store) -> list[Any]:

@@ -37,7 +37,7 @@ from ..errors import StoreError, StoreUnavailable
 from ..private import redact_url
 from .backend import COPIED, Buffer, PieceCache, chunked
 from .pieces import unpack_ids
-from .sqlite import cell_pairs  # the lineage index's keys: the same numbers in every backend
+from .cells import cell_pairs  # the lineage index's keys: the same numbers in every backend
 
 CONNECT_TIMEOUT = 3  # seconds to reach the server before a store call gives up
 POOL_WAIT = 3.0  # seconds to wait for a pooled connection

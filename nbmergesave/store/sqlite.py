@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import StoreError
 from . import files
 from .backend import COPIED, Buffer, PieceCache, chunked
+from .cells import cell_pairs
 from .pieces import pack_ids, unpack_ids
 
 SCHEMA_VERSION = "3"  # 3: plots in files, piece ids never reused (a store of 2 is upgraded when opened)
@@ -452,14 +453,6 @@ class SQLiteBackend:
                 self._db.execute("DROP TABLE cell_sources")
             self._db.execute("DROP TABLE blobs")
             self._db.execute("INSERT OR REPLACE INTO settings VALUES ('schema', ?)", (SCHEMA_VERSION,))
-
-
-def cell_pairs(cells: dict[str, str]) -> list[int]:
-    """Each (cell key, source digest) as a signed 64-bit number: the lineage index's rows stay small."""
-    import hashlib
-
-    return [int.from_bytes(hashlib.sha256(f"{cell}\0{source}".encode()).digest()[:8], "big", signed=True)
-            for cell, source in cells.items()]
 
 
 def legacy_decompress(data: bytes) -> bytes | None:
