@@ -206,7 +206,8 @@ class Store:
     @classmethod
     def open_url(cls, url: str, path: str | os.PathLike[str]) -> Store:
         """The PostgreSQL store at ``url``, rooted at the project root of ``path`` (a folder or a notebook in it)."""
-        from .postgres import Location, check_url, open_backend
+        from .pg_connect import Location, check_url
+        from .postgres import open_backend
         from .where import project_root
 
         check_url(url)

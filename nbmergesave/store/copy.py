@@ -25,7 +25,8 @@ from ..errors import StoreError
 from . import STORE_DIR, Store, _put_content, sha256
 from .backend import COPIED
 from .cells import cell_digests
-from .postgres import Location, check_url, is_url, open_backend
+from .pg_connect import Location, check_url, is_url
+from .postgres import open_backend
 
 _INTERNAL_SETTINGS = ("schema", "pg_schema")  # each backend's own layout version
 

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from ..errors import StoreError
-from .postgres import is_url
+from .pg_connect import is_url
 
 ENV_STORE_URL = "NBMERGESAVE_STORE_URL"
 ENV_PROJECT_ROOT = "NBMERGESAVE_PROJECT_ROOT"
