@@ -169,7 +169,7 @@ def _moved(base: dict[str, Any], side: dict[str, Any]) -> bool:
     """A base cell the side kept (same id, or without ids same type and source) where the pairing cannot follow it:
     we merge it as moved, nbdime as deleted and inserted (so a move on one side and a delete on the other is a delete
     for us, two cells for nbdime)."""
-    from nbmergesave.merge import _alignment_keys
+    from nbmergesave.merge.alignment import _alignment_keys
 
     pairs = _our_pairs(base, side)
     kb, ks = _alignment_keys(base["cells"], side["cells"])
@@ -201,7 +201,7 @@ def _nbdime_pairs(base: dict[str, Any], side: dict[str, Any]) -> dict[int, int]:
 
 
 def _our_pairs(base: dict[str, Any], side: dict[str, Any]) -> dict[int, int]:
-    from nbmergesave.merge import _alignment_keys, _ids_usable, _matches, _pair
+    from nbmergesave.merge.alignment import _alignment_keys, _ids_usable, _matches, _pair
 
     keys = _alignment_keys(base["cells"], side["cells"])
     pairs = _matches(keys[0], keys[1])
