@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import StoreError
 from . import files, pieces
-from .backend import Backend
+from .backend import Backend, Version
 from .retention import Retention, parse_time
 
 STORE_DIR = ".nbmergesave"
@@ -52,24 +52,6 @@ def sha256(data: bytes) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class Version:
-    """One stored version of one notebook; ``sha256`` is ``None`` for a deletion."""
-
-    path: str
-    version: int
-    sha256: str | None
-    time: str
-    kind: str
-    base: int | None = None
-    local: int | None = None
-    remote: int | None = None
-    conflicts: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, Union
 
-if TYPE_CHECKING:
-    from . import Version
+
+@dataclass(frozen=True)
+class Version:
+    """One stored version of one notebook; ``sha256`` is ``None`` for a deletion.
+
+    The row every backend returns, so it is defined beside the protocol (the backends need not import the
+    :class:`Store` facade above them); ``nbmergesave.store.Version`` is the name callers use.
+    """
+
+    path: str
+    version: int
+    sha256: str | None
+    time: str
+    kind: str
+    base: int | None = None
+    local: int | None = None
+    remote: int | None = None
+    conflicts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 Buffer = Union[bytes, memoryview]  # a piece's stored bytes: a memoryview where a backend maps them
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..private import redact_url
-from .backend import COPIED, Buffer, PieceCache, chunked
+from .backend import COPIED, Buffer, PieceCache, Version, chunked
 from .cells import cell_pairs  # the lineage index's keys: the same numbers in every backend
 from .pg_connect import TABLES, check_url, drivers, lock_id, message, pool_for, refuse_if_down, unavailable
 from .pg_connect import Location, _close_pools, is_url  # noqa: F401  (callers import these from here)
@@ -40,8 +40,6 @@ class PostgresBackend:
     name = "postgresql"
 
     def __init__(self, url: str) -> None:
-        from . import Version
-
         check_url(url)
         self.url = url
         self.where = redact_url(url)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from . import Version
+    from .backend import Version
 
 
 @dataclass(frozen=True)

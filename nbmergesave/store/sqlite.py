@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from . import files
-from .backend import COPIED, Buffer, PieceCache, chunked
+from .backend import COPIED, Buffer, PieceCache, Version, chunked
 from .cells import cell_pairs
 from .pieces import pack_ids, unpack_ids
 
@@ -98,8 +98,6 @@ class SQLiteBackend:
     name = "sqlite"
 
     def __init__(self, location: Path, *, upgrade: Callable[[SQLiteBackend], None] | None = None) -> None:
-        from . import Version
-
         self._version = Version
         self.location = location
         self.path = location / DB_NAME
