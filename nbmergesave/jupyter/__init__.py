@@ -30,12 +30,16 @@ HTTP routes (Jupyter's own authentication; paths must name a notebook under
 the server's root): ``/nbmergesave/api/state`` and ``/nbmergesave/review``
 (:mod:`nbmergesave.jupyter.handlers`).
 
+With jupyter-collaboration installed, its rooms merge changes made outside
+them instead of being replaced by the file (:mod:`nbmergesave.jupyter.rooms`).
+
 This module is imported only by Jupyter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -69,6 +73,13 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     merger = install(serverapp.contents_manager, serverapp.log)
     setup_handlers(serverapp.web_app, merger)
     serverapp.log.info("nbmergesave: merging notebook saves with what changed on disk since each load")
+    if importlib.util.find_spec("jupyter_server_ydoc") is not None:  # real-time collaboration is installed
+        from .rooms import install as merge_in_rooms
+
+        try:
+            merge_in_rooms(serverapp.root_dir, serverapp.log)
+        except Exception:
+            serverapp.log.error("nbmergesave: could not set up merging in collaboration rooms", exc_info=True)
 
 
 class SaveMerger:
