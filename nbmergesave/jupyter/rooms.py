@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import difflib
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +64,8 @@ from ..store import sha256
 KNOWN_MAJORS = {2: "4.x", 3: "5.x"}
 #: What the patches use of jupyter-server-ydoc; checked before patching, so a renamed internal is refused, not broken.
 NEEDED = {
-    "FileLoader": ("load_content", "maybe_save_content", "_save_content", "path", "_lock", "_subscriptions"),
+    "FileLoader": ("load_content", "maybe_save_content", "maybe_notify", "_save_content", "path", "_lock",
+                   "_subscriptions"),
     "DocumentRoom": ("_on_outofband_change", "_maybe_save_document"),
 }
 #: How long a room waits for git to finish writing its work tree before looking at the file anyway.
@@ -74,11 +76,22 @@ ORIGIN = "nbmergesave"
 
 # --- applying a notebook to a shared document, cell by cell ----------------------------
 
+#: Metadata jupyter_ydoc adds to every notebook a room loads that lacks it: empty, so no one's edit.
+_ROOM_DEFAULTS = {"language_info": {"name": ""}, "kernelspec": {"name": "", "display_name": ""}}
+
+
 def normal(nb: Any) -> dict[str, Any]:
-    """A notebook as merges compare it: joined text, no ``trusted`` marks, no transient metadata.
+    """A notebook as merges compare it: joined text, no ``trusted`` marks, no transient metadata, and
+    without the empty ``kernelspec`` and ``language_info`` a room adds on loading (else a room would
+    differ from a file without them, and save them over a ``git checkout``).
 
     (A copy: the room's and nbformat's objects are left alone.)"""
-    return notebook_io.notebook_from_dict(copy.deepcopy(dict(nb)))
+    plain = notebook_io.notebook_from_dict(copy.deepcopy(dict(nb)))
+    metadata = plain["metadata"]
+    for key, empty in _ROOM_DEFAULTS.items():
+        if metadata.get(key) == empty:
+            del metadata[key]
+    return plain
 
 
 def _for_y(value: Any) -> Any:
@@ -264,6 +277,7 @@ class Rooms:
         self.git = GitRepos()
         self._work = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.nudges = Nudges(self)
         # One thread of our own: the steps are serial anyway, and waiting for the store's save lock
         # must never take the threads the server's own saves need to release it.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmergesave-rooms")
@@ -286,24 +300,26 @@ class Rooms:
         except Exception:
             return None
 
-    def sync(self, os_path: str, data: bytes | None = None) -> Synced:
+    def sync(self, os_path: str, data: bytes | None = None, outside: bool = False) -> Synced:
         """Bring the store (and the file, when an outside write needs merging) up to date with ``os_path``,
-        as the watcher does; ``data``: the bytes the room itself just wrote."""
+        as the watcher does. ``data``: the bytes the room itself just wrote, or (``outside``) the bytes
+        read at a write's close event, which the file may no longer hold."""
         from ..gitrepo import GitRepo
         from ..sync import open_store, sync_file
         from ..watcher.gate import is_paused, single_writer
 
         path = Path(os_path)
         with self._work:
-            repo: GitRepo | None = self.git.find(path) if data is None else None
+            repo: GitRepo | None = self.git.find(path) if data is None or outside else None
             if repo is not None:
                 deadline = time.monotonic() + GIT_WAIT
                 while repo.busy() and time.monotonic() < deadline:  # git is writing the work tree: its files come whole
                     time.sleep(0.02)
             try:
                 with open_store(path) as store:
-                    paused = data is None and is_paused(store, self.root)
-                    writer_of = None if data is not None else single_writer(path, repo, "paused" if paused else None)
+                    ours = data is not None and not outside
+                    paused = not ours and is_paused(store, self.root)
+                    writer_of = None if ours else single_writer(path, repo, "paused" if paused else None)
                     for _ in range(10):
                         outcome = sync_file(store, path, data=data, session=self.session, writer_of=writer_of)
                         if outcome.action != "partial":
@@ -341,7 +357,7 @@ class Rooms:
         try:
             with open_store(os_path) as store:
                 version = store.latest_with(os_path, sha)
-                return notebook_io.parse_notebook(store.content(version)) if version is not None else None
+                return normal(notebook_io.parse_notebook(store.content(version))) if version is not None else None
         except Exception:
             self.log.error("nbmergesave: could not read the base of %s from the store", os_path, exc_info=True)
             return None
@@ -366,22 +382,126 @@ class Rooms:
             return None
 
 
+class Nudges:
+    """File events for the notebooks open in rooms: a write that closes (or a file renamed into place)
+    makes the room look at its file at once, instead of at its next poll (``file_poll_interval``, 1 s).
+
+    Not only faster: two outside writes within one poll would reach the room as one, the first never
+    recorded, and the second's base then searched without it. The room's own handling (the stock
+    ``maybe_notify``: compare the file's time with the last one seen, then call the rooms) is what runs,
+    so a nudge for our own write finds nothing new. One watchdog observer per server, one watch per folder.
+    """
+
+    def __init__(self, rooms: Rooms) -> None:
+        import weakref
+
+        self.rooms = rooms
+        self.log = rooms.log
+        self._loaders: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._folders: set[str] = set()
+        self._pending: set[str] = set()
+        self._observer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def follow(self, os_path: str, loader: Any) -> None:
+        """Nudge ``loader`` when ``os_path`` is written (called in the event loop, when a room loads its file)."""
+        path = str(Path(os_path).absolute())
+        with self._lock:
+            self._loaders[path] = loader
+            folder = str(Path(path).parent)
+            if folder in self._folders:
+                return
+            self._folders.add(folder)
+        try:
+            if self._observer is None:
+                from watchdog.observers import Observer
+
+                self._loop = asyncio.get_running_loop()
+                self._observer = Observer()
+                self._observer.daemon = True
+                self._observer.start()
+            from watchdog.events import FileClosedEvent, FileMovedEvent
+
+            self._observer.schedule(self._handler(), folder, recursive=False,
+                                    event_filter=[FileClosedEvent, FileMovedEvent])
+        except Exception as e:  # no inotify watch left, say: the room's own poll still sees the change
+            self.log.warning("nbmergesave: cannot watch %s for writes (%s); rooms there follow outside writes at "
+                             "their poll interval", folder, e)
+
+    def _handler(self) -> Any:
+        from watchdog.events import FileSystemEventHandler
+
+        nudges = self
+
+        class Handler(FileSystemEventHandler):
+            def on_closed(self, event: Any) -> None:
+                nudges._nudge(event.src_path)
+
+            def on_moved(self, event: Any) -> None:
+                nudges._nudge(event.dest_path)
+
+        return Handler()
+
+    def _nudge(self, path: Any) -> None:
+        path = os.fsdecode(path)
+        with self._lock:
+            loader = self._loaders.get(path)
+            if loader is None or self._loop is None:
+                return
+        # Read now, as the watcher does at a close event: the room's own save may replace these bytes
+        # within milliseconds, and then no one would ever have seen them.
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            data = None
+        self._loop.call_soon_threadsafe(lambda: self.rooms.spawn(self._notify(path, loader, data)))
+
+    async def _notify(self, path: str, loader: Any, data: bytes | None) -> None:
+        try:
+            if data is not None:
+                await self.rooms.run(self.rooms.sync, path, data, True)
+            with self._lock:
+                if path in self._pending:
+                    return  # a look is on its way; it will see this write too
+                self._pending.add(path)
+            try:
+                await loader.maybe_notify()
+            finally:
+                with self._lock:
+                    self._pending.discard(path)
+        except Exception:
+            self.log.debug("nbmergesave: could not look at %s after a write", path, exc_info=True)
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+
+
 def _rooms_of(loader: Any) -> list[Any]:
     """The rooms subscribed to a file loader (each subscription is a room's bound method)."""
     return [room for cb in list(loader._subscriptions.values()) if (room := getattr(cb, "__self__", None)) is not None]
 
 
 def _schedule_save(room: Any) -> None:
-    """Save the room after its usual delay (none when autosave is off: the room stays dirty, as typing would leave it)."""
+    """Save the room after its usual delay (none when autosave is off: the room stays dirty, as typing would
+    leave it). A save already waiting is left to come: it saves the room as it is then, this change included,
+    and restarting its delay at every outside write would keep a room from saving while a script writes."""
     if room._save_delay is None:
+        return
+    if room._saving_document is not None and not room._saving_document.done():
         return
     room._saving_document = asyncio.create_task(room._maybe_save_document(room._saving_document))
 
 
-async def _save_after(room: Any, task: asyncio.Task[Any] | None) -> None:
+async def _after(task: asyncio.Task[Any] | None, then: Any, *args: Any) -> None:
+    """Once ``task`` (a room's save) is over, run ``then`` (a coroutine, or a function called with ``args``)."""
     if task is not None:
         await asyncio.wait([task])
-    _schedule_save(room)
+    if asyncio.iscoroutine(then):
+        await then
+    else:
+        then(*args)
 
 
 def _describe(stats: dict[str, int]) -> str:
@@ -427,7 +547,7 @@ def install(root_dir: str, log: Any) -> bool:
 def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N803 (the classes patched)
     from jupyter_server.utils import ensure_async
 
-    from . import BASE_KEY, REPLY_KEY
+    from . import BASE_KEY, REPLY_KEY, _as_written
 
     stock_load = FileLoader.load_content
     stock_save = FileLoader.maybe_save_content
@@ -457,112 +577,139 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
                 break  # else the file changed again between the two: look again
         self._nbm_base = model.get("hash")
         self._nbm_synced = synced
+        rooms.nudges.follow(os_path, self)
         return model
 
     async def maybe_save_content(self: Any, model: dict[str, Any]) -> dict[str, Any] | None:
         os_path = ours(self, model.get("type", ""))
         if os_path is None or getattr(self, "_nbm_base", None) is None:
             return await stock_save(self, model)
-        async with serial(self), self._lock:
-            path = self.path
-            m = await ensure_async(self._contents_manager.get(path, format=model["format"], type="notebook", content=False))
-            if not m["writable"]:
-                return None
-            # Stock compares mtimes here, raises OutOfBandChanges and replaces the room with the file. The
-            # file changed since the room's base: merge that into the room first (which then saves).
+        async with serial(self):
+            subscribed = _rooms_of(self)
+            # Stock compares mtimes here, raises OutOfBandChanges and replaces the room with the file.
+            # Here the file's change is merged into the room first, and the room saved as it then is.
             if await rooms.run(_file_sha, os_path) not in (self._nbm_base, None):
-                for room in _rooms_of(self):
-                    rooms.spawn(merge_outside(room, save_now=True))
-                return None
-            sent = normal(model["content"])
-            done = asyncio.Event()
-            task = asyncio.create_task(self._save_content({**model, BASE_KEY: self._nbm_base}, done, path))
-            saved = None
-            try:
-                saved = await asyncio.shield(task)  # as stock: a save is never cut halfway
-            except asyncio.CancelledError:
-                pass
-            await done.wait()
-            if saved is None:
-                saved = task.result()
-            reply = saved.get(REPLY_KEY) or {}
-            written = reply.get("sha256") or saved.get("hash")
-            if written:
-                self._nbm_base = written
-                # what the room wrote is the file's version now (declared with its base: recorded, not merged)
-                data = await rooms.run(_stored_bytes, os_path, written)
-                if data is not None:
-                    await rooms.run(rooms.sync, os_path, data)
-            if reply.get("merged") and reply.get("content") is not None:
-                merged = normal(reply["content"])
-                log.info("nbmergesave: the room's save of %s met a change in the file; merged, updating the room", path)
-                for room in _rooms_of(self):
-                    async with room._update_lock:  # held: the room's observer schedules no save for our change
-                        now = normal(room._document.get())
-                        # typing done while the save was on its way stays (merged with what the file brought)
-                        result = merged if now == sent else merge(sent, merged, now).notebook
-                        stats = apply_notebook(room._document, result)
-                        pending = normal(room._document.get()) != merged
-                        room._document.hash = saved.get("hash") or written
-                        room._document.dirty = pending
-                    log.info("nbmergesave: room %s updated in place (%s)", room.room_id, _describe(stats))
-                    if pending:  # once this save is over (a save scheduled now would cancel it)
-                        rooms.spawn(_save_after(room, asyncio.current_task()))
-            return saved
+                if len(subscribed) != 1:  # (a file open in two formats at once): each room merges, then saves
+                    for room in subscribed:
+                        rooms.spawn(merge_outside(room, save_now=True))
+                    return None
+                if not await bring_in(subscribed[0]):
+                    return None  # the room holds just the file now: nothing to save
+            if len(subscribed) == 1:
+                # The room as it is now: the content this save was asked with was read before we had the
+                # lock, and a merge from the file may have come in meanwhile (saving that would undo it).
+                model = {**model, "content": subscribed[0]._document.get()}
+            async with self._lock:
+                return await save(self, model, os_path)
+
+    async def save(self: Any, model: dict[str, Any], os_path: str) -> dict[str, Any] | None:
+        """The room's save, through nbmergesave's merge with the room's base (holding the loader's locks)."""
+        path = self.path
+        m = await ensure_async(self._contents_manager.get(path, format=model["format"], type="notebook", content=False))
+        if not m["writable"]:
+            return None
+        sent = normal(model["content"])
+        done = asyncio.Event()
+        task = asyncio.create_task(self._save_content({**model, BASE_KEY: self._nbm_base}, done, path))
+        saved = None
+        try:
+            saved = await asyncio.shield(task)  # as stock: a save is never cut halfway
+        except asyncio.CancelledError:
+            pass
+        await done.wait()
+        if saved is None:
+            saved = task.result()
+        reply = saved.get(REPLY_KEY) or {}
+        # What this save wrote (the merge, or the room as sent): the room's base from now on. Not the hash
+        # of the file as read back after the write: an outside write landing just then would be taken for
+        # the room's own, and never merged (stock takes its time and hash from that read too).
+        meant = _as_written(reply["content"] if reply.get("merged") and reply.get("content") else model["content"])
+        self._nbm_base = written = sha256(meant)
+        # the room's write is the file's version now, in the store (declared with its base: recorded, not merged)
+        await rooms.run(rooms.sync, os_path, meant)
+        if reply.get("sha256") not in (None, written):  # the file changed again right after the write
+            log.info("nbmergesave: %s changed again just after room's save; merging it into the room", path)
+            for room in _rooms_of(self):
+                rooms.spawn(_after(asyncio.current_task(), merge_outside(room)))
+        if reply.get("merged") and reply.get("content") is not None:
+            merged = normal(reply["content"])
+            log.info("nbmergesave: the room's save of %s met a change in the file; merged, updating the room", path)
+            for room in _rooms_of(self):
+                async with room._update_lock:  # held: the room's observer schedules no save for our change
+                    now = normal(room._document.get())
+                    # typing done while the save was on its way stays (merged with what the file brought)
+                    result = merged if now == sent else merge(sent, merged, now).notebook
+                    stats = apply_notebook(room._document, result)
+                    pending = normal(room._document.get()) != merged
+                    room._document.hash = saved.get("hash") or written
+                    room._document.dirty = pending
+                log.info("nbmergesave: room %s updated in place (%s)", room.room_id, _describe(stats))
+                if pending:  # once this save is over (a save scheduled now would cancel it)
+                    rooms.spawn(_after(asyncio.current_task(), _schedule_save, room))
+        return saved
+
+    async def bring_in(self: Any) -> bool:
+        """Merge the file into the room (the caller holds the loader's ``serial`` lock); whether the room
+        now holds more than the file (its edits, to be saved)."""
+        loader = self._file
+        os_path = rooms.os_path(loader)
+        base = loader._nbm_base
+        base_nb = await rooms.run(rooms.stored, os_path, base)
+        if base_nb is None:
+            log.error("nbmergesave: the version room %s last loaded or saved is not in the store; the room is "
+                      "replaced by the file, as jupyter-collaboration does", self.room_id)
+            await stock_outofband(self)
+            return False
+        try:
+            model = await loader.load_content(self._file_format, self._file_type)  # merged into the file first
+        except Exception as e:
+            log.error("nbmergesave: could not load %s: %r", loader.path, e)
+            return False
+        disk, disk_sha, synced = normal(model["content"]), loader._nbm_base, loader._nbm_synced
+        if synced.outside is not None and synced.before == base and synced.sha == disk_sha:
+            # The outside write was merged with the room's last save into the file. Merged here from that
+            # write's own base instead, the room gets the same changes, and a conflict has the room's side
+            # where every other merge into a room has it (after =======); the room's save then writes it.
+            merge_base = normal(notebook_io.parse_notebook(synced.base))
+            theirs = normal(notebook_io.parse_notebook(synced.outside))
+            bases = (sha256(synced.base), sha256(synced.outside))
+        else:
+            merge_base, theirs, bases = base_nb, disk, (base, disk_sha)
+        async with self._update_lock:  # held: our change schedules no save by itself
+            room = normal(self._document.get())  # no await from here to the end of apply_notebook
+            if room == disk:
+                self._document.dirty = False
+                self._document.hash = disk_sha
+                return False
+            result = merge(merge_base, theirs, room)  # as a save: local = the file's side, remote = the room
+            stats = apply_notebook(self._document, result.notebook)
+            self._document.dirty = result.notebook != disk
+            # The front end compares this hash with the file's before a save (JupyterLab's "File Changed"
+            # dialog); the room now stands on the file as it is.
+            self._document.hash = disk_sha
+        unresolved = len(result.unresolved)
+        version = None
+        if room != base_nb:  # the room had edits of its own: a merge, kept in the store
+            version = await rooms.run(rooms.record_merge, os_path, *bases, room, result.notebook, unresolved)
+        log.info("nbmergesave: %s changed outside room %s; %s into the room (%s)%s%s", loader.path, self.room_id,
+                 "merged with the room's unsaved edits" if room != base_nb else "brought", _describe(stats),
+                 f", {unresolved} conflict(s) marked inline" if unresolved else "",
+                 f"; version {version} in the store" if version is not None else "")
+        return result.notebook != disk
 
     async def merge_outside(self: Any, save_now: bool = False) -> None:
-        """The file changed outside the room: merge it into the room (``save_now``: a save was asked for)."""
+        """The file changed outside the room: merge it into the room, and save the room if it holds more
+        than the file (``save_now``: at once, a save was asked for; else after the room's autosave delay)."""
         loader = self._file
         if ours(loader, self._file_type) is None or getattr(loader, "_nbm_base", None) is None or not self.ready:
             return await stock_outofband(self)
-        os_path = rooms.os_path(loader)
         async with serial(loader):
-            base = loader._nbm_base
-            base_nb = await rooms.run(rooms.stored, os_path, base)
-            if base_nb is None:
-                log.error("nbmergesave: the version room %s last loaded or saved is not in the store; the room is "
-                          "replaced by the file, as jupyter-collaboration does", self.room_id)
-                return await stock_outofband(self)
-            try:
-                model = await loader.load_content(self._file_format, self._file_type)  # merged into the file first
-            except Exception as e:
-                log.error("nbmergesave: could not load %s: %r", loader.path, e)
+            if not await bring_in(self):
                 return
-            disk, disk_sha, synced = normal(model["content"]), loader._nbm_base, loader._nbm_synced
-            if synced.outside is not None and synced.before == base and synced.sha == disk_sha:
-                # The outside write was merged with the room's last save into the file. Merged here from that
-                # write's own base instead, the room gets the same changes, and a conflict has the room's side
-                # where every other merge into a room has it (after =======): the result is saved below.
-                merge_base, theirs = notebook_io.parse_notebook(synced.base), notebook_io.parse_notebook(synced.outside)
-                bases = (sha256(synced.base), sha256(synced.outside))
-            else:
-                merge_base, theirs, bases = base_nb, disk, (base, disk_sha)
-            async with self._update_lock:  # held: our change schedules no save by itself
-                room = normal(self._document.get())  # no await from here to the end of apply_notebook
-                if room == disk:
-                    self._document.dirty = False
-                    self._document.hash = disk_sha
-                    return
-                result = merge(merge_base, theirs, room)  # as a save: local = the file's side, remote = the room
-                stats = apply_notebook(self._document, result.notebook)
-                self._document.dirty = result.notebook != disk
-                # The front end compares this hash with the file's before a save (JupyterLab's "File Changed"
-                # dialog); the room now stands on the file as it is.
-                self._document.hash = disk_sha
-            unresolved = len(result.unresolved)
-            version = None
-            if room != base_nb:  # the room had edits of its own: a merge, kept in the store
-                version = await rooms.run(rooms.record_merge, os_path, *bases, room, result.notebook, unresolved)
-            log.info("nbmergesave: %s changed outside room %s; %s into the room (%s)%s%s", loader.path, self.room_id,
-                     "merged with the room's unsaved edits" if room != base_nb else "brought", _describe(stats),
-                     f", {unresolved} conflict(s) marked inline" if unresolved else "",
-                     f"; version {version} in the store" if version is not None else "")
-            if result.notebook != disk:  # the room holds more than the file: save it (its base is the file now)
-                if save_now:
-                    self._saving_document = asyncio.create_task(
-                        self._maybe_save_document(self._saving_document, save_now=True))
-                else:
-                    _schedule_save(self)
+        if save_now:
+            self._saving_document = asyncio.create_task(self._maybe_save_document(self._saving_document, save_now=True))
+        else:
+            _schedule_save(self)
 
     async def _on_outofband_change(self: Any) -> None:
         await merge_outside(self)
@@ -578,22 +725,6 @@ def _file_sha(os_path: str) -> str | None:
         return sha256(Path(os_path).read_bytes())
     except OSError:
         return None
-
-
-def _stored_bytes(os_path: str, sha: str) -> bytes | None:
-    """The bytes with hash ``sha``: from the store (the save's merge recorded them), else from the file if it
-    still holds them."""
-    from ..sync import open_store
-
-    with open_store(os_path) as store:
-        version = store.latest_with(os_path, sha)
-        if version is not None:
-            return store.content(version)
-    try:
-        data = Path(os_path).read_bytes()
-    except OSError:
-        return None
-    return data if sha256(data) == sha else None
 
 
 __all__ = ["apply_notebook", "install", "kept_cells", "normal", "set_text"]
