@@ -277,6 +277,7 @@ class Rooms:
         self.git = GitRepos()
         self._work = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._held: dict[str, list[bytes]] = {}  # by file: bytes read at file events during a room's save
         self.nudges = Nudges(self)
         # One thread of our own: the steps are serial anyway, and waiting for the store's save lock
         # must never take the threads the server's own saves need to release it.
@@ -349,6 +350,50 @@ class Rooms:
                 self.log.error("nbmergesave: could not bring the store up to date with %s (%s)", os_path, e,
                                exc_info=True)
                 return Synced(None)
+
+    def saving(self, os_path: str) -> None:
+        """A room's save of ``os_path`` starts: what file events read meanwhile is kept for :meth:`own_write`."""
+        self._held[os.path.abspath(os_path)] = []
+
+    def hold(self, os_path: str, data: bytes) -> bool:
+        """Keep bytes read at a file event during a room's save of that file (``False``: no save is on)."""
+        held = self._held.get(os.path.abspath(os_path))
+        if held is None:
+            return False
+        held.append(data)
+        return True
+
+    def own_write(self, os_path: str, data: bytes, held: list[bytes]) -> None:
+        """Record the room's save ``data`` as the file's version (declared with its base: recorded, not merged).
+
+        A save is merged with the file as read, then written by the contents manager, which does not
+        compare before it replaces the file. An outside write that landed in between (its bytes read at
+        its file event, ``held``) was replaced by ours: it is merged back now, from its own base, as the
+        watcher merges a save its own write displaced."""
+        from ..sync import open_store
+
+        written = sha256(data)
+        # Ours was the file's content once written, whatever came after: the base that later writes are
+        # judged against. (Handed to sync_file as a save, it would be taken for one seen already when the
+        # file has changed since, and the file's previous version would stay as the one on disk.)
+        with self._work, open_store(os_path) as store:
+            version = store.latest_with(os_path, written)
+            if version is None:
+                store.add(os_path, data, "observed")
+            else:
+                store.add_on_disk(os_path, version.version)
+        others = [b for b in held if sha256(b) != written]
+        if not others:
+            return
+        if _file_sha(os_path) != written:  # the file changed after our write: the room looks at it next
+            for b in others:
+                self.sync(os_path, b, True)
+            return
+        self.log.info("nbmergesave: %s was written outside Jupyter while the room saved it; merging %d such "
+                      "write(s) back in", os_path, len(others))
+        with open_store(os_path) as store:
+            self.session.displaced.setdefault(store.key(os_path), []).extend(others)
+        self.sync(os_path)
 
     def stored(self, os_path: str, sha: str) -> dict[str, Any] | None:
         """The stored notebook with hash ``sha`` (a room's base), or ``None``."""
@@ -459,6 +504,8 @@ class Nudges:
 
     async def _notify(self, path: str, loader: Any, data: bytes | None) -> None:
         try:
+            if data is not None and self.rooms.hold(path, data):
+                return  # the room is saving this file: its save looks at these bytes once it has written
             if data is not None:
                 await self.rooms.run(self.rooms.sync, path, data, True)
             with self._lock:
@@ -609,6 +656,7 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
         if not m["writable"]:
             return None
         sent = normal(model["content"])
+        rooms.saving(os_path)
         done = asyncio.Event()
         task = asyncio.create_task(self._save_content({**model, BASE_KEY: self._nbm_base}, done, path))
         saved = None
@@ -618,15 +666,18 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
             pass
         await done.wait()
         if saved is None:
-            saved = task.result()
+            try:
+                saved = task.result()
+            except BaseException:
+                rooms._held.pop(os.path.abspath(os_path), None)
+                raise
         reply = saved.get(REPLY_KEY) or {}
         # What this save wrote (the merge, or the room as sent): the room's base from now on. Not the hash
         # of the file as read back after the write: an outside write landing just then would be taken for
         # the room's own, and never merged (stock takes its time and hash from that read too).
         meant = _as_written(reply["content"] if reply.get("merged") and reply.get("content") else model["content"])
         self._nbm_base = written = sha256(meant)
-        # the room's write is the file's version now, in the store (declared with its base: recorded, not merged)
-        await rooms.run(rooms.sync, os_path, meant)
+        await rooms.run(rooms.own_write, os_path, meant, rooms._held.pop(os.path.abspath(os_path), []))
         if reply.get("sha256") not in (None, written):  # the file changed again right after the write
             log.info("nbmergesave: %s changed again just after room's save; merging it into the room", path)
             for room in _rooms_of(self):
