@@ -164,6 +164,14 @@ def _sources(path: Path) -> list[str]:
     return [c["source"] for c in notebook_io.read_notebook(path)["cells"]]
 
 
+def _sources_now(path: Path) -> list[str]:
+    """The file's cells, or none while a writer is halfway through it (for polling)."""
+    try:
+        return _sources(path)
+    except Exception:
+        return []
+
+
 def _start(n: int = 6) -> dict[str, Any]:
     return notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(n)])
 
@@ -480,3 +488,53 @@ def test_git_checkout_under_an_open_room(world: World) -> None:
     assert [v.kind for v in versions if v.kind == "merged"] == []
     assert [v.kind for v in versions][-2:] == ["git", "git"]
     assert world.a.log_lines("written by git; recorded, not merged")
+
+
+def test_a_conflict_with_an_outside_writer_shows_in_the_room_and_is_settled_with_a_button(world: World) -> None:
+    """In Chromium: the room edits a line and saves; an agent that read the notebook before writes the same
+    line. Both people in the room see the conflict bar, one settles it, the file follows; no dialog."""
+    from .lab import CHROMIUM, CHROMIUM_ARGS, Tab
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium (apt-get install chromium)")
+    from ipykernel.ipkernel import IPythonKernel
+
+    nb = _start(4)
+    nb["metadata"] = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+                      "language_info": IPythonKernel.language_info}
+    path = world.write("conflict.ipynb", nb)
+    read_by_agent = path.read_bytes()
+    errors: list[str] = []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tabs = []
+            for _ in range(2):  # two people in the room
+                context = browser.new_context(viewport={"width": 1200, "height": 900})
+                context.on("page", lambda page: page.on("pageerror", lambda e: errors.append(str(e))))
+                tabs.append(Tab(context, world.a, "conflict.ipynb"))
+            alice, bob = tabs
+            alice.edit(2, "x = 'room'")
+            wait_for(lambda: _sources_now(path)[2:3] == ["x = 'room'"], "the room's autosave")
+            write_nbformat(path, _changed(read_by_agent, 2, "x = 'agent'"))
+            for tab in tabs:
+                bar = tab.page.locator(".nbmergesave-conflict")
+                bar.wait_for(timeout=30_000)
+                assert [b.inner_text() for b in bar.locator("button").all()] == ["Keep mine", "Keep theirs", "Keep both"]
+                assert "x = 'agent'" in tab.sources()[2] and "x = 'room'" in tab.sources()[2]
+            wait_for(lambda: "<<<<<<<" in "".join(_sources_now(path)[2:3]), "the conflict in the file")
+            bob.page.locator(".nbmergesave-conflict").get_by_role("button", name="Keep mine").click()
+            for tab in tabs:
+                tab.wait("() => !document.querySelector('.nbmergesave-conflict')")
+                assert tab.sources()[2] == "x = 'room'"
+            wait_for(lambda: _sources_now(path) == ["x0 = 0", "x1 = 1", "x = 'room'", "x3 = 3"], "the settled file")
+            for tab in tabs:
+                assert tab.page.locator(".jp-Dialog").count() == 0
+        finally:
+            browser.close()
+    assert errors == []
+    listed = subprocess.run([sys.executable, "-m", "nbmergesave", "conflicts", str(path), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed
+    assert not world.a.log_lines("Out-of-band changes")

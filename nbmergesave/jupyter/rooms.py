@@ -278,6 +278,7 @@ class Rooms:
         self._work = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._held: dict[str, list[bytes]] = {}  # by file: bytes read at file events during a room's save
+        self.merges: dict[str, Synced] = {}  # by file: the last outside write merged into it
         self.nudges = Nudges(self)
         # One thread of our own: the steps are serial anyway, and waiting for the store's save lock
         # must never take the threads the server's own saves need to release it.
@@ -344,8 +345,10 @@ class Rooms:
                             or merged[0].base is None or merged[0].local is None or merged[0].remote is None:
                         return Synced(sha)
                     step = merged[0]
-                    return Synced(sha, store.content(store.get(path, step.base)),
-                                  store.content(store.get(path, step.remote)), store.get(path, step.local).sha256)
+                    found = Synced(sha, store.content(store.get(path, step.base)),
+                                   store.content(store.get(path, step.remote)), store.get(path, step.local).sha256)
+                    self.merges[os.path.abspath(os_path)] = found  # for the room, whichever call merged it
+                    return found
             except Exception as e:  # the room goes on as jupyter-collaboration would; the log says why
                 self.log.error("nbmergesave: could not bring the store up to date with %s (%s)", os_path, e,
                                exc_info=True)
@@ -623,7 +626,6 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
             if synced.sha is None or model.get("hash") in (None, synced.sha):
                 break  # else the file changed again between the two: look again
         self._nbm_base = model.get("hash")
-        self._nbm_synced = synced
         rooms.nudges.follow(os_path, self)
         return model
 
@@ -716,7 +718,8 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
         except Exception as e:
             log.error("nbmergesave: could not load %s: %r", loader.path, e)
             return False
-        disk, disk_sha, synced = normal(model["content"]), loader._nbm_base, loader._nbm_synced
+        disk, disk_sha = normal(model["content"]), loader._nbm_base
+        synced = rooms.merges.get(os.path.abspath(os_path)) or Synced(None)
         if synced.outside is not None and synced.before == base and synced.sha == disk_sha:
             # The outside write was merged with the room's last save into the file. Merged here from that
             # write's own base instead, the room gets the same changes, and a conflict has the room's side
