@@ -313,6 +313,15 @@ def _shown(nb: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]]) -> dict[i
     return shown
 
 
+def _shown_how(kind: str, cell: Mapping[str, Any]) -> str:
+    """How nbdime shows a conflict it leaves, where our words for the kind would mislead (our engine puts a note
+    cell before a delete-versus-edit; nbdime a marker line in the kept cell)."""
+    source = cell.get("source", "")
+    if kind == "delete-edit" and _DELETED_MARK in (source if isinstance(source, str) else "".join(source)):
+        return "nbdime's CELL DELETED line at its top says so"
+    return ""
+
+
 def as_written(nb: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]],
                found: Sequence[tuple[Conflict, Mapping[str, Any] | None]]) -> list[Conflict]:
     """nbdime's conflicts (each with the decision it comes from) as its file ``nb`` shows them.
@@ -343,7 +352,8 @@ def as_written(nb: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]],
         else:
             visible = at in shown and not any(_marker_cell_of(cells[at], m) for m in (_OPENING, _CLOSING))  # type: ignore[index]
         if visible:
-            report.append(Conflict(c.kind, c.cell, c.cell_id, c.base_cell, "inline"))
+            report.append(Conflict(c.kind, c.cell, c.cell_id, c.base_cell, "inline", _shown_how(c.kind, cells[at])
+                                   if at is not None else ""))
             if c.kind == "insert":
                 region(at)  # type: ignore[arg-type]
             else:
@@ -366,7 +376,7 @@ def as_written(nb: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]],
         where, source = shown[at], cells[at].get("source", "")
         kind = ("delete-edit" if _DELETED_MARK in (source if isinstance(source, str) else "".join(source))
                 else "source" if "source" in where else where[0])
-        report.append(Conflict(kind, at, None, None, "inline"))
+        report.append(Conflict(kind, at, None, None, "inline", _shown_how(kind, cells[at])))
         explained.add(at)
     if None in shown and None not in explained and not any(c.cell is None and c.left for c in report):
         report.append(Conflict("notebook-metadata", None, None, None, "inline"))
