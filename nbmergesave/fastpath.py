@@ -42,6 +42,7 @@ class Written:
     data: bytes
     parts: list[bytes]
     digests: list[bytes]  # sha256 of each part, as the store names pieces
+    notebook: dict[str, Any]  # what was serialised: the notebook without its transient metadata (see plain())
 
 
 @dataclass
@@ -85,10 +86,19 @@ class Serialiser:
         self._last.move_to_end(key)
         while len(self._last) > self.KEPT:
             self._last.popitem(last=False)
-        return _join(head, tail, cells)
+        return _join(head, tail, cells, plain(nb, [c.cell for c in cells]))
 
     def forget(self, key: str) -> None:
         self._last.pop(key, None)
+
+
+def plain(nb: dict[str, Any], cells: list[Any] | None = None) -> dict[str, Any]:
+    """``nb`` as nbformat writes it: without the keys it keeps in memory only (cell ``trusted`` marks,
+    ``orig_nbformat``, ``signature``), which the server adds and drops on its own."""
+    metadata = nb.get("metadata")
+    if isinstance(metadata, dict):
+        metadata = {k: v for k, v in metadata.items() if k not in TRANSIENT_NB_METADATA}
+    return {**nb, "metadata": metadata, "cells": cells if cells is not None else [_plain_cell(c) for c in nb.get("cells", [])]}
 
 
 def _plain_cell(cell: Any) -> Any:
@@ -126,14 +136,14 @@ def _cut(cell: _Cell, comma: bool) -> tuple[list[bytes], list[bytes]]:
     return found
 
 
-def _join(head: str, tail: str, cells: list[_Cell]) -> Written:
+def _join(head: str, tail: str, cells: list[_Cell], notebook: dict[str, Any]) -> Written:
     head_b = head.encode("utf-8")
     parts: list[bytes] = []
     digests: list[bytes] = []
     if not cells:  # '{\n "cells": [],\n ...': cut where split() cuts it
         data = (head + "]" + tail[len("\n ]"):]).encode("utf-8")
         cut = pieces.split(data)
-        return Written(data.decode("utf-8"), data, cut, [hashlib.sha256(p).digest() for p in cut])
+        return Written(data.decode("utf-8"), data, cut, [hashlib.sha256(p).digest() for p in cut], notebook)
     parts.append(head_b)
     for n, cell in enumerate(cells):
         p, d = _cut(cell, n < len(cells) - 1)
@@ -143,7 +153,7 @@ def _join(head: str, tail: str, cells: list[_Cell]) -> Written:
     parts.append(tail_b)
     digests = [hashlib.sha256(head_b).digest(), *digests, hashlib.sha256(tail_b).digest()]
     data = b"".join(parts)
-    return Written(data.decode("utf-8"), data, parts, digests)
+    return Written(data.decode("utf-8"), data, parts, digests, notebook)
 
 
 __all__ = ["FAST", "Serialiser", "Written"]

@@ -218,7 +218,7 @@ class SaveMerger:
             done = None
         if done is not None:
             return done
-        incoming = _as_written(model["content"])
+        incoming = self._written(os_path, model["content"])
         try:
             return self._merge_into(model, path, os_path, incoming, sent_base if isinstance(sent_base, str) else None)
         except Exception as e:
@@ -254,8 +254,18 @@ class SaveMerger:
             raise
         self._close(store)
         self.remember(path, saved.sha256 or "")
-        self._prepared[os_path] = (written.text, model["content"])
+        self._prepared[os_path] = (written.text, written.notebook)
         return {"merged": False, "declared": written.data, "fast": saved.sha256}
+
+    def _written(self, os_path: str, nb: dict[str, Any], for_server: bool = False) -> bytes:
+        """``nb`` as Jupyter writes it; on the fast path serialised cell by cell, and (``for_server``)
+        handed to the server to write as it is."""
+        written = self.serialiser.written(os_path, nb) if fastpath.FAST else None
+        if written is None:
+            return _as_written(nb)
+        if for_server:
+            self._prepared[os_path] = (written.text, written.notebook)
+        return written.data
 
     def prepared(self, os_path: str, nb: Any) -> str | None:
         """The text :meth:`_fast_save` made of ``nb`` for the server to write at ``os_path``, when ``nb`` is
@@ -265,7 +275,7 @@ class SaveMerger:
             return None
         text, content = found
         hooks = getattr(self.cm, "pre_save_hook", None) or getattr(self.cm, "_pre_save_hooks", None)
-        if hooks or nb != content:
+        if hooks or fastpath.plain(nb) != content:
             return None
         self._wrote.add(os_path)
         return text
@@ -330,7 +340,7 @@ class SaveMerger:
                 return {**reply, "declared": incoming}
             result = merge(base_nb, disk_nb, incoming_nb)
             notebook_io.validate(result.notebook, f"merged '{path}'")
-            text = notebook_io.dumps(result.notebook).encode()
+            text = self._written(os_path, result.notebook, for_server=True)
             unresolved = list(result.unresolved)
             base_v, disk_v = store.latest_with(os_path, sha256(base)), store.latest_with(os_path, sha256(disk))
             merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
@@ -344,7 +354,7 @@ class SaveMerger:
         else:
             self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
         return {
-            "merged": True, "declared": text, "version": merged_v.version,
+            "merged": True, "declared": text, "version": merged_v.version, "fast": sha256(text),
             "local": sha256(disk), "remote": sha256(incoming), "base": sha256(base),
             "changes": changes(base_nb, disk_nb),
             "conflicts": conflict_cells(result.notebook, unresolved),
