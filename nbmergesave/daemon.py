@@ -21,15 +21,7 @@ from typing import Any
 
 from .errors import DaemonError
 from .notebook_io import write_atomic
-from .private import open_private_log, private_dir, private_file
-
-
-def state_dir() -> Path:
-    home = os.environ.get("NBMERGESAVE_HOME")
-    if home:
-        return Path(home)
-    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(xdg) / "nbmergesave"
+from .private import open_private_log, private_dir, private_file, state_dir
 
 
 def _record_file() -> Path:
