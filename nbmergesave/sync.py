@@ -8,6 +8,7 @@ compare-and-swap: if the file changed again meanwhile, start over.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import lineage, notebook_io
+from . import fastpath, lineage, notebook_io
 from .errors import BadInput, NbMergeSaveError
 from .merge import merge
 from .merge.options import engine_name
@@ -92,9 +93,42 @@ def tokens_of(store: Store, version: Version) -> lineage.Tokens | None:
     value = _TOKENS[key] = lineage.tokens(nb) if nb is not None else None
     if nb is not None:
         store.record_cells(version.sha256, cell_digests(nb))
-    if len(_TOKENS) > 256:
-        _TOKENS.popitem(last=False)
+    _trim()
     return value
+
+
+def _trim() -> None:
+    while len(_TOKENS) > 256:
+        _TOKENS.popitem(last=False)
+
+
+def _add_save(store: Store, path: str | os.PathLike[str], data: bytes, save: dict[str, Any],
+              displaced: bool = False) -> Version:
+    """Store a new save (not yet the version on disk). On the fast path its lineage tokens are computed
+    here, once, and kept for when it is the version on disk, and its cells go into the lineage index in
+    the same commit (they would be recorded when its tokens were first loaded back from the store).
+
+    That commit need not wait for the disk: the save is still in the file, and whatever follows (marking
+    it on disk, or recording the merge before the file is replaced) commits durably, syncing it too. Not
+    so for a save our own write swapped off the disk (``displaced``): the store is then its only copy."""
+    if not fastpath.FAST or not isinstance(store, Store):  # (the benchmarks' store of nbmergesave 0.1)
+        return store.add(path, data, "observed", on_disk=False)
+    lax = getattr(store.backend, "lax", None)
+    with lax() if lax is not None and not displaced else contextlib.nullcontext():
+        saved = store.add(path, data, "observed", on_disk=False, cells=cell_digests(save))
+    if saved.sha256 is not None:
+        key = (str(store.location), saved.sha256)
+        _TOKENS[key] = lineage.tokens(save)
+        _TOKENS.move_to_end(key)
+        _trim()
+    return saved
+
+
+def _save_tokens(store: Store, saved: Version | None) -> lineage.Tokens | None:
+    """The save's tokens when :func:`_add_save` kept them (``None``: computed by the search)."""
+    if saved is None or saved.sha256 is None or not fastpath.FAST:
+        return None
+    return _TOKENS.get((str(store.location), saved.sha256))
 
 
 def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, before: Version,
@@ -351,7 +385,7 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         # equal to an earlier version: an intentional revert (undo, git checkout), never merged
         return Outcome("recorded", key, store.add(path, data, "observed").version)
     else:
-        saved = store.add(path, data, "observed", on_disk=False)  # the raw save is kept, whatever happens
+        saved = _add_save(store, path, data, save, displaced)  # the raw save is kept, whatever happens
     declared = store.declared_base(path, digest)
     if declared is not None:  # the writer said what it started from: no guessing
         # ... and when that was made from the version on disk (a writer that merged with
@@ -386,7 +420,7 @@ def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any],
     seen = {v.version for v in recent} | skip
     alike = [v for v in store.sharing_cells(path, cell_digests(save), SHARING_CELLS) if v.version not in seen]
     candidates = [v for v in recent if v.version not in skip] + alike
-    return lineage.find_base(save, before, candidates, lambda v: tokens_of(store, v))
+    return lineage.find_base(save, before, candidates, lambda v: tokens_of(store, v), _save_tokens(store, saved))
 
 
 def _handled(store: Store, path: str | os.PathLike[str], match: Version, before: Version, digest: str,

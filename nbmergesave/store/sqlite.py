@@ -184,6 +184,20 @@ class SQLiteBackend:
             self._db.execute("COMMIT")
 
     @contextmanager
+    def lax(self) -> Iterator[None]:
+        """Commits made meanwhile return before reaching the disk; the next ordinary commit syncs the log
+        they are in, so they are durable with it (one fsync for both). For a record that nothing depends on
+        until that commit (a save not yet the version on disk, whose bytes are still in the file)."""
+        if self._db.in_transaction:  # inside batch(): its one commit is the durable one
+            yield
+            return
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
     def save_lock(self, key: str | None) -> Iterator[None]:
         """A ``flock`` on ``save.lock``: one per store, whatever the notebook."""
         import fcntl
