@@ -65,10 +65,36 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from .config import apply
     from .handlers import setup_handlers
 
-    apply(serverapp)  # c.NbMergeSave.store_url / project_root
+    settings = apply(serverapp)  # c.NbMergeSave.store_url / project_root / watch_root
     merger = install(serverapp.contents_manager, serverapp.log)
     setup_handlers(serverapp.web_app, merger)
     serverapp.log.info("nbmergesave: merging notebook saves with what changed on disk since each load")
+    if settings.watch_root:
+        from .watch import start
+
+        merger.watcher = start(serverapp, serverapp.log)
+        if merger.watcher is not None:
+            _stop_with(serverapp, merger.watcher)
+    else:
+        serverapp.log.info("nbmergesave: not watching the server's folder (c.NbMergeSave.watch_root = False): "
+                           "writes made outside Jupyter replace the file as they always did")
+
+
+def _stop_with(serverapp: Any, watcher: Any) -> None:
+    """Stop ``watcher`` when the server shuts down. (A server extension that is a module, not an
+    ExtensionApp, has no stop hook of its own: we run in the server's extension cleanup.)"""
+    import asyncio as _asyncio
+
+    cleanup = serverapp.cleanup_extensions
+
+    async def cleanup_extensions() -> None:
+        try:
+            await _asyncio.to_thread(watcher.stop)
+        except Exception:
+            serverapp.log.error("nbmergesave: the folder's watcher did not stop cleanly", exc_info=True)
+        await cleanup()
+
+    serverapp.cleanup_extensions = cleanup_extensions
 
 
 class SaveMerger:
@@ -82,6 +108,8 @@ class SaveMerger:
         self.log = log
         self.served: dict[str, list[str]] = {}  # path -> sha256s, oldest first
         self._local = asyncio.Lock()
+        #: The watcher of the server's folder (:mod:`.watch`), when it runs.
+        self.watcher: Any = None
 
     def remember(self, path: str, sha: str) -> None:
         shas = [s for s in self.served.get(path, []) if s != sha]
@@ -168,6 +196,12 @@ class SaveMerger:
             with open_store(os_path) as store:
                 if store.latest_with(os_path, sha) is None:
                     store.add(os_path, data, "observed", on_disk=False)
+                current = store.on_disk(os_path)
+            if self.watcher is not None and (current is None or current.sha256 != sha):
+                # Not watched before (or changed while nothing watched): the folder's watcher records
+                # the file now, before anyone saves it, so an outside write that follows is merged
+                # with what the tab loaded and saves, not taken for a first sighting.
+                self.watcher.look_at(os_path)
             self.remember(path, sha)
             model[REPLY_KEY] = {"sha256": sha, "mergeable": True}
         except Exception:  # an odd model or file is the server's business, not ours

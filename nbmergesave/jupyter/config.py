@@ -1,14 +1,16 @@
-"""Jupyter configuration of the store: ``c.NbMergeSave.store_url`` and ``c.NbMergeSave.project_root``.
+"""Jupyter configuration: the store (``c.NbMergeSave.store_url``, ``c.NbMergeSave.project_root``) and
+whether the server watches its folder for writes made outside it (``c.NbMergeSave.watch_root``).
 
 >>> # jupyter_server_config.py, on every host of a team (the URL from the environment or a secret):
 >>> # c.NbMergeSave.store_url = os.environ["NBMERGESAVE_STORE_URL"]
+>>> # c.NbMergeSave.watch_root = False   # merge only the saves made through this server
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 from traitlets.config import Configurable
 
 
@@ -21,9 +23,14 @@ class NbMergeSave(Configurable):
     project_root = Unicode(
         "", help="The folder notebooks are named relative to in a shared store (default: the nearest folder "
                  "holding .nbmergesave-project, else the server's root directory).").tag(config=True)
+    watch_root = Bool(
+        True, help="Watch the folder the server serves: a notebook written there by anything else (an agent, a "
+                   "script, git, a sync tool, another host) is merged with what was saved from Jupyter instead of "
+                   "replacing it (git's own writes are recorded, never merged). False: only saves made through "
+                   "this server are merged.").tag(config=True)
 
 
-def apply(serverapp: Any) -> None:
+def apply(serverapp: Any) -> NbMergeSave:
     """Read the settings and tell the store (called when the extension loads); say which store is used."""
     from ..store.where import configure, store_url
 
@@ -32,14 +39,15 @@ def apply(serverapp: Any) -> None:
               roots=[serverapp.root_dir])
     url = store_url()
     if url is None:
-        return
+        return settings
     from ..store import Store
 
     try:
         Store.open(serverapp.root_dir).close()  # creates the tables on first use; says now if it cannot
     except Exception as e:
         serverapp.log.error("nbmergesave: %s; saves go to disk as sent, and into the store once it answers", e)
-        return
+        return settings
     from ..private import redact_url
 
     serverapp.log.info("nbmergesave: history in the PostgreSQL store at %s", redact_url(url))
+    return settings

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..gitrepo import GitRepo, GitRepos
@@ -38,9 +38,13 @@ class Watcher(Events, Gate, Worker):
     def __init__(self, roots: Iterable[str | os.PathLike[str]], *, log: Callable[[str], None] = lambda s: None,
                  debounce: float = 0.02, rescan: float = 300.0, retry: float = 0.2,
                  ignore: Iterable[str] = (), store_location: str | None = None,
-                 pause_while: Iterable[str | os.PathLike[str]] = (), git: bool = True) -> None:
+                 pause_while: Iterable[str | os.PathLike[str]] = (), git: bool = True,
+                 stores: Mapping[Path, Store] | None = None) -> None:
         self.roots = [Path(r).resolve() for r in roots]
-        self.stores = {root: Store.open(root, store_location) for root in self.roots}
+        # ``stores``: a door that has opened its roots' stores already (the Jupyter server's finds them
+        # as its save hook does, which may be a store above the root)
+        self.stores = dict(stores) if stores is not None else {root: Store.open(root, store_location)
+                                                                for root in self.roots}
         self.log = log
         self.debounce, self.rescan_every, self.retry = debounce, rescan, retry
         self.ignore = tuple(ignore)
