@@ -99,3 +99,20 @@ class Tab:
         toast = self.page.locator(".Toastify__toast", has_text=words).first
         toast.wait_for(timeout=timeout * 1000)
         return toast.inner_text()
+
+
+class NotebookSeven(JupyterProcess):
+    """``jupyter notebook`` (Notebook 7) as a user starts it after the install, on loopback."""
+
+    def __init__(self, root: Path, home: Path, port: int | None = None, token: str | None = None) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            "notebook", root, home,
+            {"JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")},
+            [f"--JupyterNotebookApp.user_settings_dir={home / 'settings'}",
+             f"--JupyterNotebookApp.workspaces_dir={home / 'workspaces'}",
+             "--JupyterNotebookApp.expose_app_in_browser=True"], port, token, timeout=90)
+
+    def url(self, notebook: str) -> str:
+        return f"http://127.0.0.1:{self.port}/notebooks/{notebook}?token={self.token}"

@@ -51,6 +51,9 @@ from ..sync import open_store
 BASE_KEY = "nbmergesave_base"
 #: The key of the reply models under which the server says what it did.
 REPLY_KEY = "nbmergesave"
+#: How often, and how long apart (s), a notebook that does not parse is read again before a tab is told
+#: a save cannot be merged with it (another program may be writing it in place).
+MERGEABLE_RETRIES, MERGEABLE_WAIT = 10, 0.05
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -83,13 +86,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 def _stop_with(serverapp: Any, watcher: Any) -> None:
     """Stop ``watcher`` when the server shuts down. (A server extension that is a module, not an
     ExtensionApp, has no stop hook of its own: we run in the server's extension cleanup.)"""
-    import asyncio as _asyncio
-
     cleanup = serverapp.cleanup_extensions
 
     async def cleanup_extensions() -> None:
         try:
-            await _asyncio.to_thread(watcher.stop)
+            await asyncio.to_thread(watcher.stop)
         except Exception:
             serverapp.log.error("nbmergesave: the folder's watcher did not stop cleanly", exc_info=True)
         await cleanup()
@@ -460,6 +461,19 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
         async def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:
             model = await original_get(path, content, *args, **get_kwargs(content and not args, kwargs))
             merger.loaded(path.strip("/"), model)
+            reply = model.get(REPLY_KEY) if isinstance(model, dict) else None
+            if reply is not None and reply.get("mergeable") is False:
+                # A tab about to save asks whether the file changed; a notebook another program is
+                # writing in place (truncated, then written) does not parse for a moment: look
+                # again shortly rather than let JupyterLab ask "File Changed" for that moment.
+                os_path = merger.os_path(path.strip("/"))
+                for _ in range(MERGEABLE_RETRIES):
+                    if _read(os_path) is None:
+                        break
+                    await asyncio.sleep(MERGEABLE_WAIT)
+                    if _mergeable(os_path):
+                        reply["mergeable"] = True
+                        break
             return model
     else:
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
