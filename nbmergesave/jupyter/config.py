@@ -1,16 +1,18 @@
-"""Jupyter configuration: the store (``c.NbMergeSave.store_url``, ``c.NbMergeSave.project_root``) and
-whether the server watches its folder for writes made outside it (``c.NbMergeSave.watch_root``).
+"""Jupyter configuration: the store (``c.NbMergeSave.store_url``, ``c.NbMergeSave.project_root``), the merge
+engine (``c.NbMergeSave.engine``) and whether the server watches its folder for writes made outside it
+(``c.NbMergeSave.watch_root``).
 
 >>> # jupyter_server_config.py, on every host of a team (the URL from the environment or a secret):
 >>> # c.NbMergeSave.store_url = os.environ["NBMERGESAVE_STORE_URL"]
->>> # c.NbMergeSave.watch_root = False   # merge only the saves made through this server
+>>> # c.NbMergeSave.engine = "nbdime"      # or: jupyter lab --NbMergeSave.engine=nbdime
+>>> # c.NbMergeSave.watch_root = False     # merge only the saves made through this server
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Bool, Unicode
+from traitlets import Bool, Enum, Unicode
 from traitlets.config import Configurable
 
 
@@ -28,13 +30,20 @@ class NbMergeSave(Configurable):
                    "script, git, a sync tool, another host) is merged with what was saved from Jupyter instead of "
                    "replacing it (git's own writes are recorded, never merged). False: only saves made through "
                    "this server are merged.").tag(config=True)
+    engine = Enum(
+        ["cells", "nbdime"], default_value="cells",
+        help="The merge engine of saves that overlap: 'cells' (nbmergesave's cell-level diff3) or 'nbdime' "
+             "(nbdime's merge_notebooks, its decisions and markers). Recorded with each merge.").tag(config=True)
 
 
 def apply(serverapp: Any) -> NbMergeSave:
-    """Read the settings and tell the store (called when the extension loads); say which store is used."""
+    """Read the settings and tell the store (called when the extension loads); say which store is used.
+    Returns the settings (the save hook reads its engine there)."""
     from ..store.where import configure, store_url
 
     settings = NbMergeSave(parent=serverapp)
+    if settings.engine != "cells":
+        serverapp.log.info("nbmergesave: merging overlapping saves with the %s engine", settings.engine)
     configure(url=settings.store_url or None, project_root=settings.project_root or None,
               roots=[serverapp.root_dir])
     url = store_url()

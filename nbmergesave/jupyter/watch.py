@@ -63,10 +63,12 @@ class ServerWatcher(Watcher):
     #: reads and hashes each tracked notebook, so it is rarer than the CLI watcher's default).
     RESCAN = 600.0
 
-    def __init__(self, root: str | os.PathLike[str], *, log: Any = lambda s: None, rescan: float | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, log: Any = lambda s: None, rescan: float | None = None,
+                 engine: str = "cells") -> None:
         root = Path(root).resolve()
         store = _root_store(root)
-        super().__init__([root], log=log, rescan=self.RESCAN if rescan is None else rescan, stores={root: store})
+        super().__init__([root], log=log, rescan=self.RESCAN if rescan is None else rescan, stores={root: store},
+                         engine=engine)
         self.root = root
         from ..store.where import store_url
 
@@ -156,7 +158,8 @@ class ServerWatcher(Watcher):
             return p in self._due or bool(self._snapshots.get(p)) or held or self._syncing == p
 
 
-def start(serverapp: Any, log: logging.Logger | logging.LoggerAdapter) -> ServerWatcher | None:  # type: ignore[type-arg]
+def start(serverapp: Any, log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+          engine: str = "cells") -> ServerWatcher | None:
     """Watch ``serverapp``'s root; ``None`` when its contents are not a local folder or cannot be watched.
 
     The store is opened here (quick); the watches, one per folder, are added in a thread of
@@ -167,7 +170,7 @@ def start(serverapp: Any, log: logging.Logger | logging.LoggerAdapter) -> Server
         log.info("nbmergesave: the server's contents are not a local folder; not watching for outside writes")
         return None
     try:
-        watcher = ServerWatcher(root, log=lambda line: log.info("nbmergesave: %s", line))
+        watcher = ServerWatcher(root, log=lambda line: log.info("nbmergesave: %s", line), engine=engine)
     except Exception as e:  # the server works without it: saves through it are still merged by the hook
         log.error("nbmergesave: cannot watch %s for writes made outside Jupyter (%s); saves through this server "
                   "are still merged", root, e)

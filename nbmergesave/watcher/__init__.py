@@ -17,7 +17,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from ..errors import NbMergeSaveError
 from ..gitrepo import GitRepo, GitRepos
+from ..merge.options import engine_name
 from ..store import Store
 from ..sync import Session
 from .events import SKIP_DIRS, Events, is_notebook, scan
@@ -39,8 +41,14 @@ class Watcher(Events, Gate, Worker):
                  debounce: float = 0.02, rescan: float = 300.0, retry: float = 0.2,
                  ignore: Iterable[str] = (), store_location: str | None = None,
                  pause_while: Iterable[str | os.PathLike[str]] = (), git: bool = True,
+                 engine: str = "cells", engines: Mapping[str | os.PathLike[str], str] | None = None,
                  stores: Mapping[Path, Store] | None = None) -> None:
         self.roots = [Path(r).resolve() for r in roots]
+        # the merge engine of each root: ``engines`` names some roots, ``engine`` is the rest's
+        chosen = {Path(r).resolve(): e for r, e in (engines or {}).items()}
+        self.engines = {root: engine_name(chosen.get(root, engine)) for root in self.roots}
+        if set(chosen) - set(self.roots):
+            raise NbMergeSaveError(f"an engine is given for a folder not watched: {', '.join(map(str, set(chosen) - set(self.roots)))}")
         # ``stores``: a door that has opened its roots' stores already (the Jupyter server's finds them
         # as its save hook does, which may be a store above the root)
         self.stores = dict(stores) if stores is not None else {root: Store.open(root, store_location)
@@ -73,6 +81,12 @@ class Watcher(Events, Gate, Worker):
             if path.is_relative_to(root):
                 return self.stores[root]
         return None
+
+    def _engine_for(self, path: Path) -> str:
+        for root in sorted(self.roots, key=lambda r: len(r.parts), reverse=True):
+            if path.is_relative_to(root):
+                return self.engines[root]
+        return "cells"
 
     def tracked(self) -> dict[str, int]:
         return {str(root): len(store.tracked(root)) for root, store in self.stores.items()}
