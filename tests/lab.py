@@ -17,7 +17,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 class Lab(JupyterProcess):
     """``jupyter lab`` as a user starts it after ``pip install -e .`` (no extension flags), on loopback."""
 
-    def __init__(self, root: Path, home: Path, port: int | None = None, token: str | None = None) -> None:
+    def __init__(self, root: Path, home: Path, port: int | None = None, token: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.home = home
         settings = home / "settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True, exist_ok=True)
@@ -26,7 +27,7 @@ class Lab(JupyterProcess):
             "jupyterlab", root, home,
             {"JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")},
             [f"--LabApp.user_settings_dir={home / 'settings'}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
-             "--LabApp.expose_app_in_browser=True"], port, token, timeout=90)
+             "--LabApp.expose_app_in_browser=True", *args], port, token, timeout=90)
 
     def url(self, notebook: str) -> str:
         return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?reset&token={self.token}"
@@ -98,3 +99,20 @@ class Tab:
         toast = self.page.locator(".Toastify__toast", has_text=words).first
         toast.wait_for(timeout=timeout * 1000)
         return toast.inner_text()
+
+
+class NotebookSeven(JupyterProcess):
+    """``jupyter notebook`` (Notebook 7) as a user starts it after the install, on loopback."""
+
+    def __init__(self, root: Path, home: Path, port: int | None = None, token: str | None = None) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            "notebook", root, home,
+            {"JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")},
+            [f"--JupyterNotebookApp.user_settings_dir={home / 'settings'}",
+             f"--JupyterNotebookApp.workspaces_dir={home / 'workspaces'}",
+             "--JupyterNotebookApp.expose_app_in_browser=True"], port, token, timeout=90)
+
+    def url(self, notebook: str) -> str:
+        return f"http://127.0.0.1:{self.port}/notebooks/{notebook}?token={self.token}"

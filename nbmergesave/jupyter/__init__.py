@@ -51,6 +51,9 @@ from ..sync import open_store
 BASE_KEY = "nbmergesave_base"
 #: The key of the reply models under which the server says what it did.
 REPLY_KEY = "nbmergesave"
+#: How often, and how long apart (s), a notebook that does not parse is read again before a tab is told
+#: a save cannot be merged with it (another program may be writing it in place).
+MERGEABLE_RETRIES, MERGEABLE_WAIT = 10, 0.05
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -65,10 +68,34 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from .config import apply
     from .handlers import setup_handlers
 
-    settings = apply(serverapp)  # c.NbMergeSave.store_url / project_root / engine
+    settings = apply(serverapp)  # c.NbMergeSave.store_url / project_root / engine / watch_root
     merger = install(serverapp.contents_manager, serverapp.log, engine=settings.engine)
     setup_handlers(serverapp.web_app, merger)
     serverapp.log.info("nbmergesave: merging notebook saves with what changed on disk since each load")
+    if settings.watch_root:
+        from .watch import start
+
+        merger.watcher = start(serverapp, serverapp.log, engine=settings.engine)
+        if merger.watcher is not None:
+            _stop_with(serverapp, merger.watcher)
+    else:
+        serverapp.log.info("nbmergesave: not watching the server's folder (c.NbMergeSave.watch_root = False): "
+                           "writes made outside Jupyter replace the file as they always did")
+
+
+def _stop_with(serverapp: Any, watcher: Any) -> None:
+    """Stop ``watcher`` when the server shuts down. (A server extension that is a module, not an
+    ExtensionApp, has no stop hook of its own: we run in the server's extension cleanup.)"""
+    cleanup = serverapp.cleanup_extensions
+
+    async def cleanup_extensions() -> None:
+        try:
+            await asyncio.to_thread(watcher.stop)
+        except Exception:
+            serverapp.log.error("nbmergesave: the folder's watcher did not stop cleanly", exc_info=True)
+        await cleanup()
+
+    serverapp.cleanup_extensions = cleanup_extensions
 
 
 class SaveMerger:
@@ -88,6 +115,8 @@ class SaveMerger:
         self.serialiser = fastpath.Serialiser()
         self._prepared: dict[str, tuple[str, dict[str, Any]]] = {}  # os path -> (text, content) for the server to write
         self._wrote: set[str] = set()  # os paths where the server wrote that text
+        #: The watcher of the server's folder (:mod:`.watch`), when it runs.
+        self.watcher: Any = None
 
     def remember(self, path: str, sha: str) -> None:
         shas = [s for s in self.served.get(path, []) if s != sha]
@@ -197,6 +226,12 @@ class SaveMerger:
             with open_store(os_path) as store:
                 if store.latest_with(os_path, sha) is None:
                     store.add(os_path, data, "observed", on_disk=False)
+                current = store.on_disk(os_path)
+            if self.watcher is not None and (current is None or current.sha256 != sha):
+                # Not watched before (or changed while nothing watched): the folder's watcher records
+                # the file now, before anyone saves it, so an outside write that follows is merged
+                # with what the tab loaded and saves, not taken for a first sighting.
+                self.watcher.look_at(os_path)
             self.remember(path, sha)
             model[REPLY_KEY] = {"sha256": sha, "mergeable": True}
         except Exception:  # an odd model or file is the server's business, not ours
@@ -525,6 +560,19 @@ def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> Sa
         async def get(path: str, content: bool = True, *args: Any, **kwargs: Any) -> Any:
             model = await original_get(path, content, *args, **get_kwargs(content and not args, kwargs))
             merger.loaded(path.strip("/"), model)
+            reply = model.get(REPLY_KEY) if isinstance(model, dict) else None
+            if reply is not None and reply.get("mergeable") is False:
+                # A tab about to save asks whether the file changed; a notebook another program is
+                # writing in place (truncated, then written) does not parse for a moment: look
+                # again shortly rather than let JupyterLab ask "File Changed" for that moment.
+                os_path = merger.os_path(path.strip("/"))
+                for _ in range(MERGEABLE_RETRIES):
+                    if _read(os_path) is None:
+                        break
+                    await asyncio.sleep(MERGEABLE_WAIT)
+                    if _mergeable(os_path):
+                        reply["mergeable"] = True
+                        break
             return model
     else:
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]

@@ -1,16 +1,18 @@
-"""Jupyter configuration: the store (``c.NbMergeSave.store_url``, ``c.NbMergeSave.project_root``) and the merge
-engine (``c.NbMergeSave.engine``).
+"""Jupyter configuration: the store (``c.NbMergeSave.store_url``, ``c.NbMergeSave.project_root``), the merge
+engine (``c.NbMergeSave.engine``) and whether the server watches its folder for writes made outside it
+(``c.NbMergeSave.watch_root``).
 
 >>> # jupyter_server_config.py, on every host of a team (the URL from the environment or a secret):
 >>> # c.NbMergeSave.store_url = os.environ["NBMERGESAVE_STORE_URL"]
 >>> # c.NbMergeSave.engine = "nbdime"      # or: jupyter lab --NbMergeSave.engine=nbdime
+>>> # c.NbMergeSave.watch_root = False     # merge only the saves made through this server
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Enum, Unicode
+from traitlets import Bool, Enum, Unicode
 from traitlets.config import Configurable
 
 
@@ -23,6 +25,11 @@ class NbMergeSave(Configurable):
     project_root = Unicode(
         "", help="The folder notebooks are named relative to in a shared store (default: the nearest folder "
                  "holding .nbmergesave-project, else the server's root directory).").tag(config=True)
+    watch_root = Bool(
+        True, help="Watch the folder the server serves: a notebook written there by anything else (an agent, a "
+                   "script, git, a sync tool, another host) is merged with what was saved from Jupyter instead of "
+                   "replacing it (git's own writes are recorded, never merged). False: only saves made through "
+                   "this server are merged.").tag(config=True)
     engine = Enum(
         ["cells", "nbdime"], default_value="cells",
         help="The merge engine of saves that overlap: 'cells' (nbmergesave's cell-level diff3) or 'nbdime' "

@@ -359,6 +359,10 @@ class Store:
         """The stored version a declaration names as the base of content ``sha``, if both are known."""
         return self.backend.declared_base(self.key(path), sha)
 
+    def declared_writer(self, path: str | os.PathLike[str], sha: str) -> str | None:
+        """Who declared content ``sha`` of ``path`` (``"jupyter"``, ``"git"``, a tool's name), if anyone did."""
+        return self.backend.declared_writer(self.key(path), sha)
+
     def descends(self, path: str | os.PathLike[str], sha: str, ancestor: str, *, steps: int = 64) -> bool:
         """Whether content ``sha`` was made, through declarations and recorded merges, from ``ancestor``."""
         key, seen, frontier = self.key(path), set(), [sha]

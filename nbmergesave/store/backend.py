@@ -132,6 +132,9 @@ class Backend(Protocol):
     def declared_base(self, key: str, sha: str) -> Version | None:
         """The newest version holding the base declared for content ``sha``."""
 
+    def declared_writer(self, key: str, sha: str) -> str | None:
+        """The writer named by the declaration of content ``sha``, if any."""
+
     def parents(self, key: str, sha: str) -> list[str]:
         """Contents ``sha`` was made from: declared bases, and the inputs of merges that produced it."""
 

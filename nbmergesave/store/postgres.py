@@ -284,6 +284,10 @@ class PostgresBackend:
             "SELECT v.* FROM declarations d JOIN versions v ON v.path = d.path AND v.sha256 = d.base_sha256 "
             "WHERE d.path = %s AND d.sha256 = %s ORDER BY v.version DESC LIMIT 1", (key, sha)))
 
+    def declared_writer(self, key: str, sha: str) -> str | None:
+        row = self._one("SELECT writer FROM declarations WHERE path = %s AND sha256 = %s", (key, sha))
+        return row[0] if row else None
+
     def parents(self, key: str, sha: str) -> list[str]:
         return [row[0] for row in self._all(
             "SELECT base_sha256 FROM declarations WHERE path = %s AND sha256 = %s UNION "

@@ -323,6 +323,10 @@ class SQLiteBackend:
             "SELECT v.* FROM declarations d JOIN versions v ON v.path = d.path AND v.sha256 = d.base_sha256 "
             "WHERE d.path = ? AND d.sha256 = ? ORDER BY v.version DESC LIMIT 1", (key, sha)).fetchone())
 
+    def declared_writer(self, key: str, sha: str) -> str | None:
+        row = self._db.execute("SELECT writer FROM declarations WHERE path = ? AND sha256 = ?", (key, sha)).fetchone()
+        return row[0] if row else None
+
     def parents(self, key: str, sha: str) -> list[str]:
         return [row[0] for row in self._db.execute(
             "SELECT base_sha256 FROM declarations WHERE path = ? AND sha256 = ? UNION "

@@ -41,14 +41,18 @@ class Watcher(Events, Gate, Worker):
                  debounce: float = 0.02, rescan: float = 300.0, retry: float = 0.2,
                  ignore: Iterable[str] = (), store_location: str | None = None,
                  pause_while: Iterable[str | os.PathLike[str]] = (), git: bool = True,
-                 engine: str = "cells", engines: Mapping[str | os.PathLike[str], str] | None = None) -> None:
+                 engine: str = "cells", engines: Mapping[str | os.PathLike[str], str] | None = None,
+                 stores: Mapping[Path, Store] | None = None) -> None:
         self.roots = [Path(r).resolve() for r in roots]
         # the merge engine of each root: ``engines`` names some roots, ``engine`` is the rest's
         chosen = {Path(r).resolve(): e for r, e in (engines or {}).items()}
         self.engines = {root: engine_name(chosen.get(root, engine)) for root in self.roots}
         if set(chosen) - set(self.roots):
             raise NbMergeSaveError(f"an engine is given for a folder not watched: {', '.join(map(str, set(chosen) - set(self.roots)))}")
-        self.stores = {root: Store.open(root, store_location) for root in self.roots}
+        # ``stores``: a door that has opened its roots' stores already (the Jupyter server's finds them
+        # as its save hook does, which may be a store above the root)
+        self.stores = dict(stores) if stores is not None else {root: Store.open(root, store_location)
+                                                                for root in self.roots}
         self.log = log
         self.debounce, self.rescan_every, self.retry = debounce, rescan, retry
         self.ignore = tuple(ignore)
