@@ -241,6 +241,51 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+def _writing(fd: int) -> bool | None:
+    """Whether some process has the file open for writing (Linux: a read lease cannot be had then);
+    ``None`` where that cannot be asked (another system, a file system without leases, not our file)."""
+    import fcntl
+
+    setlease = getattr(fcntl, "F_SETLEASE", None)
+    if setlease is None:
+        return None
+    try:
+        fcntl.fcntl(fd, setlease, fcntl.F_RDLCK)
+    except OSError as e:
+        import errno
+
+        return True if e.errno == errno.EAGAIN else None
+    fcntl.fcntl(fd, setlease, fcntl.F_UNLCK)  # released at once: no lease-break signal can come
+    return False
+
+
+def _read_whole(path: Path) -> bytes | None:
+    """A text file as its writer finished it, or ``None`` (gone, empty, or being written now).
+
+    Without an event to say a write was closed, a file read while its writer is between truncating
+    and writing it would read as a notebook that lost its cells: so not while anyone has it open for
+    writing, and not if it changed while we read it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        before = os.fstat(fd)
+        if _writing(fd):
+            return None
+        data = os.pread(fd, before.st_size + 1, 0)
+        after = os.fstat(fd)
+        if _writing(fd) or len(data) != before.st_size or \
+                (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if data.strip() else None
+
+
 # --- the Jupyter save hook ---------------------------------------------------
 
 def bring_in(store: Store, notebook: str | os.PathLike[str], disk: bytes) -> bytes | None:
@@ -258,20 +303,95 @@ def bring_in(store: Store, notebook: str | os.PathLike[str], disk: bytes) -> byt
     pair = pair_of(path, disk)
     if pair is None:
         return None
-    since = _mtime(path)
-    newer = sorted((m, t) for t, _ in pair.texts if (m := _mtime(t)) is not None and (since is None or m >= since))
+    for text, _ in pair.texts:  # what Jupytext may overwrite with this save (see guard_text_writes)
+        _expected[text] = _read(text)
     result = disk
-    for _, text in newer:
-        data = _read(text)
+    for _, text in sorted((_mtime(t) or 0, t) for t, _ in pair.texts):  # oldest edit first
+        data = _read_whole(text)
         if data is None:
-            continue
+            continue  # being written: taken in when its writer is done (the watcher sees the close)
         try:
             wanted = combined(pair, text, data, result)
         except NbMergeSaveError:
             continue  # a text file Jupytext cannot read either: Jupytext will say so
-        if wanted is not None:
+        _dbg(f"bring_in text={sha256(data)[:8]} t-lines={[l for l in data.decode().splitlines() if l.startswith('t')]} wanted={wanted is not None}")
+        if wanted is not None and not accounted(store, pair, text, data):
             result = _take(store, path, result, wanted, data)
     return result if result != disk else None
+
+
+#: How many of a notebook's newest versions a text file is compared with to tell a pair write from an edit.
+RECENT = 16
+_texts: dict[tuple[str, str], bytes] = {}
+
+
+def _text_of_version(store: Store, pair: Pair, text: Path, sha: str) -> bytes | None:
+    """What Jupytext writes to ``text`` for the stored content ``sha`` (cached: stored contents never change)."""
+    key = (sha, str(text))
+    if key not in _texts:
+        version = store.latest_with(pair.notebook, sha)
+        try:
+            _texts[key] = text_of(pair, text, store.content(version)) if version is not None else b""
+        except Exception:
+            _texts[key] = b""
+        if len(_texts) > 512:
+            _texts.pop(next(iter(_texts)))
+    return _texts[key] or None
+
+
+def accounted(store: Store, pair: Pair, text: Path, data: bytes) -> bool:
+    """Whether text file content ``data`` is no edit: what Jupytext wrote to it for one of the notebook's
+    newest versions (a pair write, seen after the ``.ipynb`` moved on), or an edit taken in already.
+
+    Timestamps cannot tell: a pair write left behind by a writer of the ``.ipynb`` alone is older than
+    it, and so is an edit a Jupyter save left alone (:func:`guard_text_writes`) when it wrote the ``.ipynb``.
+    """
+    if store.declared_base(pair.notebook, sha256(data)) is not None:
+        return True
+    recent = store.history(pair.notebook, last=RECENT)
+    read = {v.sha256 for v in recent if v.kind == WRITER}  # read from a text file: its text is that very edit
+    return any(v.sha256 and v.sha256 not in read and _text_of_version(store, pair, text, v.sha256) == data
+               for v in reversed(recent))
+
+
+#: The text files of the pair being saved through Jupyter, as the save read them (see guard_text_writes).
+_expected: dict[Path, bytes | None] = {}
+
+
+def guard_text_writes(contents_manager: Any, os_path: Callable[[str], str], log: Any) -> bool:
+    """Make Jupytext's contents manager leave a text file alone that changed during the save.
+
+    Jupytext writes the ``.ipynb`` and then each text file of the pair from the saved model. A text file
+    written by someone else after :func:`bring_in` read it (an agent writing at that very moment) would
+    be overwritten, unseen. Its contents manager writes each file through ``self.super.save``; that is
+    wrapped here: a text file that is no longer what the save read is left as it is, newer than the
+    ``.ipynb``, so the watcher (or the next save) takes its edit in. ``False`` when this is no Jupytext
+    contents manager (nothing to do).
+    """
+    inner = getattr(contents_manager, "super", None)
+    if inner is None or not hasattr(contents_manager, "paired_notebooks") or isinstance(inner, _Guarded):
+        return False
+    contents_manager.super = _Guarded(inner, os_path, log)
+    return True
+
+
+class _Guarded:
+    """Jupytext's ``self.super`` (the wrapped contents manager's methods), with text file writes checked."""
+
+    def __init__(self, inner: Any, os_path: Callable[[str], str], log: Any) -> None:
+        self._inner, self._os_path, self._log = inner, os_path, log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def save(self, model: dict[str, Any], path: str = "") -> Any:
+        if model.get("type") == "file":
+            text = Path(self._os_path(path.strip("/")))
+            if text in _expected and _read(text) != _expected.pop(text):
+                self._log.warning("nbmergesave: %s was written while its paired notebook was being saved; left as "
+                                  "written, to be merged in next", path)
+                return self._inner.get(path, content=False)  # (a coroutine for an async manager, as save is)
+        return self._inner.save(model, path)
 
 
 def _take(store: Store, notebook: Path, disk: bytes, wanted: bytes, text: bytes) -> bytes:
@@ -280,7 +400,8 @@ def _take(store: Store, notebook: Path, disk: bytes, wanted: bytes, text: bytes)
     from .merge import merge
 
     before = store.latest_with(notebook, sha256(disk)) or store.add(notebook, disk, "observed", on_disk=False)
-    saved = store.add(notebook, wanted, "observed", on_disk=False)
+    # Stored already (a watcher taking the same edit in): that version is this save, not a base it was made from.
+    saved = store.latest_with(notebook, sha256(wanted)) or store.add(notebook, wanted, WRITER, on_disk=False)
     save = notebook_io.parse_notebook(wanted)
     base = infer_base(store, notebook, save, before, saved)
     if base is None:  # made from the notebook as it is: the new notebook
@@ -301,6 +422,12 @@ def _taken(store: Store, notebook: Path, text: bytes, into: str | None) -> None:
     notebook's key), so that a watcher reading it late does not take it in again."""
     if into:
         store.declare(notebook, sha256(text), into, WRITER)
+
+
+def _dbg(msg):
+    if os.environ.get("PAIRS_DEBUG"):
+        with open(os.environ["PAIRS_DEBUG"], "a") as f:
+            f.write(f"{time.time():.3f} {os.getpid()} {msg}\n")
 
 
 # --- the watcher ---------------------------------------------------------------
@@ -364,32 +491,51 @@ class Pairs:
         notebook = pair.notebook
         key = store.key(notebook)
         if data is None:
-            data = _read(text)
+            data = _read_whole(text)
             if data is None:
-                return None  # gone: Jupytext writes it again with the next save
-        if sha256(data) in session.own_writes:
-            return Outcome("unchanged", key)
+                return None  # gone, or being written: its close event brings it here again
+        if sha256(data) in session.own_writes or not data.strip():
+            return Outcome("unchanged", key)  # ours, or emptied (a writer between truncating and writing)
         writer_of = writer_for(notebook) if writer_for is not None else None
-        first = sync_file(store, notebook, session=session, writer_of=writer_of)  # the notebook as it is now
-        if first.action in ("partial", "error", "skipped"):
-            return first
-        with store.save_lock(notebook):  # a Jupyter save writes both files under it: read a consistent pair
-            ipynb = _read(notebook)
-            now = _read(text)
-        on_disk = store.on_disk(notebook)
+        for _ in range(self.ATTEMPTS):
+            first = sync_file(store, notebook, session=session, writer_of=writer_of)  # the notebook as it is now
+            if first.action in ("partial", "error", "skipped"):
+                return first
+            with store.save_lock(notebook):  # a Jupyter save writes both files under it: read a consistent pair
+                ipynb = _read(notebook)
+                now = _read(text)
+            on_disk = store.on_disk(notebook)
+            if ipynb is not None and on_disk is not None and on_disk.sha256 == sha256(ipynb):
+                break
+            # saved again since: look again now, with the edit still in hand (a retry would read the file anew)
+        _dbg(f"sync_text data={sha256(data)[:8]} now={sha256(now or b'')[:8]} t-lines={[l for l in data.decode().splitlines() if l.startswith('t')]} acc={accounted(store, pair, text, data)}")
         if ipynb is None or on_disk is None or on_disk.sha256 != sha256(ipynb):
-            return Outcome("partial", key, message=f"'{key}' changed; will look again")
-        if now != data and store.declared_base(notebook, sha256(data)) is not None:
-            return Outcome("unchanged", key, on_disk.version)  # taken in already (by a Jupyter save), and since rewritten
+            return Outcome("partial", key, message=f"'{key}' kept changing; will look again")
+        if accounted(store, pair, text, data):
+            # An edit taken in already (by a Jupyter save), or the text file Jupytext wrote with an earlier
+            # save, seen late: no edit. Taken for one, it would undo the saves since.
+            if now == data:
+                self._write_texts(store, pair, session, None, None)  # still there: the text file follows
+            return Outcome("unchanged", key, on_disk.version)
         try:
             wanted = combined(pair, text, data, ipynb)
         except BadInput as e:
+            _dbg(f"BADINPUT {e!r}")
             if now != data:
                 return Outcome("unchanged", key, on_disk.version)  # half written then, rewritten since
             return Outcome("partial", key, message=str(e))
         if wanted is None:
             self._write_texts(store, pair, session, text, data)  # the others may lag
             return Outcome("unchanged", key, on_disk.version)
+        known = store.latest_with(notebook, sha256(wanted))
+        if known is not None and now != data:
+            return Outcome("unchanged", key, on_disk.version)  # seen late, and taken in already
+        if known is not None:
+            # The text file says an earlier version of the notebook again: a revert (an undo, a checkout).
+            # Written as it is and recorded, never merged (merged with its own old self, it would be dropped).
+            return self._revert(store, pair, session, text, data, wanted, ipynb, first)
+        if store.latest_with(notebook, sha256(wanted)) is None:  # kept as read from the text file (kind 'jupytext')
+            store.add(notebook, wanted, WRITER, on_disk=False)
         session.displaced.setdefault(key, []).append(wanted)  # a save the .ipynb does not hold: merged in and written
         outcome = sync_file(store, notebook, session=session)
         _taken(store, notebook, data, on_disk.sha256)
@@ -397,26 +543,57 @@ class Pairs:
         steps = tuple(s for s in (first, *outcome.earlier) if s.action != "unchanged")
         return replace(outcome, earlier=steps)
 
-    def check(self, store: Store, notebook: Path, *, session: Session,
-              writer_for: WriterFor | None = None) -> list[tuple[Path, Outcome]]:
-        """After a sync of ``notebook``: note its pair, and take in a text file newer than it that says
-        something else (written while no watcher ran, or an event lost)."""
+    def _revert(self, store: Store, pair: Pair, session: Session, text: Path, data: bytes, wanted: bytes,
+                ipynb: bytes, first: Outcome) -> Outcome:
+        key = store.key(pair.notebook)
+        with store.save_lock(pair.notebook):
+            try:
+                replaced = notebook_io.write_atomic(pair.notebook, wanted, expected=ipynb)
+            except notebook_io.Changed:
+                return Outcome("partial", key, message=f"'{key}' changed; will look again")
+        if replaced is not None:
+            if replaced.unexpected is not None:  # a save landed in the swap: merged in next
+                session.displaced.setdefault(key, []).append(replaced.unexpected)
+            replaced.close()
+        outcome = sync_file(store, pair.notebook, session=session)  # recorded as a revert, as sync_file does
+        _taken(store, pair.notebook, data, sha256(ipynb))
+        self._write_texts(store, pair, session, text, data)
+        return replace(outcome, earlier=tuple(s for s in (first, *outcome.earlier) if s.action != "unchanged"))
+
+    #: How often a text file's write is looked at again while its notebook keeps being saved meanwhile.
+    ATTEMPTS = 20
+
+    def check(self, store: Store, notebook: Path, *, session: Session, writer_for: WriterFor | None = None,
+              follow: bool = True) -> list[tuple[Path, Outcome]]:
+        """After a sync of ``notebook``: note its pair, take in a text file newer than it that says
+        something else (written while no watcher ran, or an event lost), and (``follow``) write the text
+        files older than it from it: a writer that changed the ``.ipynb`` alone (a script, an agent, our
+        own merge) leaves them behind, and Jupytext refuses to open a pair whose ``.ipynb`` is newer and
+        says something else. (Not after a single writer's save, git's: its files are its own.)"""
         pair = pair_of(notebook)
         self.note(notebook, pair)
         if pair is None:
             return []
-        since = _mtime(notebook)
         done = []
+        ipynb = _read(notebook)
         for text, _ in pair.texts:
-            m = _mtime(text)
-            if m is None or since is None or m <= since:
+            data = _read_whole(text)
+            if data is None or ipynb is None:
                 continue
-            outcome = self.sync_text(store, text, session=session, writer_for=writer_for)
+            try:
+                if combined(pair, text, data, ipynb) is None or accounted(store, pair, text, data):
+                    continue  # the pair agrees, or a pair write left behind (the text file follows below)
+            except BadInput:
+                continue
+            outcome = self.sync_text(store, text, data=data, session=session, writer_for=writer_for)
             if outcome is not None:
                 done.append((text, outcome))
+        if follow and not done:
+            self._write_texts(store, pair, session, None, None)
         return done
 
-    def _write_texts(self, store: Store, pair: Pair, session: Session, edited: Path, data: bytes) -> None:
+    def _write_texts(self, store: Store, pair: Pair, session: Session, edited: Path | None,
+                     data: bytes | None) -> None:
         """Write each text file of the pair from the ``.ipynb``, unless it changed since we read it:
         ``edited`` must still hold ``data``, and another text file newer than the ``.ipynb`` is an
         edit of its own, taken in when its event is handled (its snapshot is queued)."""
@@ -424,7 +601,6 @@ class Pairs:
             ipynb = _read(pair.notebook)
             if ipynb is None:
                 return
-            since = _mtime(pair.notebook) or 0
             for text, _ in pair.texts:
                 have = _read(text)
                 try:
@@ -436,8 +612,8 @@ class Pairs:
                 if text == edited:
                     if have != data:
                         continue  # edited again meanwhile: that write comes next, then the pair is written
-                elif have is not None and (_mtime(text) or 0) > since:
-                    continue
+                elif have is not None and not accounted(store, pair, text, have):
+                    continue  # an edit of its own, not taken in yet: its event (or the next look) brings it in
                 session.own_writes.add(sha256(want))
                 try:
                     replaced = notebook_io.write_atomic(text, want, expected=have if have is not None else b"")

@@ -423,6 +423,9 @@ def _wants_hash(get: Any) -> bool:
 def install(contents_manager: Any, log: Any = None) -> SaveMerger:
     """Wrap ``contents_manager.get`` and ``.save`` (async or not) with a :class:`SaveMerger`."""
     merger = SaveMerger(contents_manager, log or logging.getLogger("nbmergesave"))
+    from ..pairs import guard_text_writes
+
+    guard_text_writes(contents_manager, merger.os_path, merger.log)  # Jupytext's pairs (nbmergesave.pairs)
     original_get, original_save = contents_manager.get, contents_manager.save
     hashable = _wants_hash(original_get)
 

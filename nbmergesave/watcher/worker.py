@@ -88,7 +88,8 @@ class Worker:
                 else:
                     outcome = sync_file(store, path, data=data, session=self.session,
                                         writer_of=self._writer_of(path, repo, hint))
-                    later = self.pairs.check(store, path, session=self.session, writer_for=self._notebook_writer)
+                    later = self.pairs.check(store, path, session=self.session, writer_for=self._notebook_writer,
+                                             follow=outcome.writer is None and outcome.action != "skipped")
         except Exception as e:  # a watcher never stops for one bad file
             self._failed(f"{path}: {e}")
             return None
