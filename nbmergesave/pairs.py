@@ -314,7 +314,6 @@ def bring_in(store: Store, notebook: str | os.PathLike[str], disk: bytes) -> byt
             wanted = combined(pair, text, data, result)
         except NbMergeSaveError:
             continue  # a text file Jupytext cannot read either: Jupytext will say so
-        _dbg(f"bring_in text={sha256(data)[:8]} t-lines={[l for l in data.decode().splitlines() if l.startswith('t')]} wanted={wanted is not None}")
         if wanted is not None and not accounted(store, pair, text, data):
             result = _take(store, path, result, wanted, data)
     return result if result != disk else None
@@ -424,12 +423,6 @@ def _taken(store: Store, notebook: Path, text: bytes, into: str | None) -> None:
         store.declare(notebook, sha256(text), into, WRITER)
 
 
-def _dbg(msg):
-    if os.environ.get("PAIRS_DEBUG"):
-        with open(os.environ["PAIRS_DEBUG"], "a") as f:
-            f.write(f"{time.time():.3f} {os.getpid()} {msg}\n")
-
-
 # --- the watcher ---------------------------------------------------------------
 
 class Pairs:
@@ -508,7 +501,6 @@ class Pairs:
             if ipynb is not None and on_disk is not None and on_disk.sha256 == sha256(ipynb):
                 break
             # saved again since: look again now, with the edit still in hand (a retry would read the file anew)
-        _dbg(f"sync_text data={sha256(data)[:8]} now={sha256(now or b'')[:8]} t-lines={[l for l in data.decode().splitlines() if l.startswith('t')]} acc={accounted(store, pair, text, data)}")
         if ipynb is None or on_disk is None or on_disk.sha256 != sha256(ipynb):
             return Outcome("partial", key, message=f"'{key}' kept changing; will look again")
         if accounted(store, pair, text, data):
@@ -520,7 +512,6 @@ class Pairs:
         try:
             wanted = combined(pair, text, data, ipynb)
         except BadInput as e:
-            _dbg(f"BADINPUT {e!r}")
             if now != data:
                 return Outcome("unchanged", key, on_disk.version)  # half written then, rewritten since
             return Outcome("partial", key, message=str(e))
