@@ -47,6 +47,9 @@ from .sync import Outcome, Session, infer_base, sync_file
 #: Gives, for a notebook, who wrote its bytes whole if a single writer did (the watcher's git question).
 WriterFor = Callable[[Path], Callable[[bytes], str | None] | None]
 
+#: Gives, for a notebook, the merge engine configured for its folder.
+EngineFor = Callable[[Path], str]
+
 #: The writer named in the store for a notebook read from its paired text file.
 WRITER = "jupytext"
 
@@ -288,7 +291,7 @@ def _read_whole(path: Path) -> bytes | None:
 
 # --- the Jupyter save hook ---------------------------------------------------
 
-def bring_in(store: Store, notebook: str | os.PathLike[str], disk: bytes) -> bytes | None:
+def bring_in(store: Store, notebook: str | os.PathLike[str], disk: bytes, engine: str = "cells") -> bytes | None:
     """The notebook on disk with the edits of its newer paired text files brought in, or ``None``
     (not paired, or every text file agrees with the ``.ipynb``).
 
@@ -315,7 +318,7 @@ def bring_in(store: Store, notebook: str | os.PathLike[str], disk: bytes) -> byt
         except NbMergeSaveError:
             continue  # a text file Jupytext cannot read either: Jupytext will say so
         if wanted is not None and not accounted(store, pair, text, data):
-            result = _take(store, path, result, wanted, data)
+            result = _take(store, path, result, wanted, data, engine)
     return result if result != disk else None
 
 
@@ -393,10 +396,11 @@ class _Guarded:
         return self._inner.save(model, path)
 
 
-def _take(store: Store, notebook: Path, disk: bytes, wanted: bytes, text: bytes) -> bytes:
+def _take(store: Store, notebook: Path, disk: bytes, wanted: bytes, text: bytes, engine: str = "cells") -> bytes:
     """Store ``wanted`` (a text file's notebook) as a save, merged with ``disk`` if it was made from an
     older version; return what the notebook then is."""
     from .merge import merge
+    from .merge.options import engine_name
 
     before = store.latest_with(notebook, sha256(disk)) or store.add(notebook, disk, "observed", on_disk=False)
     # Stored already (a watcher taking the same edit in): that version is this save, not a base it was made from.
@@ -406,11 +410,12 @@ def _take(store: Store, notebook: Path, disk: bytes, wanted: bytes, text: bytes)
     if base is None:  # made from the notebook as it is: the new notebook
         result = wanted
     else:
-        out = merge(notebook_io.parse_notebook(store.content(base)), notebook_io.parse_notebook(disk), save)
+        out = merge(notebook_io.parse_notebook(store.content(base)), notebook_io.parse_notebook(disk), save,
+                    engine=engine)
         notebook_io.validate(out.notebook, f"merged '{notebook}'")
         result = notebook_io.dumps(out.notebook).encode("utf-8")
         store.add(notebook, result, "merged", on_disk=False, base=base.version, local=before.version,
-                  remote=saved.version, conflicts=len(out.unresolved))
+                  remote=saved.version, conflicts=len(out.unresolved), engine=engine_name(engine))
     store.declare(notebook, sha256(result), before.sha256 or "", WRITER)
     _taken(store, notebook, text, before.sha256)
     return result
@@ -471,7 +476,7 @@ class Pairs:
         return pair
 
     def sync_text(self, store: Store, text: Path, *, data: bytes | None = None, session: Session,
-                  writer_for: WriterFor | None = None) -> Outcome | None:
+                  writer_for: WriterFor | None = None, engine_for: EngineFor | None = None) -> Outcome | None:
         """Handle a write of text file ``text`` (``data``: its bytes as written, when read already) as a
         save of its notebook: merged with the ``.ipynb`` like any outside write and written there, then
         the pair's text files written from the result. ``None`` when ``text`` is no paired text file.
@@ -490,8 +495,9 @@ class Pairs:
         if sha256(data) in session.own_writes or not data.strip():
             return Outcome("unchanged", key)  # ours, or emptied (a writer between truncating and writing)
         writer_of = writer_for(notebook) if writer_for is not None else None
+        engine = engine_for(notebook) if engine_for is not None else "cells"
         for _ in range(self.ATTEMPTS):
-            first = sync_file(store, notebook, session=session, writer_of=writer_of)  # the notebook as it is now
+            first = sync_file(store, notebook, session=session, writer_of=writer_of, engine=engine)  # as it is now
             if first.action in ("partial", "error", "skipped"):
                 return first
             with store.save_lock(notebook):  # a Jupyter save writes both files under it: read a consistent pair
@@ -524,18 +530,18 @@ class Pairs:
         if known is not None:
             # The text file says an earlier version of the notebook again: a revert (an undo, a checkout).
             # Written as it is and recorded, never merged (merged with its own old self, it would be dropped).
-            return self._revert(store, pair, session, text, data, wanted, ipynb, first)
+            return self._revert(store, pair, session, text, data, wanted, ipynb, first, engine)
         if store.latest_with(notebook, sha256(wanted)) is None:  # kept as read from the text file (kind 'jupytext')
             store.add(notebook, wanted, WRITER, on_disk=False)
         session.displaced.setdefault(key, []).append(wanted)  # a save the .ipynb does not hold: merged in and written
-        outcome = sync_file(store, notebook, session=session)
+        outcome = sync_file(store, notebook, session=session, engine=engine)
         _taken(store, notebook, data, on_disk.sha256)
         self._write_texts(store, pair, session, text, data)
         steps = tuple(s for s in (first, *outcome.earlier) if s.action != "unchanged")
         return replace(outcome, earlier=steps)
 
     def _revert(self, store: Store, pair: Pair, session: Session, text: Path, data: bytes, wanted: bytes,
-                ipynb: bytes, first: Outcome) -> Outcome:
+                ipynb: bytes, first: Outcome, engine: str = "cells") -> Outcome:
         key = store.key(pair.notebook)
         with store.save_lock(pair.notebook):
             try:
@@ -546,7 +552,7 @@ class Pairs:
             if replaced.unexpected is not None:  # a save landed in the swap: merged in next
                 session.displaced.setdefault(key, []).append(replaced.unexpected)
             replaced.close()
-        outcome = sync_file(store, pair.notebook, session=session)  # recorded as a revert, as sync_file does
+        outcome = sync_file(store, pair.notebook, session=session, engine=engine)  # recorded as a revert
         _taken(store, pair.notebook, data, sha256(ipynb))
         self._write_texts(store, pair, session, text, data)
         return replace(outcome, earlier=tuple(s for s in (first, *outcome.earlier) if s.action != "unchanged"))
@@ -555,7 +561,7 @@ class Pairs:
     ATTEMPTS = 20
 
     def check(self, store: Store, notebook: Path, *, session: Session, writer_for: WriterFor | None = None,
-              follow: bool = True) -> list[tuple[Path, Outcome]]:
+              engine_for: EngineFor | None = None, follow: bool = True) -> list[tuple[Path, Outcome]]:
         """After a sync of ``notebook``: note its pair, take in a text file newer than it that says
         something else (written while no watcher ran, or an event lost), and (``follow``) write the text
         files older than it from it: a writer that changed the ``.ipynb`` alone (a script, an agent, our
@@ -576,7 +582,8 @@ class Pairs:
                     continue  # the pair agrees, or a pair write left behind (the text file follows below)
             except BadInput:
                 continue
-            outcome = self.sync_text(store, text, data=data, session=session, writer_for=writer_for)
+            outcome = self.sync_text(store, text, data=data, session=session, writer_for=writer_for,
+                                     engine_for=engine_for)
             if outcome is not None:
                 done.append((text, outcome))
         if follow and not done:
