@@ -5,6 +5,8 @@
     python benchmarks/bench_watch.py --git-only # only the latency and idle CPU, with and without git
     python benchmarks/bench_watch.py --against 9c425b2 --quick
                                                 # this tree's watcher beside another commit's, alternately
+    python benchmarks/bench_watch.py --server   # the Jupyter server watching its folder (10,000 notebooks),
+                                                # beside the same server with c.NbMergeSave.watch_root = False
 
 Runs a real `nbmergesave watch` process for each part and prints the figures. The
 latency and idle CPU are measured in a plain folder and in a git work tree (where
@@ -228,13 +230,129 @@ def against(tmp: Path, rev: str, folders: int, per_folder: int, cells: int, roun
             print(f"  {what}: this tree / commit {rev} = {b / a:.2f}")
 
 
+class Server:
+    """A real ``jupyter_server`` with the nbmergesave extension serving ``root`` (its watcher on or off)."""
+
+    def __init__(self, root: Path, home: Path, watch: bool) -> None:
+        import json
+        import secrets
+        import socket
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.token = secrets.token_hex(8)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "jupyter_server_config.json").write_text(json.dumps(
+            {"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}, "NbMergeSave": {"watch_root": watch}}))
+        self.log = home / f"server-{self.port}.log"
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", f"--ServerApp.port={self.port}",
+             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
+             *(["--allow-root"] if os.geteuid() == 0 else [])],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            env={**os.environ, "JUPYTER_CONFIG_DIR": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+                 "JUPYTER_PLATFORM_DIRS": "1"})
+        self._urllib = urllib.request
+        _wait(self.answers, timeout=120)
+        self.answering = time.perf_counter() - self.started
+        if watch:
+            _wait(lambda: "for writes made outside Jupyter (ready in" in self.log.read_text(), timeout=300)
+        self.ready = time.perf_counter() - self.started
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        import json
+
+        req = self._urllib.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                   data=json.dumps(body).encode() if body is not None else None,
+                                   headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        with self._urllib.urlopen(req, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+
+    def answers(self) -> bool:
+        try:
+            self.request("GET", "/api/status")
+            return True
+        except OSError:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.log.read_text()) from None
+            return False
+
+    cpu = Watch.cpu
+    rss_mb = Watch.rss_mb
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def outside_write_latency(server: Server, root: Path, name: str) -> float:
+    """A tab loads ``name`` and saves cell 1; an agent that read it before writes cell 4: seconds from
+    the agent's write to the merged file (both edits) on disk."""
+    path = root / name
+    model = server.request("GET", f"/api/contents/{name}")
+    loaded = notebook_io.parse_notebook(path.read_bytes())
+    content = model["content"]
+    content["cells"][1]["source"] = "person = 1"
+    server.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json", "content": content,
+                                                    "nbmergesave_base": model["nbmergesave"]["sha256"]})
+    saved = path.read_bytes()
+
+    def recorded() -> bool:
+        state = server.request("GET", f"/nbmergesave/api/state?path={name}")
+        return not state["settling"] and state["by"] == "jupyter"
+
+    _wait(recorded)
+    loaded["cells"][4]["source"] = "agent = 4"
+    t = time.perf_counter()
+    path.write_text(notebook_io.dumps(loaded))
+    _wait(lambda: (data := path.read_bytes()) != saved and b"person = 1" in data and b"agent = 4" in data)
+    return time.perf_counter() - t
+
+
+def server_side_by_side(tmp: Path, folders: int, per_folder: int) -> None:
+    """The server watching its folder beside the same server not watching it, alternately, twice each."""
+    root = tmp / "served"
+    n = tree(root, folders, per_folder)
+    rows: dict[bool, list[tuple[float, ...]]] = {False: [], True: []}
+    for i, watch in enumerate((False, True, False, True)):
+        server = Server(root, tmp / f"home-{i}", watch)
+        try:
+            before = server.cpu()
+            time.sleep(10)
+            idle = (server.cpu() - before) / 10 * 100
+            rss = server.rss_mb()
+            lat = [outside_write_latency(server, root, f"group{k // 100}/folder{k}/nb0.ipynb") for k in (i, i + 10, i + 20)] \
+                if watch else []
+            rows[watch].append((server.answering, server.ready, rss, idle, *(sorted(lat)[1:2] or [float("nan")])))
+        finally:
+            server.stop()
+    print(f"jupyter_server serving {n} notebooks in {folders} folders, twice each, alternately:")
+    for watch, runs in rows.items():
+        for answering, ready, rss, idle, lat in runs:
+            what = "watching its folder" if watch else "watch_root = False "
+            print(f"  {what}: answers after {answering:.2f} s, watcher ready after {ready:.2f} s, "
+                  f"resident memory {rss:.0f} MB, idle CPU over 10 s {idle:.2f} % of a core"
+                  + (f", outside write to merged file (median of 3) {lat * 1000:.0f} ms" if watch else ""))
+    on, off = (list(zip(*rows[w])) for w in (True, False))
+    print(f"  watching / not watching: start to answering {statistics.median(on[0]) / statistics.median(off[0]):.2f}, "
+          f"memory +{statistics.median(on[2]) - statistics.median(off[2]):.0f} MB, "
+          f"idle CPU {statistics.median(on[3]):.2f} % vs {statistics.median(off[3]):.2f} % of a core")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the tree")
     parser.add_argument("--git-only", action="store_true", help="only latency and idle CPU, with and without git")
     parser.add_argument("--against", metavar="REV", help="measure commit REV's watcher beside this tree's")
+    parser.add_argument("--server", action="store_true", help="the Jupyter server watching its folder, on and off")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.server:
+            server_side_by_side(Path(tmp), 100 if args.quick else 1000, 10)
+            return
         if args.against:
             against(Path(tmp), args.against, 100 if args.quick else 1000, 10, 200, 20)
             return

@@ -41,9 +41,19 @@ def tokens(nb: dict[str, Any]) -> Tokens:
         for line in str(cell.get("source", "")).splitlines():
             out[(key, line)] += 1
         if cell.get("outputs"):
-            out[(key, "\0outputs", repr(cell["outputs"]))] += 1
+            out[(key, "\0outputs", _fingerprint(cell["outputs"]))] += 1
     out.size = sum(out.values())
     return out
+
+
+def _fingerprint(outputs: Any) -> bytes:
+    """Outputs as a short token: a digest of their JSON (C-encoded: ``repr`` of a 120 kB plot
+    scans it character by character, ten times slower, and the token kept the whole text)."""
+    import hashlib
+    import json
+
+    text = json.dumps(outputs, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _distance(a: Counter, b: Counter) -> int:  # type: ignore[type-arg]
@@ -55,14 +65,15 @@ def find_base(
     on_disk: Any,
     candidates: Sequence[Any],
     tokens_of: Callable[[Any], Tokens | None],
+    save_tokens: Tokens | None = None,
 ) -> Any | None:
     """Return the candidate ``save`` was made from, or ``None`` for an ordinary save on top of ``on_disk``.
 
     ``candidates`` are older stored versions (with a ``version`` number);
     ``tokens_of`` gives a version's :func:`tokens` (or ``None`` when it
-    cannot be read).
+    cannot be read); ``save_tokens``, the save's, when the caller has them.
     """
-    s = tokens(save)
+    s = save_tokens if save_tokens is not None else tokens(save)
     p = tokens_of(on_disk)
     if p is None:
         return None

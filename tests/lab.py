@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ class Lab(JupyterProcess):
     """``jupyter lab`` as a user starts it after ``pip install -e .`` (no extension flags), on loopback."""
 
     def __init__(self, root: Path, home: Path, port: int | None = None, token: str | None = None,
-                 args: Sequence[str] = ()) -> None:
+                 args: tuple[str, ...] = ()) -> None:
         self.home = home
         settings = home / "settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True, exist_ok=True)
@@ -100,3 +99,20 @@ class Tab:
         toast = self.page.locator(".Toastify__toast", has_text=words).first
         toast.wait_for(timeout=timeout * 1000)
         return toast.inner_text()
+
+
+class NotebookSeven(JupyterProcess):
+    """``jupyter notebook`` (Notebook 7) as a user starts it after the install, on loopback."""
+
+    def __init__(self, root: Path, home: Path, port: int | None = None, token: str | None = None) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            "notebook", root, home,
+            {"JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")},
+            [f"--JupyterNotebookApp.user_settings_dir={home / 'settings'}",
+             f"--JupyterNotebookApp.workspaces_dir={home / 'workspaces'}",
+             "--JupyterNotebookApp.expose_app_in_browser=True"], port, token, timeout=90)
+
+    def url(self, notebook: str) -> str:
+        return f"http://127.0.0.1:{self.port}/notebooks/{notebook}?token={self.token}"

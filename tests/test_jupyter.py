@@ -45,7 +45,10 @@ def servers(tmp_path: Path) -> Iterator[tuple[Path, list[Server]]]:
     root.mkdir()
     config = tmp_path / "jupyter"
     config.mkdir()
-    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {"nbmergesave": True}}}))
+    # These test the save hook alone, with the test playing any watcher (tests/test_outside_writers.py
+    # tests the server watching its folder, the default).
+    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {"nbmergesave": True}},
+                                                                   "NbMergeSave": {"watch_root": False}}))
     started: list[Server] = []
     yield root, started
     for s in started:

@@ -80,7 +80,7 @@ def test_store_in_a_team_folder_keeps_the_group(tmp_path: Path, umask: int) -> N
         folder = team / ".nbmergesave"
         assert mode(folder) == 0o2770 and folder.stat().st_gid == gid
         names = {f.name for f in folder.iterdir()}
-        assert names == {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "save.lock"}
+        assert names == {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "save.lock", ".gitignore"}
         for name in names:
             f = folder / name
             assert mode(f) == 0o660 and f.stat().st_gid == gid, f

@@ -30,6 +30,7 @@ import {
   conflictLabel,
   describeFollow,
   describeMerge,
+  describePending,
   findConflicts,
   keepsEdited,
   keepNewCells,
@@ -37,7 +38,8 @@ import {
   settleCell,
   settleInsert,
   settleMetadata,
-  text
+  text,
+  Writer
 } from './logic';
 
 /** What the front end knows of each open notebook, by path. */
@@ -409,6 +411,10 @@ interface IDiskState {
   sha256: string | null;
   mergeable: boolean;
   merge: { version: number; conflicts: number; local: string | null; remote: string | null } | null;
+  /** Who made the version on disk (servers before 0.2 do not say). */
+  by?: Writer;
+  /** The server's watcher is still merging a write of the file: wait for the result. */
+  settling?: boolean;
 }
 
 async function diskState(path: string): Promise<IDiskState | null> {
@@ -420,6 +426,8 @@ async function diskState(path: string): Promise<IDiskState | null> {
 
 /** How often an open notebook asks whether its file changed (ms). */
 const POLL = 1000;
+/** How long a tab waits for the server's watcher to merge an outside write before showing the file as it is (ms). */
+const SETTLE = 5000;
 
 const otherTabs: JupyterFrontEndPlugin<void> = {
   id: 'nbmergesave:other-tabs',
@@ -428,6 +436,7 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
   requires: [INotebookTracker],
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
     const told = new Set<string>();
+    const waiting = new Map<string, number>(); // path + sha256 -> when the tab first saw it settling
     const check = async (path: string) => {
       const held = state.held.get(path);
       if (!held || state.saving.has(path) || !state.rawGet) {
@@ -436,6 +445,16 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       const disk = await diskState(path);
       if (!disk?.sha256 || disk.sha256 === state.held.get(path) || !disk.mergeable) {
         return;
+      }
+      if (disk.settling) {
+        // an outside write the server is merging with what was saved here: show the merge, not the write
+        const key = path + disk.sha256;
+        const since = waiting.get(key) ?? Date.now();
+        waiting.set(key, since);
+        if (Date.now() - since < SETTLE) {
+          return;
+        }
+        waiting.delete(key);
       }
       const panel = panelsFor(path)[0];
       if (!panel?.model || panel.sessionContext.session?.kernel?.status === 'busy') {
@@ -447,10 +466,7 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
       if (edited()) {
         if (!told.has(path + disk.sha256)) {
           told.add(path + disk.sha256);
-          Notification.info(
-            `${basename(path)} was saved elsewhere. Your next save merges your edits with it (nothing is overwritten), and this tab then shows the result.`,
-            { autoClose: 10000 }
-          );
+          Notification.info(describePending(basename(path), disk.by ?? null), { autoClose: 10000 });
         }
         return;
       }
@@ -469,7 +485,13 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
         panel.model.dirty = true;
       }
       const found = findConflicts(model.content.cells, model.content.metadata);
-      const message = describeFollow(basename(path), !!disk.merge, found.map(c => c.index));
+      const message = describeFollow(
+        basename(path),
+        !!disk.merge,
+        found.map(c => c.index),
+        disk.by ?? null,
+        !disk.merge || disk.merge.local === held || disk.merge.remote === held
+      );
       if (disk.merge) {
         notify(message, found.length > 0, path, disk.merge.version);
       } else {

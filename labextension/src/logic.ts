@@ -489,15 +489,63 @@ export function describeMerge(name: string, reply: IMergeReply): string {
   return message.length > MAX_MESSAGE ? message.slice(0, MAX_MESSAGE - 1) + '…' : message;
 }
 
-/** What a tab that followed a save made elsewhere says. */
-export function describeFollow(name: string, merged: boolean, conflictCells: number[]): string {
-  let message = `${name} was saved elsewhere${merged ? ' (merged)' : ''}; this tab now shows it.`;
+/**
+ * Who made the version on disk, as the server's state route says: a save through Jupyter, a write
+ * made outside Jupyter (an agent, a script, a sync tool), git, a tool writing while watching was
+ * paused, or ``null`` (not known: the server does not watch its folder).
+ */
+export type Writer = 'jupyter' | 'outside' | 'git' | 'paused' | null;
+
+/** What happened to the file, in the words a tab uses (no trailing punctuation). */
+function changedBy(name: string, by: Writer | undefined): string {
+  switch (by) {
+    case 'outside':
+      return `${name} was changed outside Jupyter`;
+    case 'git':
+      return `${name} was replaced by git`;
+    case 'paused':
+      return `${name} was rewritten by a tool while merging was paused`;
+    default:
+      return `${name} was saved elsewhere`;
+  }
+}
+
+function cut(message: string): string {
+  return message.length > MAX_MESSAGE ? message.slice(0, MAX_MESSAGE - 1) + '…' : message;
+}
+
+/**
+ * What a tab that followed a change of its file says. ``merged``: the version it now shows is a
+ * merge; ``mine``: one side of that merge is what this tab had saved (or loaded) last.
+ */
+export function describeFollow(
+  name: string,
+  merged: boolean,
+  conflictCells: number[],
+  by: Writer = null,
+  mine = true
+): string {
+  let message: string;
+  if (by === 'outside' && merged) {
+    message = `${changedBy(name, by)}; merged with ${mine ? 'your' : 'the'} saved edits.`;
+  } else if (by === 'outside' || by === 'git' || by === 'paused') {
+    message = `${changedBy(name, by)}; this tab now shows it.`;
+  } else {
+    message = `${name} was saved elsewhere${merged ? ' (merged)' : ''}; this tab now shows it.`;
+  }
   if (conflictCells.length === 1) {
     message = `1 conflict in cell ${conflictCells[0] + 1}. ` + message;
   } else if (conflictCells.length) {
     message = `${conflictCells.length} conflicts, in cells ${conflictCells.map(i => i + 1).join(', ')}. ` + message;
   }
-  return message.length > MAX_MESSAGE ? message.slice(0, MAX_MESSAGE - 1) + '…' : message;
+  return cut(message);
+}
+
+/** What a tab with unsaved edits says when its file changed: nothing is lost, the next save merges. */
+export function describePending(name: string, by: Writer = null): string {
+  return cut(
+    `${changedBy(name, by)}. Your next save merges your edits with it (nothing is overwritten); this tab then shows the result.`
+  );
 }
 
 /** The words on a conflicted cell's bar. */

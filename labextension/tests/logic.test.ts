@@ -3,7 +3,9 @@ import {
   MAX_MESSAGE,
   applyDiff,
   applyOps,
+  describeFollow,
   describeMerge,
+  describePending,
   findConflicts,
   keepsEdited,
   keepNewCells,
@@ -241,5 +243,65 @@ describe('keepNewCells', () => {
 
   it('leaves cells the merge removed removed', () => {
     expect(keepNewCells([a, b, c], [a, b, c], [a, c]).map(cell => cell.id)).toEqual(['a', 'c']);
+  });
+});
+
+describe('describeFollow: who changed the file a tab follows', () => {
+  it('names a write made outside Jupyter that was merged with the edits saved here', () => {
+    expect(describeFollow('nb.ipynb', true, [], 'outside')).toBe(
+      'nb.ipynb was changed outside Jupyter; merged with your saved edits.'
+    );
+  });
+
+  it('says whose edits were merged when this tab had not saved them', () => {
+    expect(describeFollow('nb.ipynb', true, [], 'outside', false)).toBe(
+      'nb.ipynb was changed outside Jupyter; merged with the saved edits.'
+    );
+  });
+
+  it('names an outside write that replaced the file it was made from (no merge needed)', () => {
+    expect(describeFollow('nb.ipynb', false, [], 'outside')).toBe('nb.ipynb was changed outside Jupyter; this tab now shows it.');
+  });
+
+  it('names git, which is never merged', () => {
+    expect(describeFollow('nb.ipynb', false, [], 'git')).toBe('nb.ipynb was replaced by git; this tab now shows it.');
+  });
+
+  it('names a tool that wrote while merging was paused', () => {
+    expect(describeFollow('nb.ipynb', false, [], 'paused')).toBe(
+      'nb.ipynb was rewritten by a tool while merging was paused; this tab now shows it.'
+    );
+  });
+
+  it('keeps the words for another Jupyter save, and for servers that do not say who wrote', () => {
+    expect(describeFollow('nb.ipynb', true, [], 'jupyter')).toBe('nb.ipynb was saved elsewhere (merged); this tab now shows it.');
+    expect(describeFollow('nb.ipynb', false, [])).toBe('nb.ipynb was saved elsewhere; this tab now shows it.');
+  });
+
+  it('puts conflicts first, as for a conflicting save', () => {
+    expect(describeFollow('nb.ipynb', true, [2], 'outside')).toBe(
+      '1 conflict in cell 3. nb.ipynb was changed outside Jupyter; merged with your saved edits.'
+    );
+    expect(describeFollow('nb.ipynb', true, [0, 4], 'outside')).toBe(
+      '2 conflicts, in cells 1, 5. nb.ipynb was changed outside Jupyter; merged with your saved edits.'
+    );
+  });
+
+  it('stays within what a notification shows', () => {
+    const long = 'a'.repeat(200) + '.ipynb';
+    const message = describeFollow(long, true, [1, 2, 3], 'outside');
+    expect(message.length).toBe(MAX_MESSAGE);
+    expect(message.endsWith('…')).toBe(true);
+  });
+});
+
+describe('describePending: a tab with unsaved edits whose file changed', () => {
+  it('says who changed it and that the next save merges', () => {
+    expect(describePending('nb.ipynb', 'outside')).toBe(
+      'nb.ipynb was changed outside Jupyter. Your next save merges your edits with it (nothing is overwritten); this tab then shows the result.'
+    );
+    expect(describePending('nb.ipynb', 'git').startsWith('nb.ipynb was replaced by git. Your next save merges')).toBe(true);
+    expect(describePending('nb.ipynb').startsWith('nb.ipynb was saved elsewhere. Your next save merges')).toBe(true);
+    expect(describePending('nb.ipynb', 'outside').length).toBeLessThanOrEqual(MAX_MESSAGE);
   });
 });

@@ -1,9 +1,14 @@
 """HTTP routes of the Jupyter extension, behind Jupyter's own authentication.
 
 * ``GET /nbmergesave/api/state?path=P`` (JSON): the sha256 of notebook ``P`` on
-  disk, whether it is a notebook a save can be merged with, and the newest
-  stored merge of it; open tabs poll it to learn that another save changed the
-  file.
+  disk, whether it is a notebook a save can be merged with, the newest
+  stored merge of it, who made the version on disk (``by``: ``"jupyter"`` for
+  a save through a Jupyter server, ``"outside"`` for a write made outside
+  Jupyter (merged or not), ``"git"``, ``"paused"`` for a tool writing while
+  the folder was paused, ``null`` when the store does not know), and whether
+  the server's watcher is still handling a write of it (``settling``: a tab
+  waits, rather than show an outside write that is about to be merged); open
+  tabs poll it to learn that another writer changed the file.
 * ``GET /nbmergesave/review?path=P&version=N`` (HTML): what merge ``N`` of
   ``P`` did, as nbdime's diff of the save and of the other version against the
   merged notebook (the text ``nbmergesave review --text`` prints).
@@ -77,7 +82,7 @@ class StateHandler(_Base, APIHandler):
             self.finish({**_STATES[key], "path": path})
             return
         state = self._state(path, os_path)
-        if state["sha256"] is not None and os.stat(os_path).st_mtime_ns == st.st_mtime_ns:
+        if state["sha256"] is not None and not state["settling"] and os.stat(os_path).st_mtime_ns == st.st_mtime_ns:
             _STATES[key] = state
             while len(_STATES) > 256:
                 _STATES.popitem(last=False)
@@ -89,9 +94,15 @@ class StateHandler(_Base, APIHandler):
 
         data = _read(os_path)
         state: dict[str, Any] = {"path": path, "sha256": sha256(data) if data is not None else None,
-                                 "mergeable": _mergeable(os_path), "merge": None}
+                                 "mergeable": _mergeable(os_path), "merge": None, "by": None, "settling": False}
+        watcher = getattr(self.merger, "watcher", None)
+        watching = watcher is not None and watcher.ready.is_set() and watcher.failed is None
         try:
             with open_store(os_path) as store:
+                if state["sha256"] is not None:
+                    state["by"] = who_wrote(store, os_path, state["sha256"])
+                    # seen by the watcher but not handled yet, or not even seen yet (its event is on the way)
+                    state["settling"] = watching and (watcher.settling(os_path) or state["by"] is None)
                 for version in reversed(store.history(os_path, last=20)):
                     if version.kind == "merged" and version.sha256 == state["sha256"]:
                         local = store.get(os_path, version.local) if version.local else None
@@ -103,6 +114,28 @@ class StateHandler(_Base, APIHandler):
         except Exception:
             self.log.debug("nbmergesave: no store for %s", path, exc_info=True)
         return state
+
+
+def who_wrote(store: Any, os_path: str, sha: str) -> str | None:
+    """Who made content ``sha`` of ``os_path``, as the store knows it: ``"git"``, ``"paused"`` (a tool
+    that wrote while the folder was paused), ``"jupyter"`` (a save through a Jupyter server, merged or
+    not), ``"outside"`` (anything else: an agent, a script, a sync tool; merged with what was on disk
+    or not), or ``None`` (the store has not seen it)."""
+    version = store.latest_with(os_path, sha)
+    if version is None:
+        return None
+    if version.kind in ("git", "paused"):
+        return str(version.kind)
+    shas = [sha]
+    if version.kind == "merged" and version.remote is not None:
+        # a merge made by the hook is declared by "jupyter"; one the watcher made names the save it took in
+        shas.append(store.get(os_path, version.remote).sha256 or "")
+    writers = {store.declared_writer(os_path, s) for s in shas if s}
+    if "jupyter" in writers:
+        return "jupyter"
+    if "git" in writers and version.kind != "merged":
+        return "git"
+    return "outside"
 
 
 class ReviewHandler(_Base, JupyterHandler):

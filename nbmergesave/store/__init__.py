@@ -98,9 +98,10 @@ def _cut(data: bytes) -> _Prepared:
     return _Prepared(parts, [hashlib.sha256(p).digest() for p in parts], {})
 
 
-def _prepare(backend: Backend, data: bytes) -> _Prepared:
-    """Cut ``data`` and encode the pieces the store does not hold yet (outside any transaction)."""
-    cut = _cut(data)
+def _prepare(backend: Backend, data: bytes, cut: _Prepared | None = None) -> _Prepared:
+    """Cut ``data`` (unless ``cut`` is that cut, done already) and encode the pieces the store does not hold yet
+    (outside any transaction)."""
+    cut = cut or _cut(data)
     known = backend.piece_ids(set(cut.digests))
     cut.encoded.update((d, pieces.encode(p)) for d, p in zip(cut.digests, cut.parts) if d not in known)
     return cut
@@ -262,28 +263,40 @@ class Store:
     # --- versions ----------------------------------------------------------
 
     def add(self, path: str | os.PathLike[str], data: bytes | None, kind: str, *, on_disk: bool = True,
-            base: int | None = None, local: int | None = None, remote: int | None = None, conflicts: int = 0) -> Version:
+            base: int | None = None, local: int | None = None, remote: int | None = None, conflicts: int = 0,
+            engine: str | None = None, cut: tuple[list[bytes], list[bytes]] | None = None,
+            cells: dict[str, str] | None = None, declare: tuple[str, str | None] | None = None) -> Version:
         """Record a version (its pieces, manifest and index row in one transaction); ``data=None`` records a deletion.
+
+        ``engine``: the merge engine that made a ``merged`` version (shown by ``history`` and ``review``).
 
         Only pieces the store does not hold yet are compressed and written, and
         that work is done before the transaction, so writers wait on each other
-        only for the rows.
+        only for the rows. A writer that cut ``data`` already (:mod:`nbmergesave.fastpath`)
+        passes ``cut`` (its pieces and their sha256 digests). ``cells`` (the content's
+        :func:`~.cells.cell_digests`) and ``declare`` (``(base sha256, writer)``) go into
+        the same transaction: one commit, one fsync, for a whole save.
         """
         key = self.key(path)
         now = _now()
         digest = sha256(data) if data is not None else None
-        prepared = None
+        given = _Prepared(cut[0], cut[1], {}) if cut is not None else None
+        prepared = given
         if data is not None and not self._batches and not self.backend.has_content(digest):  # type: ignore[arg-type]
-            prepared = _prepare(self.backend, data)  # in a batch, the transaction is ours already: cut once, inside
+            prepared = _prepare(self.backend, data, given)  # in a batch, the transaction is ours already: cut once, inside
         with self.backend.transaction():
             if data is not None and not self.backend.has_content(digest):  # type: ignore[arg-type]
                 _put_content(self.backend, digest, data, prepared)  # type: ignore[arg-type]
-            number = self.backend.add_version(key, digest, now, kind, base, local, remote, conflicts)
+            if cells is not None and digest is not None:
+                self.backend.record_cells(digest, cells)
+            if declare is not None and digest is not None:
+                self.backend.declare(key, digest, declare[0], declare[1], now)
+            number = self.backend.add_version(key, digest, now, kind, base, local, remote, conflicts, engine)
             if data is None:
                 self.backend.set_on_disk(key, None)
             elif on_disk:
                 self.backend.set_on_disk(key, number)
-        return Version(key, number, digest, now, kind, base, local, remote, conflicts)
+        return Version(key, number, digest, now, kind, base, local, remote, conflicts, engine)
 
     def add_on_disk(self, path: str | os.PathLike[str], version: int) -> None:
         """Mark a stored version as the file's current content."""
@@ -345,6 +358,10 @@ class Store:
     def declared_base(self, path: str | os.PathLike[str], sha: str) -> Version | None:
         """The stored version a declaration names as the base of content ``sha``, if both are known."""
         return self.backend.declared_base(self.key(path), sha)
+
+    def declared_writer(self, path: str | os.PathLike[str], sha: str) -> str | None:
+        """Who declared content ``sha`` of ``path`` (``"jupyter"``, ``"git"``, a tool's name), if anyone did."""
+        return self.backend.declared_writer(self.key(path), sha)
 
     def descends(self, path: str | os.PathLike[str], sha: str, ancestor: str, *, steps: int = 64) -> bool:
         """Whether content ``sha`` was made, through declarations and recorded merges, from ``ancestor``."""

@@ -16,12 +16,37 @@ from .. import private
 from ..errors import StoreError
 
 
+#: In every store folder: keeps the store out of git (``git status`` does not list it), as pytest's
+#: and mypy's caches do. Written when the folder is made, and when an older store without it is opened.
+GITIGNORE = ".gitignore"
+GITIGNORE_TEXT = "# nbmergesave's version store: kept out of version control\n*\n"
+
+
 def make_private_dir(where: Path) -> Path:
-    """Create the store folder ``where`` (and its parents) with the store's mode, and its lock file."""
+    """Create the store folder ``where`` (and its parents) with the store's mode, its lock file,
+    and its ``.gitignore``."""
     try:
-        return private.store_folder(where)
+        folder = private.store_folder(where)
     except OSError as e:
         raise StoreError(f"cannot create the store at '{where}': {e.strerror}") from None
+    keep_out_of_git(folder)
+    return folder
+
+
+def keep_out_of_git(folder: Path) -> None:
+    """Write ``folder/.gitignore`` (``*``) unless it is there; a store we may not write to is left as it is."""
+    path = folder / GITIGNORE
+    if os.path.lexists(path):
+        return  # one stat on each open; a file the user changed is theirs
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError:
+        return  # made meanwhile by another process, or a read-only store: nothing to do
+    try:
+        os.write(fd, GITIGNORE_TEXT.encode())
+    finally:
+        os.close(fd)
+    private.set_mode(path, private.store_modes(folder)[1])
 
 
 def make_private(path: Path) -> None:

@@ -80,6 +80,22 @@ def split(data: bytes) -> list[bytes]:
     return pieces
 
 
+def split_cell(region: bytes, unit: int = 1) -> list[bytes]:
+    """The pieces :func:`split` cuts one cell's stretch of a file into (from the line that opens the cell
+    to the next cell's, or to the end of the cell list): a writer that serialises cell by cell cuts and
+    hashes only the cells that changed (:mod:`nbmergesave.fastpath`)."""
+    if len(region) < SMALL_CELL:
+        return [region]
+    _, _, inner = _marks(unit)
+    cuts = sorted(_find_all(region, inner[0], 1, len(region)) + _find_all(region, inner[1], 1, len(region)))
+    parts, start = [], 0
+    for cut in cuts:
+        parts.append(region[start:cut])
+        start = cut
+    parts.append(region[start:])
+    return parts
+
+
 def encode(piece: bytes) -> tuple[int, bytes]:
     """``(codec, stored bytes)``: zlib where it earns its place, the bytes as they are otherwise."""
     if len(piece) < _SMALL:

@@ -228,11 +228,11 @@ class PostgresBackend:
     # --- versions -------------------------------------------------------------
 
     def add_version(self, key: str, sha: str | None, time: str, kind: str, base: int | None,
-                    local: int | None, remote: int | None, conflicts: int) -> int:
+                    local: int | None, remote: int | None, conflicts: int, engine: str | None = None) -> int:
         row = self._one(
-            "INSERT INTO versions SELECT %s, COALESCE(MAX(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s "
-            "FROM versions WHERE path = %s RETURNING version",
-            (key, sha, time, kind, base, local, remote, conflicts, key))
+            f"INSERT INTO versions ({', '.join(COPIED['versions'])}) SELECT %s, COALESCE(MAX(version), 0) + 1, "
+            "%s, %s, %s, %s, %s, %s, %s, %s FROM versions WHERE path = %s RETURNING version",
+            (key, sha, time, kind, base, local, remote, conflicts, engine, key))
         return int(row[0])  # type: ignore[index]
 
     def set_on_disk(self, key: str, version: int | None) -> None:
@@ -283,6 +283,10 @@ class PostgresBackend:
         return self._row(self._one(
             "SELECT v.* FROM declarations d JOIN versions v ON v.path = d.path AND v.sha256 = d.base_sha256 "
             "WHERE d.path = %s AND d.sha256 = %s ORDER BY v.version DESC LIMIT 1", (key, sha)))
+
+    def declared_writer(self, key: str, sha: str) -> str | None:
+        row = self._one("SELECT writer FROM declarations WHERE path = %s AND sha256 = %s", (key, sha))
+        return row[0] if row else None
 
     def parents(self, key: str, sha: str) -> list[str]:
         return [row[0] for row in self._all(
