@@ -278,7 +278,6 @@ class Rooms:
         self._work = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._held: dict[str, list[bytes]] = {}  # by file: bytes read at file events during a room's save
-        self.merges: dict[str, Synced] = {}  # by file: the last outside write merged into it
         self.nudges = Nudges(self)
         # One thread of our own: the steps are serial anyway, and waiting for the store's save lock
         # must never take the threads the server's own saves need to release it.
@@ -345,10 +344,8 @@ class Rooms:
                             or merged[0].base is None or merged[0].local is None or merged[0].remote is None:
                         return Synced(sha)
                     step = merged[0]
-                    found = Synced(sha, store.content(store.get(path, step.base)),
-                                   store.content(store.get(path, step.remote)), store.get(path, step.local).sha256)
-                    self.merges[os.path.abspath(os_path)] = found  # for the room, whichever call merged it
-                    return found
+                    return Synced(sha, store.content(store.get(path, step.base)),
+                                  store.content(store.get(path, step.remote)), store.get(path, step.local).sha256)
             except Exception as e:  # the room goes on as jupyter-collaboration would; the log says why
                 self.log.error("nbmergesave: could not bring the store up to date with %s (%s)", os_path, e,
                                exc_info=True)
@@ -397,6 +394,24 @@ class Rooms:
         with open_store(os_path) as store:
             self.session.displaced.setdefault(store.key(os_path), []).extend(others)
         self.sync(os_path)
+
+    def merge_of(self, os_path: str, sha: str, before: str) -> Synced:
+        """When the file's version ``sha`` is a merge of an outside write with ``before`` (made by this room's
+        look at the file, the server's watcher of its folder, or a ``nbmergesave watch``): that merge's base
+        and outside write."""
+        from ..sync import open_store
+
+        try:
+            with open_store(os_path) as store:
+                v = store.latest_with(os_path, sha)
+                if v is None or v.kind != "merged" or None in (v.base, v.local, v.remote) \
+                        or store.get(os_path, v.local).sha256 != before:  # type: ignore[arg-type]
+                    return Synced(sha)
+                return Synced(sha, store.content(store.get(os_path, v.base)),  # type: ignore[arg-type]
+                              store.content(store.get(os_path, v.remote)), before)  # type: ignore[arg-type]
+        except Exception:
+            self.log.debug("nbmergesave: could not look up how %s was merged", os_path, exc_info=True)
+            return Synced(sha)
 
     def stored(self, os_path: str, sha: str) -> dict[str, Any] | None:
         """The stored notebook with hash ``sha`` (a room's base), or ``None``."""
@@ -678,7 +693,14 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
         # of the file as read back after the write: an outside write landing just then would be taken for
         # the room's own, and never merged (stock takes its time and hash from that read too).
         meant = _as_written(reply["content"] if reply.get("merged") and reply.get("content") else model["content"])
-        self._nbm_base = written = sha256(meant)
+        written = sha256(meant)
+        if reply.get("sha256") not in (None, written):
+            # The bytes read back differ: the contents manager serialises differently (then they hold the
+            # same notebook), or the file changed again right after the write.
+            same = await rooms.run(_same_notebook, os_path, reply["sha256"], meant)
+            if same is not None:
+                meant, written = same, reply["sha256"]
+        self._nbm_base = written
         await rooms.run(rooms.own_write, os_path, meant, rooms._held.pop(os.path.abspath(os_path), []))
         if reply.get("sha256") not in (None, written):  # the file changed again right after the write
             log.info("nbmergesave: %s changed again just after room's save; merging it into the room", path)
@@ -719,8 +741,8 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
             log.error("nbmergesave: could not load %s: %r", loader.path, e)
             return False
         disk, disk_sha = normal(model["content"]), loader._nbm_base
-        synced = rooms.merges.get(os.path.abspath(os_path)) or Synced(None)
-        if synced.outside is not None and synced.before == base and synced.sha == disk_sha:
+        synced = await rooms.run(rooms.merge_of, os_path, disk_sha, base)
+        if synced.outside is not None:
             # The outside write was merged with the room's last save into the file. Merged here from that
             # write's own base instead, the room gets the same changes, and a conflict has the room's side
             # where every other merge into a room has it (after =======); the room's save then writes it.
@@ -772,6 +794,17 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
     FileLoader.maybe_save_content = maybe_save_content
     DocumentRoom._on_outofband_change = _on_outofband_change
     FileLoader._nbmergesave = rooms
+
+
+def _same_notebook(os_path: str, sha: str, meant: bytes) -> bytes | None:
+    """The file's bytes, if they still hash to ``sha`` and hold the notebook ``meant`` holds."""
+    try:
+        data = Path(os_path).read_bytes()
+        if sha256(data) == sha and normal(notebook_io.parse_notebook(data)) == normal(notebook_io.parse_notebook(meant)):
+            return data
+    except Exception:
+        pass
+    return None
 
 
 def _file_sha(os_path: str) -> str | None:
