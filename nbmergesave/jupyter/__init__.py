@@ -129,7 +129,7 @@ class SaveMerger:
         """Enter the store's save lock for ``path`` (a flock for the embedded store, an advisory lock
         for PostgreSQL); ``None`` when there is none to be had (a read-only folder, the database
         down): the save goes ahead as before, and the error is logged."""
-        from ..errors import StoreUnavailable
+        from ..errors import StoreDenied, StoreUnavailable
 
         store = None
         try:
@@ -141,8 +141,9 @@ class SaveMerger:
         except Exception as e:
             if store is not None:
                 self._close(store)
-            # a database that is down is news; a folder we cannot write to (no lock file) was never locked
-            (self.log.error if isinstance(e, StoreUnavailable) else self.log.debug)(
+            # a database that is down is news, and so is another user's store (its first error says how to
+            # share it); a folder we cannot write to (no lock file) was never locked
+            (self.log.error if isinstance(e, (StoreUnavailable, StoreDenied)) else self.log.debug)(
                 "nbmergesave: no save lock for %s (%s); saving without it", path, e)
             return None
 

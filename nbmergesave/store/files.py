@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -38,11 +39,25 @@ def make_private_dir(where: Path) -> Path:
     return folder
 
 
+_told: set[str] = set()  # stores whose denial this process has explained already
+_told_lock = threading.Lock()
+
+
 def denied(where: Path, error: BaseException | str) -> StoreDenied:
-    """The error for a store this user may not open or write: another's, not shared. It says what to do
-    (the owner shares it with the folder's group), and each door says it once (it is the same every save)."""
+    """The error for a store this user may not open or write: another's, not shared.
+
+    The first such error for a store in a process says what to do (the owner shares it with the
+    folder's group); later ones say it was said, so a server that meets it on every save does not
+    repeat the paragraph in its log each time.
+    """
     why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return StoreDenied(f"cannot use the store at '{where}': {why} (hint: {private.denied_hint(where)})")
+    key = str(Path(where).absolute())
+    with _told_lock:
+        first = key not in _told
+        _told.add(key)
+    if first:
+        return StoreDenied(f"cannot use the store at '{where}': {why} (hint: {private.denied_hint(where)})")
+    return StoreDenied(f"cannot use the store at '{where}': {why} (another user's; what to do was said above)")
 
 
 def usable(where: Path) -> bool:
