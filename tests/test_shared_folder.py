@@ -320,11 +320,11 @@ def test_two_users_servers_lose_no_edit(team: Team, folder_mode: int, tmp_path: 
         assert any(v["c"] == f"c = {round_}  # B" for v in versions), round_
 
 
-def test_a_private_store_found_in_a_shared_folder_says_how_to_share_it(team: Team) -> None:
+def test_a_private_store_found_in_a_shared_folder_says_how_to_share_it(team: Team, tmp_path: Path) -> None:
     """A store made private (by an older version, or before the folder was shared) is left as it is; the
-    second user's error says what its owner runs to share it, and is one line."""
+    second user's error says what its owner runs to share it, and is one line; a server says it once."""
     folder = team.folder(0o755)
-    nb = start_notebook(team, folder, 0o664)
+    nb = start_notebook(team, folder, 0o664, team_group=True)
     os.chown(folder, team.a.uid, team.gid)  # A's own folder
     a_base = team.a.give(team.a.home / "base.ipynb", notebook_io.dumps(base_nb()).encode())
     mine_a = team.a.give(team.a.home / "mine.ipynb", notebook_io.dumps(edited(base_nb(), "a", "a = 1")).encode())
@@ -342,14 +342,26 @@ def test_a_private_store_found_in_a_shared_folder_says_how_to_share_it(team: Tea
         f"to share it with the group '{team.group}' of the folder, {team.a.name} (or root) runs: chgrp -R "
         f"{team.group} {store} && chmod -R g+rwX {store} && chmod g+s {store})\n")
     assert stat.S_IMODE(store.stat().st_mode) == 0o700  # left as it was
+    server = UserServer(team.b, folder, tmp_path)  # B's Jupyter server meets it on every save: says so once
+    try:
+        for n in range(3):
+            server.put("nb.ipynb", edited(server.get("nb.ipynb"), "c", f"c = 'B {n}'"))
+        said = server.output()
+    finally:
+        server.stop()
+    assert said.count("chgrp -R") == 1 and f"private to {team.a.name}" in said, said[-3000:]
+    errors = [line for line in said.splitlines() if line.startswith("[E") and "cannot use the store" in line]
+    assert len(errors) <= 2 and "Traceback" not in said, said[-3000:]  # not once a save (the watcher's, the lock's)
+    assert sources(nb)["c"] == "c = 'B 2'"  # the saves went through (as sent)
     # A follows the hint; B's save then goes through, merged with A's
     for argv in (["chgrp", "-R", team.group, str(store)], ["chmod", "-R", "g+rwX", str(store)],
                  ["chmod", "g+s", str(store)]):
         subprocess.run(["setpriv", f"--reuid={team.a.uid}", f"--regid={team.a.gid}", "--init-groups", "--", *argv],
                        check=True, timeout=30)
+    mine_b = team.b.give(team.b.home / "mine.ipynb", notebook_io.dumps(edited(base_nb(), "x0", "x0 = 'B'")).encode())
     saved = team.b.run("nbmergesave", "save", str(nb), "--base", str(b_base), "--from", str(mine_b))
     assert saved.returncode == 0, saved.stderr
-    assert (sources(nb)["a"], sources(nb)["c"]) == ("a = 1", "c = 1")
+    assert (sources(nb)["a"], sources(nb)["c"], sources(nb)["x0"]) == ("a = 1", "c = 'B 2'", "x0 = 'B'")
     for path in [store, *store.rglob("*")]:  # chmod g+rwX made its subfolders 0770, not setgid: still the group's
         st = os.lstat(path)
         assert st.st_gid == team.gid and stat.S_IMODE(st.st_mode) & 0o660 == 0o660, (path, oct(st.st_mode))
