@@ -126,6 +126,7 @@ class SaveMerger:
         self.serialiser = fastpath.Serialiser()
         self._prepared: dict[str, tuple[str, dict[str, Any]]] = {}  # os path -> (text, content) for the server to write
         self._wrote: set[str] = set()  # os paths where the server wrote that text
+        self._denied: set[str] = set()  # stores of another user this server was refused, said once each
         #: The watcher of the server's folder (:mod:`.watch`), when it runs.
         self.watcher: Any = None
 
@@ -140,7 +141,7 @@ class SaveMerger:
         """Enter the store's save lock for ``path`` (a flock for the embedded store, an advisory lock
         for PostgreSQL); ``None`` when there is none to be had (a read-only folder, the database
         down): the save goes ahead as before, and the error is logged."""
-        from ..errors import StoreUnavailable
+        from ..errors import StoreDenied, StoreUnavailable
 
         store = None
         try:
@@ -152,10 +153,20 @@ class SaveMerger:
         except Exception as e:
             if store is not None:
                 self._close(store)
-            # a database that is down is news; a folder we cannot write to (no lock file) was never locked
-            (self.log.error if isinstance(e, StoreUnavailable) else self.log.debug)(
-                "nbmergesave: no save lock for %s (%s); saving without it", path, e)
+            # a database that is down is news, and so is another user's store, once (its first error says how
+            # to share it); a folder we cannot write to (no lock file) was never locked
+            news = isinstance(e, StoreUnavailable) or (isinstance(e, StoreDenied) and self._first_denial(e))
+            (self.log.error if news else self.log.debug)("nbmergesave: no save lock for %s (%s); saving without it",
+                                                         path, e)
             return None
+
+    def _first_denial(self, error: BaseException) -> bool:
+        """Whether this refusal of another user's store is the first of its kind here (then it is logged)."""
+        said = str(error).split(":")[0]  # "cannot use the store at '...'"
+        if said in self._denied:
+            return False
+        self._denied.add(said)
+        return True
 
     def _release(self, taken: tuple[Any, Any] | None) -> None:
         if taken is not None:
@@ -270,6 +281,12 @@ class SaveMerger:
         try:
             return self._merge_into(model, path, os_path, incoming, sent_base if isinstance(sent_base, str) else None)
         except Exception as e:
+            from ..errors import StoreDenied
+
+            if isinstance(e, StoreDenied):  # the same every save: said once, not a traceback a save
+                (self.log.error if self._first_denial(e) else self.log.debug)(
+                    "nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e)
+                return None
             self.log.error("nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e, exc_info=True)
             try:
                 with open_store(os_path) as store:
