@@ -419,7 +419,11 @@ def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any],
     skip = {before.version} | ({saved.version} if saved is not None else set())
     seen = {v.version for v in recent} | skip
     alike = [v for v in store.sharing_cells(path, cell_digests(save), SHARING_CELLS) if v.version not in seen]
-    candidates = [v for v in recent if v.version not in skip] + alike
+    # Nor a version equal to the save (two doors recording one save, as a Jupytext text edit is): made
+    # "from itself", the save would change nothing and the merge would drop it.
+    same = saved.sha256 if saved is not None else None
+    candidates = [v for v in recent if v.version not in skip and v.sha256 != same] + \
+        [v for v in alike if v.sha256 != same]
     return lineage.find_base(save, before, candidates, lambda v: tokens_of(store, v), _save_tokens(store, saved))
 
 

@@ -224,10 +224,10 @@ class SaveMerger:
             if data is None:
                 return
             sha = sha256(data)
-            if model.get("hash") not in (None, sha):
+            if model.get("hash") not in (None, sha) and not _pair_hash(model["hash"], sha):
                 return  # the file changed between the server's read and ours: no hash we can vouch for
-            if model.get("hash") is None and notebook_io.parse_notebook(data) != _plain(model["content"]):
-                return
+            if model.get("hash") != sha and notebook_io.parse_notebook(data) != _plain(model["content"]):
+                return  # (Jupytext served a paired text file's inputs that the .ipynb does not hold yet)
             with open_store(os_path) as store:
                 if store.latest_with(os_path, sha) is None:
                     store.add(os_path, data, "observed", on_disk=False)
@@ -282,6 +282,10 @@ class SaveMerger:
         serialised once. ``None``: not such a save (or the fast path is off); the full path decides."""
         if not fastpath.FAST or not sent or disk_sha != sent:
             return None
+        from ..pairs import pair_of
+
+        if pair_of(os_path, disk) is not None:
+            return None  # a Jupytext pair: its text file may hold an edit to merge with (the full path)
         store = self._store(os_path)
         try:
             if store.latest_with(os_path, sent) is None:
@@ -376,6 +380,7 @@ class SaveMerger:
         try:
             if disk is not None and store.latest_with(os_path, disk_sha or "") is None:
                 store.add(os_path, disk, "observed", on_disk=False)
+            disk = _with_paired_text(store, os_path, disk, self.engine)
             base, how = self._base(store, path, os_path, sent, incoming_nb, disk)
             if not (sent and how == "sent by the client"):
                 self.log.info("nbmergesave: the save of %s came without a known base; base: %s", path, how)
@@ -513,6 +518,21 @@ def conflict_cells(nb: dict[str, Any], unresolved: list[Any]) -> list[dict[str, 
     return found
 
 
+def _pair_hash(served: Any, sha: str) -> bool:
+    """Whether ``served`` is Jupytext's hash of a paired notebook: the text file's and the .ipynb's joined."""
+    return isinstance(served, str) and len(served) == 2 * len(sha) and sha in (served[:len(sha)], served[len(sha):])
+
+
+def _with_paired_text(store: Store, os_path: str, disk: bytes | None, engine: str = "cells") -> bytes | None:
+    """What is on disk, with the edits of a newer Jupytext-paired text file taken in (stored as versions),
+    so the save is merged with them rather than writing over them (:func:`nbmergesave.pairs.bring_in`)."""
+    if disk is None:
+        return None
+    from ..pairs import bring_in
+
+    return bring_in(store, os_path, disk, engine) or disk
+
+
 def _mergeable(os_path: str) -> bool:
     """Whether the file on disk is a notebook a merge can take (so a save need not ask the person)."""
     data = _read(os_path)
@@ -565,6 +585,9 @@ def _wants_hash(get: Any) -> bool:
 def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> SaveMerger:
     """Wrap ``contents_manager.get`` and ``.save`` (async or not) with a :class:`SaveMerger` merging with ``engine``."""
     merger = SaveMerger(contents_manager, log or logging.getLogger("nbmergesave"), engine)
+    from ..pairs import guard_text_writes
+
+    guard_text_writes(contents_manager, merger.os_path, merger.log)  # Jupytext's pairs (nbmergesave.pairs)
     original_get, original_save = contents_manager.get, contents_manager.save
     hashable = _wants_hash(original_get)
 
