@@ -254,7 +254,7 @@ class SaveMerger:
         disk = _read(os_path)  # read and hashed once for both paths
         disk_sha = sha256(disk) if disk is not None else None
         try:
-            done = self._fast_save(model, path, os_path, sent, disk_sha)
+            done = self._fast_save(model, path, os_path, sent, disk, disk_sha)
         except Exception:
             self.log.warning("nbmergesave: the fast path failed for %s; taking the full one", path, exc_info=True)
             self._prepared.pop(os_path, None)
@@ -274,7 +274,7 @@ class SaveMerger:
                 self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
             return None
 
-    def _fast_save(self, model: dict[str, Any], path: str, os_path: str, sent: str | None,
+    def _fast_save(self, model: dict[str, Any], path: str, os_path: str, sent: str | None, disk: bytes | None,
                    disk_sha: str | None) -> dict[str, Any] | None:
         """A save made from the very version on disk (the front end's hash is the file's): nothing to merge or
         search for. Record it with its declaration in one commit, serialised cell by cell (only the changed
@@ -380,7 +380,9 @@ class SaveMerger:
         try:
             if disk is not None and store.latest_with(os_path, disk_sha or "") is None:
                 store.add(os_path, disk, "observed", on_disk=False)
-            disk = _with_paired_text(store, os_path, disk, self.engine)
+            paired = _with_paired_text(store, os_path, disk, self.engine)
+            if paired is not disk:  # a Jupytext pair's text edits taken in: another notebook, hashed again
+                disk, disk_sha = paired, sha256(paired) if paired is not None else None
             base, how = self._base(store, path, os_path, sent, incoming_nb, disk)
             if not (sent and how == "sent by the client"):
                 self.log.info("nbmergesave: the save of %s came without a known base; base: %s", path, how)
