@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fastpath, lineage, notebook_io
-from .errors import BadInput, NbMergeSaveError
+from .errors import BadInput, NbMergeSaveError, StoreDenied
 from .merge import merge
 from .merge.options import engine_name
 from .store import Store, Version, sha256
@@ -472,6 +472,8 @@ def open_store(path: str | os.PathLike[str]) -> Store:
     """The store holding ``path``, or a new one in its folder when none does."""
     try:
         return Store.find(path)
+    except StoreDenied:
+        raise  # there is one, another user's: a new store beside it would not be found again
     except NbMergeSaveError:
         return Store.open(Path(path).absolute().parent)
 

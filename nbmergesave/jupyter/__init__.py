@@ -30,6 +30,9 @@ HTTP routes (Jupyter's own authentication; paths must name a notebook under
 the server's root): ``/nbmergesave/api/state`` and ``/nbmergesave/review``
 (:mod:`nbmergesave.jupyter.handlers`).
 
+With jupyter-collaboration installed, its rooms merge changes made outside
+them instead of being replaced by the file (:mod:`nbmergesave.jupyter.rooms`).
+
 This module is imported only by Jupyter.
 """
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib.util
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -85,6 +89,13 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     else:
         serverapp.log.info("nbmergesave: not watching the server's folder (c.NbMergeSave.watch_root = False): "
                            "writes made outside Jupyter replace the file as they always did")
+    if importlib.util.find_spec("jupyter_server_ydoc") is not None:  # real-time collaboration is installed
+        from .rooms import install as merge_in_rooms
+
+        try:
+            merge_in_rooms(serverapp.root_dir, serverapp.log)
+        except Exception:
+            serverapp.log.error("nbmergesave: could not set up merging in collaboration rooms", exc_info=True)
 
 
 def _stop_with(serverapp: Any, watcher: Any) -> None:
@@ -119,6 +130,7 @@ class SaveMerger:
         self.serialiser = fastpath.Serialiser()
         self._prepared: dict[str, tuple[str, dict[str, Any]]] = {}  # os path -> (text, content) for the server to write
         self._wrote: set[str] = set()  # os paths where the server wrote that text
+        self._denied: set[str] = set()  # stores of another user this server was refused, said once each
         #: The watcher of the server's folder (:mod:`.watch`), when it runs.
         self.watcher: Any = None
 
@@ -133,7 +145,7 @@ class SaveMerger:
         """Enter the store's save lock for ``path`` (a flock for the embedded store, an advisory lock
         for PostgreSQL); ``None`` when there is none to be had (a read-only folder, the database
         down): the save goes ahead as before, and the error is logged."""
-        from ..errors import StoreUnavailable
+        from ..errors import StoreDenied, StoreUnavailable
 
         store = None
         try:
@@ -145,10 +157,20 @@ class SaveMerger:
         except Exception as e:
             if store is not None:
                 self._close(store)
-            # a database that is down is news; a folder we cannot write to (no lock file) was never locked
-            (self.log.error if isinstance(e, StoreUnavailable) else self.log.debug)(
-                "nbmergesave: no save lock for %s (%s); saving without it", path, e)
+            # a database that is down is news, and so is another user's store, once (its first error says how
+            # to share it); a folder we cannot write to (no lock file) was never locked
+            news = isinstance(e, StoreUnavailable) or (isinstance(e, StoreDenied) and self._first_denial(e))
+            (self.log.error if news else self.log.debug)("nbmergesave: no save lock for %s (%s); saving without it",
+                                                         path, e)
             return None
+
+    def _first_denial(self, error: BaseException) -> bool:
+        """Whether this refusal of another user's store is the first of its kind here (then it is logged)."""
+        said = str(error).split(":")[0]  # "cannot use the store at '...'"
+        if said in self._denied:
+            return False
+        self._denied.add(said)
+        return True
 
     def _release(self, taken: tuple[Any, Any] | None) -> None:
         if taken is not None:
@@ -266,6 +288,12 @@ class SaveMerger:
         try:
             return self._merge_into(model, path, os_path, incoming, cut, sent, disk, disk_sha)
         except Exception as e:
+            from ..errors import StoreDenied
+
+            if isinstance(e, StoreDenied):  # the same every save: said once, not a traceback a save
+                (self.log.error if self._first_denial(e) else self.log.debug)(
+                    "nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e)
+                return None
             self.log.error("nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e, exc_info=True)
             try:
                 with open_store(os_path) as store:

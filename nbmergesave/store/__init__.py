@@ -182,7 +182,11 @@ class Store:
             root = next((p for p in start.parents if (p / STORE_DIR).is_dir()), start.parent)
             return cls.open(root, os.environ[ENV_STORE])
         for folder in start.parents:
-            if (folder / STORE_DIR / "index.sqlite").exists():
+            try:
+                found = (folder / STORE_DIR / "index.sqlite").exists()
+            except PermissionError as e:  # a store is there, another user's
+                raise files.denied(folder / STORE_DIR, e) from None
+            if found:
                 return cls.open(folder)
         raise StoreError(f"no version store holds '{path}' (hint: run 'nbmergesave watch' on its folder first)")
 
