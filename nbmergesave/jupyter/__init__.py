@@ -39,6 +39,7 @@ This module is imported only by Jupyter.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib.util
 import inspect
 import logging
@@ -58,6 +59,9 @@ REPLY_KEY = "nbmergesave"
 #: How often, and how long apart (s), a notebook that does not parse is read again before a tab is told
 #: a save cannot be merged with it (another program may be writing it in place).
 MERGEABLE_RETRIES, MERGEABLE_WAIT = 10, 0.05
+#: Set while this request is saving a notebook: the server's own ``get(content=False)`` at the end of a save
+#: need not ask whether the file parses (a parse of the whole file; the save's reply says what happened).
+_SAVING: contextvars.ContextVar[bool] = contextvars.ContextVar("nbmergesave_saving", default=False)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -235,7 +239,8 @@ class SaveMerger:
         try:
             os_path = self.os_path(path)
             if model.get("content") is None:
-                model[REPLY_KEY] = {"mergeable": _mergeable(os_path)}
+                if not _SAVING.get():
+                    model[REPLY_KEY] = {"mergeable": _mergeable(os_path)}
                 return
             data = _read(os_path)
             if data is None:
@@ -268,8 +273,10 @@ class SaveMerger:
             return None
         os_path = self.os_path(path)
         sent = sent_base if isinstance(sent_base, str) else None
+        disk = _read(os_path)  # read and hashed once for both paths
+        disk_sha = sha256(disk) if disk is not None else None
         try:
-            done = self._fast_save(model, path, os_path, sent)
+            done = self._fast_save(model, path, os_path, sent, disk, disk_sha)
         except Exception:
             self.log.warning("nbmergesave: the fast path failed for %s; taking the full one", path, exc_info=True)
             self._prepared.pop(os_path, None)
@@ -277,9 +284,9 @@ class SaveMerger:
             done = None
         if done is not None:
             return done
-        incoming = self._written(os_path, model["content"])
+        incoming, cut = self._written(os_path, model["content"])
         try:
-            return self._merge_into(model, path, os_path, incoming, sent_base if isinstance(sent_base, str) else None)
+            return self._merge_into(model, path, os_path, incoming, cut, sent, disk, disk_sha)
         except Exception as e:
             from ..errors import StoreDenied
 
@@ -295,15 +302,13 @@ class SaveMerger:
                 self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
             return None
 
-    def _fast_save(self, model: dict[str, Any], path: str, os_path: str, sent: str | None) -> dict[str, Any] | None:
+    def _fast_save(self, model: dict[str, Any], path: str, os_path: str, sent: str | None, disk: bytes | None,
+                   disk_sha: str | None) -> dict[str, Any] | None:
         """A save made from the very version on disk (the front end's hash is the file's): nothing to merge or
         search for. Record it with its declaration in one commit, serialised cell by cell (only the changed
         cells cost anything), and hand the server these bytes to write (:func:`install`), so the notebook is
         serialised once. ``None``: not such a save (or the fast path is off); the full path decides."""
-        if not fastpath.FAST or not sent:
-            return None
-        disk = _read(os_path)
-        if disk is None or sha256(disk) != sent:
+        if not fastpath.FAST or not sent or disk_sha != sent:
             return None
         from ..pairs import pair_of
 
@@ -326,15 +331,17 @@ class SaveMerger:
         self._prepared[os_path] = (written.text, written.notebook)
         return {"merged": False, "declared": written.data, "fast": saved.sha256}
 
-    def _written(self, os_path: str, nb: dict[str, Any], for_server: bool = False) -> bytes:
-        """``nb`` as Jupyter writes it; on the fast path serialised cell by cell, and (``for_server``)
+    def _written(self, os_path: str, nb: dict[str, Any],
+                 for_server: bool = False) -> tuple[bytes, tuple[list[bytes], list[bytes]] | None]:
+        """``nb`` as Jupyter writes it, and its cut into the store's pieces when the fast path made one (so the
+        store does not cut and hash it again); on the fast path serialised cell by cell, and (``for_server``)
         handed to the server to write as it is."""
         written = self.serialiser.written(os_path, nb) if fastpath.FAST else None
         if written is None:
-            return _as_written(nb)
+            return _as_written(nb), None
         if for_server:
             self._prepared[os_path] = (written.text, written.notebook)
-        return written.data
+        return written.data, (written.parts, written.digests)
 
     def prepared(self, os_path: str, nb: Any) -> str | None:
         """The text :meth:`_fast_save` made of ``nb`` for the server to write at ``os_path``, when ``nb`` is
@@ -344,7 +351,7 @@ class SaveMerger:
             return None
         text, content = found
         hooks = getattr(self.cm, "pre_save_hook", None) or getattr(self.cm, "_pre_save_hooks", None)
-        if hooks or fastpath.plain(nb) != content:
+        if hooks or not fastpath.same(fastpath.plain(nb), content):
             return None
         self._wrote.add(os_path)
         return text
@@ -385,38 +392,57 @@ class SaveMerger:
             return disk, "inferred from the store: made from the version on disk"
         return store.content(base), f"inferred from the store: version {base.version}"
 
-    def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes, sent: str | None) -> dict[str, Any]:
+    def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes,
+                    cut: tuple[list[bytes], list[bytes]] | None, sent: str | None, disk: bytes | None,
+                    disk_sha: str | None) -> dict[str, Any]:
+        """The full path: find the save's base, merge it with the file on disk when that changed since.
+
+        Each notebook is hashed once (1.8 MB: about 2 ms each, and this path used to hash it a dozen
+        times); the save, the merge and its declaration are recorded in one transaction (one commit),
+        after the merge; the notebooks we serialised go into the store with their cut (pieces of
+        unchanged cells are not cut and hashed again)."""
         import nbformat
 
-        disk = _read(os_path)
         incoming_nb = notebook_io.parse_notebook(incoming, "the save")
-        with open_store(os_path) as store:
-            if disk is not None and store.latest_with(os_path, sha256(disk)) is None:
+        store = self._store(os_path)
+        try:
+            if disk is not None and store.latest_with(os_path, disk_sha or "") is None:
                 store.add(os_path, disk, "observed", on_disk=False)
-            disk = _with_paired_text(store, os_path, disk, self.engine)
+            paired = _with_paired_text(store, os_path, disk, self.engine)
+            if paired is not disk:  # a Jupytext pair's text edits taken in: another notebook, hashed again
+                disk, disk_sha = paired, sha256(paired) if paired is not None else None
             base, how = self._base(store, path, os_path, sent, incoming_nb, disk)
             if not (sent and how == "sent by the client"):
                 self.log.info("nbmergesave: the save of %s came without a known base; base: %s", path, how)
-            saved = store.add(os_path, incoming, "observed", on_disk=False)
-            self.remember(path, sha256(incoming))  # what a client without the front end now holds
+            base_sha = sent if sent and how == "sent by the client" else sha256(base) if base is not None else None
             reply: dict[str, Any] = {"merged": False}
             if base is None or disk is None or disk in (base, incoming):
-                store.declare(os_path, saved.sha256 or "", sha256(base if base is not None else disk or incoming), "jupyter")
+                declared = base_sha if base is not None else disk_sha if disk else sha256(incoming)
+                saved = store.add(os_path, incoming, "observed", on_disk=False, cut=cut, declare=(declared or "", "jupyter"))
+                self.remember(path, saved.sha256 or "")  # what a client without the front end now holds
                 return {**reply, "declared": incoming}
             disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
             base_nb = notebook_io.parse_notebook(base, "the loaded version")
             if disk_nb == base_nb:  # same notebook, other bytes
-                store.declare(os_path, saved.sha256 or "", sha256(disk), "jupyter")
+                saved = store.add(os_path, incoming, "observed", on_disk=False, cut=cut, declare=(disk_sha or "", "jupyter"))
+                self.remember(path, saved.sha256 or "")
                 return {**reply, "declared": incoming}
             result = merge(base_nb, disk_nb, incoming_nb, engine=self.engine)
             notebook_io.validate(result.notebook, f"merged '{path}'")
-            text = self._written(os_path, result.notebook, for_server=True)
+            text, text_cut = self._written(os_path, result.notebook, for_server=True)
             unresolved = list(result.unresolved)
-            base_v, disk_v = store.latest_with(os_path, sha256(base)), store.latest_with(os_path, sha256(disk))
-            merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
-                                 local=disk_v.version if disk_v else None, remote=saved.version,
-                                 conflicts=len(unresolved), engine=self.engine)
-            store.declare(os_path, sha256(text), sha256(disk), "jupyter")
+            base_v, disk_v = store.latest_with(os_path, base_sha or ""), store.latest_with(os_path, disk_sha or "")
+            with store.batch():  # the save, the merge and its declaration: one commit
+                saved = store.add(os_path, incoming, "observed", on_disk=False, cut=cut)
+                merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
+                                     local=disk_v.version if disk_v else None, remote=saved.version,
+                                     conflicts=len(unresolved), engine=self.engine, cut=text_cut,
+                                     declare=(disk_sha or "", "jupyter"))
+            self.remember(path, saved.sha256 or "")
+        except Exception:
+            self._close(store, failed=True)
+            raise
+        self._close(store)
         model["content"] = nbformat.from_dict(result.notebook)
         if unresolved:
             self.log.warning("nbmergesave: %s changed on disk since it was loaded; merged with %d conflict(s) marked "
@@ -424,8 +450,8 @@ class SaveMerger:
         else:
             self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
         return {
-            "merged": True, "declared": text, "version": merged_v.version, "engine": self.engine, "fast": sha256(text),
-            "local": sha256(disk), "remote": sha256(incoming), "base": sha256(base),
+            "merged": True, "declared": text, "version": merged_v.version, "engine": self.engine, "fast": merged_v.sha256,
+            "local": disk_sha, "remote": saved.sha256, "base": base_sha,
             "changes": changes(base_nb, disk_nb),
             "conflicts": conflict_cells(result.notebook, unresolved),
             "content": result.notebook,
@@ -604,7 +630,11 @@ def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> Sa
         async def save(model: dict[str, Any], path: str = "") -> Any:
             async with merger.alock(path.strip("/")):
                 done = merger.before_save(model, path.strip("/"))
-                saved = await original_save(model, path)
+                saving = _SAVING.set(True)  # this task's own requests only (each request runs in its own context)
+                try:
+                    saved = await original_save(model, path)
+                finally:
+                    _SAVING.reset(saving)
                 merger.after_save(path.strip("/"), done, saved)
                 return saved
 
@@ -629,7 +659,11 @@ def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> Sa
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
             with merger.lock(path.strip("/")):
                 done = merger.before_save(model, path.strip("/"))
-                saved = original_save(model, path)
+                saving = _SAVING.set(True)
+                try:
+                    saved = original_save(model, path)
+                finally:
+                    _SAVING.reset(saving)
                 merger.after_save(path.strip("/"), done, saved)
                 return saved
 
