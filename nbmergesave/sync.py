@@ -321,7 +321,10 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
                 data = notebook_io.read_bytes(path)
             except BadInput as e:
                 return Outcome("error", key, message=str(e), earlier=tuple(done))
-        outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of, engine)
+        # Under the save lock: two watchers of one folder (the Jupyter server's and a `nbmergesave watch`)
+        # seeing the same write would otherwise both find it new, and both merge it.
+        with store.save_lock(path):
+            outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of, engine)
         queue[:0] = [(d, True) for d in session.displaced.pop(key, [])]
         if outcome is not None:
             done.append(outcome)
