@@ -486,8 +486,8 @@ def test_git_checkout_under_an_open_room(world: World) -> None:
     assert _git(repo, "status", "--porcelain") == ""
     versions = history(world.root, name)
     assert [v.kind for v in versions if v.kind == "merged"] == []
+    # recorded as git's, by the room or by the server's watcher (whichever takes the save lock first)
     assert [v.kind for v in versions][-2:] == ["git", "git"]
-    assert world.a.log_lines("written by git; recorded, not merged")
 
 
 def test_a_conflict_with_an_outside_writer_shows_in_the_room_and_is_settled_with_a_button(world: World) -> None:
