@@ -38,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -76,49 +78,156 @@ class SaveMerger:
 
     #: How many served hashes of a path are remembered (one per client is enough).
     REMEMBERED = 16
+    #: The bytes of what was served and saved lately, kept to seed the spool if the store goes away.
+    KEPT_BYTES = 64 << 20
+    #: How many times a save is merged again when the file changed between the merge and the write.
+    ATTEMPTS = 8
 
     def __init__(self, contents_manager: Any, log: logging.Logger | logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         self.cm = contents_manager
         self.log = log
         self.served: dict[str, list[str]] = {}  # path -> sha256s, oldest first
         self._local = asyncio.Lock()
+        self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (path, sha256) -> bytes, oldest first
+        self._kept_bytes = 0
+        self._expected: dict[str, bytes] = {}  # os path -> the bytes the next write must replace (compare-then-swap)
+        self._written: dict[str, tuple[str, bytes | None]] = {}  # os path -> what the write did, and bytes it displaced
 
     def remember(self, path: str, sha: str) -> None:
         shas = [s for s in self.served.get(path, []) if s != sha]
         self.served[path] = (shas + [sha])[-self.REMEMBERED:]
 
+    def keep(self, path: str, data: bytes) -> None:
+        """Keep ``data`` (served or saved) in memory, so a spool opened later knows the bases tabs hold."""
+        key = (path, sha256(data))
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return
+        self._kept[key] = data
+        self._kept_bytes += len(data)
+        while self._kept_bytes > self.KEPT_BYTES and len(self._kept) > 1:
+            self._kept_bytes -= len(self._kept.popitem(last=False)[1])
+
     def os_path(self, path: str) -> str:
         return str(self.cm._get_os_path(path))
 
-    def _take_lock(self, path: str) -> tuple[Any, Any] | None:
-        """Enter the store's save lock for ``path`` (a flock for the embedded store, an advisory lock
-        for PostgreSQL); ``None`` when there is none to be had (a read-only folder, the database
-        down): the save goes ahead as before, and the error is logged."""
-        from ..errors import StoreUnavailable
+    # --- the store, or the spool standing in for it --------------------------------------------
 
-        store = None
+    def _seed(self, store: Store, path: str, os_path: str) -> Store:
+        """A spool learns what this server served and saved of ``path`` (the bases its tabs hold)."""
+        if store.is_spool:
+            for (p, sha), data in list(self._kept.items()):
+                if p == path and store.latest_with(os_path, sha) is None:
+                    store.add(os_path, data, "observed", on_disk=False)
+        return store
+
+    def _open(self, path: str, os_path: str, *, catch_up: bool = True) -> Store:
+        """The notebook's store; while it is away, the local spool standing in for it (seeded)."""
+        store = open_store(os_path, log=self.log, catch_up=catch_up)
         try:
-            os_path = self.os_path(path)
-            store = open_store(os_path)
-            held = store.save_lock(os_path)
-            held.__enter__()
-            return store, held
-        except Exception as e:
-            if store is not None:
-                store.close()
-            # a database that is down is news; a folder we cannot write to (no lock file) was never locked
-            (self.log.error if isinstance(e, StoreUnavailable) else self.log.debug)(
-                "nbmergesave: no save lock for %s (%s); saving without it", path, e)
-            return None
+            return self._seed(store, path, os_path)
+        except BaseException:
+            store.close()
+            raise
 
-    @staticmethod
-    def _release(taken: tuple[Any, Any] | None) -> None:
-        if taken is not None:
-            store, held = taken
+    def _spool(self, path: str, os_path: str, error: BaseException) -> Store:
+        """After ``error`` from the store mid-save: note the outage (said once) and hand out the spool."""
+        from ..store.spool import Spool, note_away, target_of
+
+        target = target_of(os_path)
+        note_away(target, error, self.log)
+        spool = Spool(target)
+        try:
+            return self._seed(spool, path, os_path)
+        except BaseException:
+            spool.close()
+            raise
+
+    def _scratch(self, path: str, os_path: str) -> Store:
+        """The last resort when even the spool cannot be written (the state folder full or read-only): a
+        store in a temporary folder, seeded with what this server holds in memory, so the save is still merged."""
+        import tempfile
+        from pathlib import Path
+
+        folder = Path(tempfile.mkdtemp(prefix="nbmergesave-scratch-"))
+        store = Store(Path(os_path).parent, folder)
+        store.is_spool = True  # seeded like one
+        original_close = store.close
+
+        def close() -> None:
+            import shutil
+
             try:
-                held.__exit__(None, None, None)
+                original_close()
             finally:
-                store.close()
+                shutil.rmtree(folder, ignore_errors=True)
+
+        store.close = close  # type: ignore[method-assign]
+        return self._seed(store, path, os_path)
+
+    def _with_store(self, path: str, os_path: str, work: Any) -> Any:
+        """``work(store)`` on the notebook's store; if the store fails (away, refused, not writable),
+        again on the spool; if that fails too, on a scratch store. Only the notebook's own errors pass."""
+        from ..store.spool import is_trouble
+
+        try:
+            with self._open(path, os_path) as store:
+                return work(store)
+        except Exception as e:
+            if not is_trouble(e):
+                raise
+            first = e
+        try:
+            with self._spool(path, os_path, first) as spool:
+                return work(spool)
+        except Exception as e:
+            if not is_trouble(e):
+                raise
+            self.log.error("nbmergesave: the local spool cannot be used either (%s); merging %s from memory", e, path)
+        with self._scratch(path, os_path) as scratch:
+            return work(scratch)
+
+    def _take_lock(self, path: str) -> tuple[Any, Any] | None:
+        """Enter the save lock for ``path``: the store's (a flock for the embedded store, an advisory lock
+        for PostgreSQL) or, while it is away, the spool's (a flock: saves of this host one at a time; other
+        hosts are kept apart by the compare-then-swap write). ``None`` only when no lock can be had at all."""
+        from ..store.spool import is_trouble
+
+        os_path = self.os_path(path)
+        error: BaseException | None = None
+        for attempt in ("store", "spool"):
+            store = None
+            try:
+                store = self._open(path, os_path) if attempt == "store" else self._spool(path, os_path, error)  # type: ignore[arg-type]
+                held = store.save_lock(os_path)
+                held.__enter__()
+                return store, held
+            except Exception as e:
+                if store is not None:
+                    _quietly(store.close)
+                if not is_trouble(e) or attempt == "spool":
+                    self.log.warning("nbmergesave: no save lock for %s (%s); saving without it", path, e)
+                    return None
+                error = e
+        return None
+
+    def _release(self, taken: tuple[Any, Any] | None) -> None:
+        """Leave the save lock. Never raises: a lock whose connection died was released by the server
+        already, and the save it guarded has reached the disk (the outage is noted, once)."""
+        if taken is None:
+            return
+        store, held = taken
+        try:
+            held.__exit__(None, None, None)
+        except Exception as e:
+            from ..store.spool import is_trouble, note_away, target_of
+
+            if is_trouble(e) and not store.is_spool:
+                _quietly(lambda: note_away(target_of(store.root / "_"), e, self.log))
+            else:
+                self.log.warning("nbmergesave: releasing the save lock failed (%s); the save is done", e)
+        finally:
+            _quietly(store.close)
 
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
@@ -165,11 +274,12 @@ class SaveMerger:
                 return  # the file changed between the server's read and ours: no hash we can vouch for
             if model.get("hash") is None and notebook_io.parse_notebook(data) != _plain(model["content"]):
                 return
-            with open_store(os_path) as store:
-                if store.latest_with(os_path, sha) is None:
-                    store.add(os_path, data, "observed", on_disk=False)
+            self.keep(path, data)
             self.remember(path, sha)
             model[REPLY_KEY] = {"sha256": sha, "mergeable": True}
+            with self._open(path, os_path, catch_up=False) as store:  # on the event loop: no catch-up here
+                if store.latest_with(os_path, sha) is None:
+                    store.add(os_path, data, "observed", on_disk=False)
         except Exception:  # an odd model or file is the server's business, not ours
             self.log.debug("nbmergesave: could not record the load of %s", path, exc_info=True)
 
@@ -181,17 +291,88 @@ class SaveMerger:
         if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
             return None
         incoming = _as_written(model["content"])
+        return self._prepare(model, path, incoming, sent_base if isinstance(sent_base, str) else None)
+
+    def _prepare(self, model: dict[str, Any], path: str, incoming: bytes, sent: str | None, *,
+                 base: bytes | None = None, disk: bytes | None = None, expected: bytes | None = None) -> dict[str, Any] | None:
+        """Merge ``incoming`` into the model to write, and arm the compare-then-swap of that write.
+
+        ``base``: the base found by an earlier attempt of this save; ``disk``, ``expected``: a save our write
+        displaced (it landed between the compare and the swap), to merge with what we wrote, which is on disk.
+        """
         os_path = self.os_path(path)
         try:
-            return self._merge_into(model, path, os_path, incoming, sent_base if isinstance(sent_base, str) else None)
-        except Exception as e:
+            done = self._with_store(path, os_path, lambda store: self._merge_into(
+                store, model, path, os_path, incoming, sent, base=base, disk=disk))
+        except Exception as e:  # the notebook's own trouble (a merge that cannot be done): the save goes as sent
             self.log.error("nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e, exc_info=True)
-            try:
-                with open_store(os_path) as store:
-                    store.add(os_path, incoming, "observed", on_disk=False)
-            except Exception:
-                self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
             return None
+        done.update(incoming=incoming, sent=sent)
+        self._expected[os_path] = done["_disk"] if expected is None else expected
+        return done
+
+    def save_again(self, model: dict[str, Any], path: str, done: dict[str, Any] | None) -> dict[str, Any] | None:
+        """After the write: ``None`` when it is done, else what to write next (merged again). The write
+        finds the file changed since it was read (another server's save): the save is merged with that and
+        written again; or its swap took off the disk a save that landed meanwhile: that one is merged in."""
+        if done is None:
+            return None
+        os_path = self.os_path(path)
+        self._expected.pop(os_path, None)
+        what, displaced = self._written.pop(os_path, ("written", None))
+        if what == "changed":
+            import nbformat
+
+            self.log.info("nbmergesave: %s changed while its save was merged; merging again", path)
+            model["content"] = nbformat.from_dict(notebook_io.parse_notebook(done["incoming"]))
+            base = done["_base"]
+            if base is None:  # there was no file when the save came, and one is there now: both sides are new
+                base = notebook_io.dumps(notebook_io.empty_notebook()).encode()
+            return self._prepare(model, path, done["incoming"], done["sent"], base=base)
+        if what == "displaced" and displaced is not None and displaced != done["declared"]:
+            self.log.info("nbmergesave: a save of %s landed during ours; merging it in", path)
+            ours = done["declared"]
+            import nbformat
+
+            model["content"] = nbformat.from_dict(notebook_io.parse_notebook(ours))
+            base = done["_disk"] or notebook_io.dumps(notebook_io.empty_notebook()).encode()
+            again = self._prepare(model, path, ours, None, base=base, disk=displaced, expected=ours)
+            if again is not None:
+                again["incoming"] = done["incoming"]  # the person's save, as they sent it
+            return again
+        return None
+
+    @contextmanager
+    def writing(self, original: Any, os_path: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """The contents manager's ``atomic_writing`` for a notebook this extension merged: the bytes go to a
+        temporary file renamed over the notebook (its mode and group kept), so no reader ever sees a partial
+        file (jupyter_server writes in place, and a GET landing meanwhile restores its ``.~`` backup over a
+        save that succeeded); and only if the notebook still holds what the merge was made from
+        (compare-then-swap), else nothing is written and the save is merged again."""
+        import io
+
+        expected = self._expected.pop(os_path, None)
+        folder = os.path.dirname(os_path) or "."
+        if expected is None or not os.access(folder, os.W_OK):
+            with original(os_path, *args, **kwargs) as f:
+                yield f
+            return
+        text = kwargs.get("text", args[0] if args else True)
+        buffer: Any = io.StringIO(newline="\n") if text else io.BytesIO()
+        yield buffer
+        data = buffer.getvalue()
+        payload = data.encode(kwargs.get("encoding") or "utf-8") if isinstance(data, str) else data
+        guard = getattr(self.cm, "perm_to_403", None)
+        with guard(os_path) if guard is not None else _nothing():
+            try:
+                replaced = notebook_io.write_atomic(os_path, payload, expected=expected)
+            except notebook_io.Changed:
+                self._written[os_path] = ("changed", None)
+                return
+        unexpected = replaced.unexpected if replaced is not None else None
+        if replaced is not None:
+            replaced.close()
+        self._written[os_path] = ("displaced", unexpected) if unexpected is not None else ("written", None)
 
     def _base(self, store: Store, path: str, os_path: str, sent: str | None, incoming_nb: dict[str, Any],
               disk: bytes | None) -> tuple[bytes | None, str]:
@@ -229,37 +410,43 @@ class SaveMerger:
             return disk, "inferred from the store: made from the version on disk"
         return store.content(base), f"inferred from the store: version {base.version}"
 
-    def _merge_into(self, model: dict[str, Any], path: str, os_path: str, incoming: bytes, sent: str | None) -> dict[str, Any]:
+    def _merge_into(self, store: Store, model: dict[str, Any], path: str, os_path: str, incoming: bytes,
+                    sent: str | None, *, base: bytes | None = None, disk: bytes | None = None) -> dict[str, Any]:
         import nbformat
 
-        disk = _read(os_path)
+        disk = _read(os_path) if disk is None else disk
         incoming_nb = notebook_io.parse_notebook(incoming, "the save")
-        with open_store(os_path) as store:
-            if disk is not None and store.latest_with(os_path, sha256(disk)) is None:
-                store.add(os_path, disk, "observed", on_disk=False)
+        if disk is not None and store.latest_with(os_path, sha256(disk)) is None:
+            store.add(os_path, disk, "observed", on_disk=False)
+        if base is None:
             base, how = self._base(store, path, os_path, sent, incoming_nb, disk)
             if not (sent and how == "sent by the client"):
                 self.log.info("nbmergesave: the save of %s came without a known base; base: %s", path, how)
-            saved = store.add(os_path, incoming, "observed", on_disk=False)
-            self.remember(path, sha256(incoming))  # what a client without the front end now holds
-            reply: dict[str, Any] = {"merged": False}
-            if base is None or disk is None or disk in (base, incoming):
-                store.declare(os_path, saved.sha256 or "", sha256(base if base is not None else disk or incoming), "jupyter")
-                return {**reply, "declared": incoming}
-            disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
-            base_nb = notebook_io.parse_notebook(base, "the loaded version")
-            if disk_nb == base_nb:  # same notebook, other bytes
-                store.declare(os_path, saved.sha256 or "", sha256(disk), "jupyter")
-                return {**reply, "declared": incoming}
-            result = merge(base_nb, disk_nb, incoming_nb)
-            notebook_io.validate(result.notebook, f"merged '{path}'")
-            text = notebook_io.dumps(result.notebook).encode()
-            unresolved = list(result.unresolved)
-            base_v, disk_v = store.latest_with(os_path, sha256(base)), store.latest_with(os_path, sha256(disk))
-            merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
-                                 local=disk_v.version if disk_v else None, remote=saved.version,
-                                 conflicts=len(unresolved))
-            store.declare(os_path, sha256(text), sha256(disk), "jupyter")
+            if store.is_spool:
+                self.log.debug("nbmergesave: %s merged from the local spool (base: %s)", path, how)
+        elif store.latest_with(os_path, sha256(base)) is None:
+            store.add(os_path, base, "observed", on_disk=False)
+        saved = store.add(os_path, incoming, "observed", on_disk=False)
+        reply: dict[str, Any] = {"merged": False, "_base": base, "_disk": disk if disk is not None else b""}
+        if store.is_spool:
+            reply["spooled"] = True
+        if base is None or disk is None or disk in (base, incoming):
+            store.declare(os_path, saved.sha256 or "", sha256(base if base is not None else disk or incoming), "jupyter")
+            return {**reply, "declared": incoming}
+        disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
+        base_nb = notebook_io.parse_notebook(base, "the loaded version")
+        if disk_nb == base_nb:  # same notebook, other bytes
+            store.declare(os_path, saved.sha256 or "", sha256(disk), "jupyter")
+            return {**reply, "declared": incoming}
+        result = merge(base_nb, disk_nb, incoming_nb)
+        notebook_io.validate(result.notebook, f"merged '{path}'")
+        text = notebook_io.dumps(result.notebook).encode()
+        unresolved = list(result.unresolved)
+        base_v, disk_v = store.latest_with(os_path, sha256(base)), store.latest_with(os_path, sha256(disk))
+        merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
+                             local=disk_v.version if disk_v else None, remote=saved.version,
+                             conflicts=len(unresolved))
+        store.declare(os_path, sha256(text), sha256(disk), "jupyter")
         model["content"] = nbformat.from_dict(result.notebook)
         if unresolved:
             self.log.warning("nbmergesave: %s changed on disk since it was loaded; merged with %d conflict(s) marked "
@@ -267,6 +454,7 @@ class SaveMerger:
         else:
             self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
         return {
+            **reply,
             "merged": True, "declared": text, "version": merged_v.version,
             "local": sha256(disk), "remote": sha256(incoming), "base": sha256(base),
             "changes": changes(base_nb, disk_nb),
@@ -281,21 +469,44 @@ class SaveMerger:
         if done is None:
             return
         meant: bytes = done.pop("declared")
+        incoming = done.pop("incoming", None)
+        for internal in ("_base", "_disk", "sent"):
+            done.pop(internal, None)
+        if incoming is not None:
+            # What a client without the front end now holds. Remembered (and kept for a spool) only now:
+            # while the save is merged, the save itself must never be taken for its own base.
+            self.remember(path, sha256(incoming))
+            self.keep(path, incoming)
         try:
             os_path = self.os_path(path)
             written = _read(os_path)
             if written is None:
                 return
+            self.keep(path, written)
             if written != meant:
-                with open_store(os_path) as store:
+                def declare(store: Store) -> None:
                     declared = store.declared_base(os_path, sha256(meant))
                     if declared is not None and declared.sha256:
                         store.declare(os_path, sha256(written), declared.sha256, "jupyter")
+
+                self._with_store(path, os_path, declare)
             sha = sha256(written)
             if isinstance(saved, dict):
                 saved[REPLY_KEY] = {**done, "sha256": sha}
         except Exception:
             self.log.error("nbmergesave: could not record the save of %s", path, exc_info=True)
+
+
+def _quietly(action: Any) -> None:
+    try:
+        action()
+    except Exception:
+        pass
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def changes(base: dict[str, Any], theirs: dict[str, Any]) -> dict[str, int]:
@@ -415,11 +626,23 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
             kwargs = {**kwargs, "require_hash": True}  # the hash of the very bytes the server read
         return kwargs
 
+    original_writing = getattr(contents_manager, "atomic_writing", None)
+    if original_writing is not None:
+        def atomic_writing(os_path: str, *args: Any, **kwargs: Any) -> Any:
+            return merger.writing(original_writing, os_path, *args, **kwargs)
+
+        contents_manager.atomic_writing = atomic_writing
+
     if inspect.iscoroutinefunction(original_save):
         async def save(model: dict[str, Any], path: str = "") -> Any:
             async with merger.alock(path.strip("/")):
                 done = merger.before_save(model, path.strip("/"))
-                saved = await original_save(model, path)
+                for _ in range(merger.ATTEMPTS):
+                    saved = await original_save(model, path)
+                    again = merger.save_again(model, path.strip("/"), done)
+                    if again is None:
+                        break
+                    done = again
                 merger.after_save(path.strip("/"), done, saved)
                 return saved
 
@@ -431,7 +654,12 @@ def install(contents_manager: Any, log: Any = None) -> SaveMerger:
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
             with merger.lock(path.strip("/")):
                 done = merger.before_save(model, path.strip("/"))
-                saved = original_save(model, path)
+                for _ in range(merger.ATTEMPTS):
+                    saved = original_save(model, path)
+                    again = merger.save_again(model, path.strip("/"), done)
+                    if again is None:
+                        break
+                    done = again
                 merger.after_save(path.strip("/"), done, saved)
                 return saved
 

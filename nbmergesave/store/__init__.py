@@ -142,6 +142,8 @@ def _upgrade(backend: Any) -> None:
 class Store:
     """A root's version store. Paths are kept relative to the root, with '/'."""
 
+    is_spool = False  # a stand-in for a store that is away (:mod:`.spool`)
+
     def __init__(self, root: Path, location: Path, backend: Backend | None = None) -> None:
         self.root = root.resolve()
         self.location = location
@@ -262,15 +264,17 @@ class Store:
     # --- versions ----------------------------------------------------------
 
     def add(self, path: str | os.PathLike[str], data: bytes | None, kind: str, *, on_disk: bool = True,
-            base: int | None = None, local: int | None = None, remote: int | None = None, conflicts: int = 0) -> Version:
+            base: int | None = None, local: int | None = None, remote: int | None = None, conflicts: int = 0,
+            time: str | None = None) -> Version:
         """Record a version (its pieces, manifest and index row in one transaction); ``data=None`` records a deletion.
 
         Only pieces the store does not hold yet are compressed and written, and
         that work is done before the transaction, so writers wait on each other
-        only for the rows.
+        only for the rows. ``time``: when the version was made, if not now (a
+        spool replayed after an outage keeps the times its versions were made at).
         """
         key = self.key(path)
-        now = _now()
+        now = time or _now()
         digest = sha256(data) if data is not None else None
         prepared = None
         if data is not None and not self._batches and not self.backend.has_content(digest):  # type: ignore[arg-type]
