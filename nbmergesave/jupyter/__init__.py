@@ -267,13 +267,14 @@ class SaveMerger:
                 model[REPLY_KEY] = {"mergeable": _mergeable(os_path)}
                 return
             data = _read(os_path)
-            if data is None:
-                return
+            if data is None or model.get("hash") not in (None, sha256(data)) or (
+                    model.get("hash") is None and notebook_io.parse_notebook(data) != _plain(model["content"])):
+                # The file changed between the server's read and ours (another server's save): keep what
+                # was served, as the bytes Jupyter writes for it. A base is needed as a notebook, and this
+                # is the notebook the client holds (left out, a later save would be merged against an
+                # older version it did not start from, and report conflicts that are none).
+                data = _as_written(model["content"])
             sha = sha256(data)
-            if model.get("hash") not in (None, sha):
-                return  # the file changed between the server's read and ours: no hash we can vouch for
-            if model.get("hash") is None and notebook_io.parse_notebook(data) != _plain(model["content"]):
-                return
             self.keep(path, data)
             self.remember(path, sha)
             model[REPLY_KEY] = {"sha256": sha, "mergeable": True}
