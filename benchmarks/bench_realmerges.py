@@ -1,8 +1,16 @@
-"""Replay merges people committed: nbmergesave, nbdime's merge_notebooks and `git merge-file`, side by side.
+"""Replay merges people committed: nbmergesave's two engines, nbdime's merge_notebooks and `git merge-file`.
 
-    python benchmarks/bench_realmerges.py                      # ../shared/corpus/realmerges
+    python benchmarks/bench_realmerges.py                      # the shared corpus of real merges
     python benchmarks/bench_realmerges.py CORPUS --cases       # and one line per case that is not perfect
     python benchmarks/bench_realmerges.py CORPUS --only nbmergesave
+
+The rows:
+
+  nbmergesave      the default engine (``cells``) through our doors (merge_files: what the CLI, the git
+                   driver, the watcher and the Jupyter hook run)
+  nbdime engine    ``--engine nbdime`` through the same doors: nbdime's merge, our report of its file
+  nbdime           nbdime's own ``merge_notebooks``, called directly, clean as its decisions say
+  git merge-file   line-based, on the JSON text
 
 A case is a folder with base.ipynb, local.ipynb, remote.ipynb and merged.ipynb
 (what the people committed). Each tool merges base/local/remote; the table
@@ -45,7 +53,9 @@ from nbmergesave import notebook_io  # noqa: E402
 from nbmergesave.merge import merge_files  # noqa: E402
 from nbmergesave.report import markers  # noqa: E402
 
-DEFAULT = ROOT.parent / "shared" / "corpus" / "realmerges"
+# the shared corpus sits beside the checkout (or beside the folder of worktrees holding it)
+DEFAULT = next((p / "shared" / "corpus" / "realmerges" for p in ROOT.parents if (p / "shared" / "corpus").is_dir()),
+               ROOT.parent / "shared" / "corpus" / "realmerges")
 SIDES = ("base", "local", "remote")
 
 
@@ -71,10 +81,10 @@ class Row:
     cases: dict[str, list[str]] = field(default_factory=dict)
 
 
-def run_nbmergesave(folder: Path) -> Outcome:
+def run_nbmergesave(folder: Path, engine: str = "cells") -> Outcome:
     t = time.perf_counter()
     try:
-        result, text = merge_files(*(folder / f"{s}.ipynb" for s in SIDES))
+        result, text = merge_files(*(folder / f"{s}.ipynb" for s in SIDES), engine=engine)
     except Exception as e:  # noqa: BLE001 - every failure is a counted error
         return Outcome(error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t)
     seconds = time.perf_counter() - t
@@ -118,7 +128,13 @@ def run_git(folder: Path) -> Outcome:
     return Outcome(notebook=nb, clean=proc.returncode == 0, seconds=seconds)
 
 
-TOOLS: dict[str, Callable[[Path], Outcome]] = {"nbmergesave": run_nbmergesave, "nbdime": run_nbdime, "git merge-file": run_git}
+def run_nbdime_engine(folder: Path) -> Outcome:
+    return run_nbmergesave(folder, "nbdime")
+
+
+TOOLS: dict[str, Callable[[Path], Outcome]] = {
+    "nbmergesave": run_nbmergesave, "nbdime engine": run_nbdime_engine, "nbdime": run_nbdime, "git merge-file": run_git,
+}
 
 
 def _sources(nb: dict[str, Any]) -> list[str]:

@@ -21,15 +21,7 @@ from typing import Any
 
 from .errors import DaemonError
 from .notebook_io import write_atomic
-from .private import open_private_log, private_dir, private_file
-
-
-def state_dir() -> Path:
-    home = os.environ.get("NBMERGESAVE_HOME")
-    if home:
-        return Path(home)
-    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(xdg) / "nbmergesave"
+from .private import open_private_log, private_dir, private_file, state_dir
 
 
 def _record_file() -> Path:
@@ -70,8 +62,13 @@ def status() -> dict[str, Any] | None:
     return {**record, **live, "running": True}
 
 
-def start(roots: list[str], *, timeout: float = 60.0, extra: list[str] | None = None) -> tuple[dict[str, Any], bool]:
-    """Start the daemon for ``roots``; return (status, started). A running daemon is reported, not doubled."""
+def start(roots: list[str], *, timeout: float = 60.0, extra: list[str] | None = None,
+          engines: dict[str, str] | None = None) -> tuple[dict[str, Any], bool]:
+    """Start the daemon for ``roots``; return (status, started). A running daemon is reported, not doubled.
+
+    ``engines`` names the merge engine of some roots (the rest merge with ``cells``); the record keeps
+    each root's, so adding and removing roots (a restart) keeps them.
+    """
     running = status()
     if running is not None:
         return running, False
@@ -83,14 +80,20 @@ def start(roots: list[str], *, timeout: float = 60.0, extra: list[str] | None = 
     for r in resolved:
         if not Path(r).is_dir():
             raise DaemonError(f"'{r}' is not a folder")
-    cmd = [sys.executable, "-m", "nbmergesave", "watch", *resolved, "--status-file", str(status_file), *(extra or [])]
+    from .merge.options import engine_name
+
+    chosen = {str(Path(r).resolve()): engine_name(e) for r, e in (engines or {}).items()}
+    by_root = {r: chosen.get(r, "cells") for r in resolved}
+    cmd = [sys.executable, "-m", "nbmergesave", "watch", *resolved, "--status-file", str(status_file),
+           *[f"--engine-for={r}={e}" for r, e in by_root.items() if e != "cells"], *(extra or [])]
     log = open_private_log(log_file)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     finally:
         os.close(log)
-    record = {"pid": proc.pid, "roots": resolved, "log": str(log_file), "status_file": str(status_file)}
+    record = {"pid": proc.pid, "roots": resolved, "engines": by_root, "log": str(log_file),
+              "status_file": str(status_file)}
     write_atomic(private_file(_record_file()), json.dumps(record))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -131,14 +134,18 @@ def terminate(pid: int, timeout: float, alive: Any) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def change_roots(add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-    """Add or remove roots of the running daemon (it restarts; the stores keep everything)."""
+def change_roots(add: list[str] = (), remove: list[str] = (),  # type: ignore[assignment]
+                 engine: str = "cells") -> dict[str, Any]:
+    """Add roots (merging with ``engine``) or remove roots of the running daemon (it restarts; the stores
+    keep everything, and the other roots their engines)."""
     running = status()
     if running is None:
         raise DaemonError("no daemon is running (hint: nbmergesave daemon start ROOT)")
     roots = list(running["roots"])
+    engines = dict(running.get("engines") or {})
     for r in add:
         p = str(Path(r).resolve())
+        engines[p] = engine
         if p not in roots:
             roots.append(p)
     gone = {str(Path(r).resolve()) for r in remove}
@@ -149,4 +156,4 @@ def change_roots(add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
     stop()
     if not roots:
         return {"running": False, "roots": []}
-    return start(roots)[0]
+    return start(roots, engines={r: engines.get(r, "cells") for r in roots})[0]

@@ -3,7 +3,10 @@
 ``install`` adds one line to ``.gitattributes`` (only if absent) and two git
 config keys; ``uninstall`` removes exactly those. Git runs the driver as
 ``nbmergesave git-driver run %O %A %B %P`` and passes the file names as
-separate arguments, so no name ever goes through a shell of ours.
+separate arguments, so no name ever goes through a shell of ours. The merge
+engine is part of that command line (``run --engine nbdime ...``; the
+default engine, ``cells``, needs no option), so ``git config
+merge.nbmergesave.driver`` shows which one a repository uses.
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ ATTRIBUTE_LINE = f"*.ipynb merge={DRIVER}"
 DRIVER_NAME = "nbmergesave cell-aware notebook merge"
 
 
-def driver_command() -> str:
-    """The command git runs: this interpreter, so it works inside a virtualenv git does not know."""
-    return f"{shlex.quote(sys.executable)} -m nbmergesave git-driver run %O %A %B %P"
+def driver_command(engine: str = "cells") -> str:
+    """The command git runs: this interpreter, so it works inside a virtualenv git does not know.
+
+    >>> driver_command("nbdime").endswith("-m nbmergesave git-driver run --engine nbdime %O %A %B %P")
+    True
+    """
+    from .merge.options import DEFAULT_ENGINE, engine_name
+
+    engine = engine_name(engine)
+    option = "" if engine == DEFAULT_ENGINE else f"--engine {engine} "
+    return f"{shlex.quote(sys.executable)} -m nbmergesave git-driver run {option}%O %A %B %P"
 
 
 def _git(args: list[str], cwd: str | os.PathLike[str] | None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -49,16 +60,17 @@ def _attributes_file(global_: bool, cwd: str | os.PathLike[str] | None) -> Path:
     return Path(top.stdout.strip()) / ".gitattributes"
 
 
-def install(*, global_: bool = False, cwd: str | os.PathLike[str] | None = None) -> list[str]:
-    """Register the driver; return what was changed (empty when already installed)."""
+def install(*, global_: bool = False, cwd: str | os.PathLike[str] | None = None, engine: str = "cells") -> list[str]:
+    """Register the driver with merge engine ``engine``; return what was changed (empty when already installed
+    so; installing again with another engine changes the driver's command line only)."""
     scope = "--global" if global_ else "--local"
     attributes = _attributes_file(global_, cwd)
     changed = []
-    for key, value in (("name", DRIVER_NAME), ("driver", driver_command())):
+    for key, value in (("name", DRIVER_NAME), ("driver", driver_command(engine))):
         name = f"merge.{DRIVER}.{key}"
         if _git(["config", scope, "--get", name], cwd, check=False).stdout.strip() != value:
             _git(["config", scope, name, value], cwd)
-            changed.append(f"git config {scope} {name}")
+            changed.append(f"git config {scope} {name}" + (f" (engine {engine})" if key == "driver" else ""))
     lines = attributes.read_text(encoding="utf-8").splitlines() if attributes.exists() else []
     if ATTRIBUTE_LINE not in (line.strip() for line in lines):
         attributes.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ bound to loopback unless told otherwise, with a generated token (handed over
 in ``JUPYTER_TOKEN``, not on the command line every local user can read) and
 the nbmergesave extension enabled through an extra config folder of ours
 (``JUPYTER_CONFIG_PATH``), so the user's own Jupyter config still applies.
-Records live in the state folder (see :func:`nbmergesave.daemon.state_dir`),
+Records live in the state folder (see :func:`nbmergesave.private.state_dir`),
 one per root, 0600 in a 0700 folder (they hold the token); a record whose
 process is gone or does not answer is stale.
 """
@@ -25,7 +25,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from .daemon import state_dir, terminate
+from .daemon import terminate
+from .private import state_dir
 from .errors import DaemonError
 from .notebook_io import write_atomic
 from .private import open_private_log, private_dir, private_file

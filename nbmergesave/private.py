@@ -150,3 +150,13 @@ def redact_url(url: str) -> str:
             query = "&".join(f"{k}=***" if k.lower() in ("password", "passwd", "pass") else
                              f"{urllib.parse.quote(k)}={urllib.parse.quote(v)}" for k, v in pairs)
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def state_dir() -> Path:
+    """The user's state folder (daemon and Jupyter records, logs, pause markers): ``$NBMERGESAVE_HOME``,
+    else ``$XDG_STATE_HOME/nbmergesave``, else ``~/.local/state/nbmergesave``. Never in a project."""
+    home = os.environ.get("NBMERGESAVE_HOME")
+    if home:
+        return Path(home)
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(xdg) / "nbmergesave"

@@ -43,7 +43,10 @@ def _where(conflict: Conflict) -> str:
 
 def _what(conflict: Conflict) -> str:
     if conflict.resolution == "inline":
-        note = " (a note cell before it says so)" if conflict.kind == "delete-edit" else ""
+        if conflict.how.startswith("nbdime"):  # the nbdime engine's own form of the marker, which ours does not use
+            note = f" ({conflict.how})"
+        else:
+            note = " (a note cell before it says so)" if conflict.kind == "delete-edit" else ""
         return f"{_WHAT.get(conflict.kind, conflict.kind)}{note}"
     if conflict.how and "took" in conflict.how or conflict.resolution == "clear":
         return conflict.how or _WHAT.get(conflict.kind, conflict.kind)

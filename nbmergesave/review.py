@@ -60,8 +60,14 @@ def find_merge(store: Store, notebook: str | os.PathLike[str], version: int | No
     return Review(merged, store.get(notebook, merged.remote), store.get(notebook, merged.local))  # type: ignore[arg-type]
 
 
+def engine_words(merged: Version) -> str:
+    """Which engine made a merge, in words (merges stored before 0.2 did not record it)."""
+    return f"engine {merged.engine}" if merged.engine else "engine not recorded"
+
+
 def text(store: Store, review: Review) -> str:
-    """nbdime's terminal diff: the save against the merged result, then the other version against it."""
+    """Which engine merged, then nbdime's terminal diff: the save against the merged result, then the other
+    version against it."""
     from nbdime.diffing.notebooks import diff_notebooks
     from nbdime.prettyprint import PrettyPrintConfig, pretty_print_diff
 
@@ -69,6 +75,7 @@ def text(store: Store, review: Review) -> str:
 
     merged = nbformat.from_dict(notebook_io.parse_notebook(store.content(review.merged)))
     out = io.StringIO()
+    out.write(f"merge v{review.merged.version} ({engine_words(review.merged)})\n")
     for title, version in (("the save", review.save), ("the other writer's version", review.other)):
         nb = nbformat.from_dict(notebook_io.parse_notebook(store.content(version)))
         out.write(f"### {title} (v{version.version}) -> merged (v{review.merged.version})\n")

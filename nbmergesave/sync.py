@@ -20,6 +20,7 @@ from typing import Any
 from . import lineage, notebook_io
 from .errors import BadInput, NbMergeSaveError
 from .merge import merge
+from .merge.options import engine_name
 from .store import Store, Version, sha256
 from .store.cells import cell_digests
 
@@ -97,7 +98,8 @@ def tokens_of(store: Store, version: Version) -> lineage.Tokens | None:
 
 
 def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, before: Version,
-                     save: dict[str, Any], saved: Version, expected: bytes, session: Session) -> Outcome | None:
+                     save: dict[str, Any], saved: Version, expected: bytes, session: Session,
+                     engine: str = "cells") -> Outcome | None:
     """Write ``merge(base, before, save)`` over ``path`` if it still holds ``expected``.
 
     The merge is recorded first. If the file changed meanwhile (a newer save
@@ -109,12 +111,12 @@ def _merge_and_write(store: Store, path: str | os.PathLike[str], base: Version, 
     base_nb, before_nb = _load(store, base), _load(store, before)
     if base_nb is None or before_nb is None:
         return Outcome("error", key, saved.version, message=f"a stored version of '{key}' cannot be read")
-    result = merge(base_nb, before_nb, save)
+    result = merge(base_nb, before_nb, save, engine=engine)
     notebook_io.validate(result.notebook, f"merged '{key}'")
     text = notebook_io.dumps(result.notebook).encode("utf-8")
     unresolved = len(result.unresolved)
     merged = store.add(path, text, "merged", on_disk=False, base=base.version, local=before.version,
-                       remote=saved.version, conflicts=unresolved)
+                       remote=saved.version, conflicts=unresolved, engine=engine_name(engine))
     return _write_merged(store, path, merged, expected, session)
 
 
@@ -210,7 +212,8 @@ def conflict_copy_of(path: str | os.PathLike[str]) -> Path | None:
     return p.with_name(match["stem"] + ".ipynb") if match else None
 
 
-def merge_copy(store: Store, copy: str | os.PathLike[str], *, session: Session | None = None) -> Outcome:
+def merge_copy(store: Store, copy: str | os.PathLike[str], *, session: Session | None = None,
+               engine: str = "cells") -> Outcome:
     """Merge a sync tool's conflict copy into its notebook, then remove the copy.
 
     The copy is stored as a version of the notebook, its base found among
@@ -222,7 +225,7 @@ def merge_copy(store: Store, copy: str | os.PathLike[str], *, session: Session |
     key = store.key(copy)
     if original is None:
         return Outcome("error", key, message=f"'{key}' is not a conflict copy")
-    synced = sync_file(store, original, session=session)  # the store must know the file as it is now
+    synced = sync_file(store, original, session=session, engine=engine)  # the store must know the file as it is now
     if synced.action in ("partial", "error"):
         return Outcome("partial", key, message=synced.message)
     try:
@@ -242,7 +245,7 @@ def merge_copy(store: Store, copy: str | os.PathLike[str], *, session: Session |
     expected = Path(original).read_bytes()
     if sha256(expected) != before.sha256:
         return Outcome("partial", key, message=f"'{original}' changed; will look again")
-    outcome = _merge_and_write(store, original, base, before, save, saved, expected, session)
+    outcome = _merge_and_write(store, original, base, before, save, saved, expected, session, engine)
     if outcome is not None and outcome.action == "error":
         return outcome
     os.unlink(copy)  # the merge is recorded (and written, or a newer save will be merged against it)
@@ -251,7 +254,7 @@ def merge_copy(store: Store, copy: str | os.PathLike[str], *, session: Session |
 
 def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None = None,
               session: Session | None = None, attempts: int = 5,
-              writer_of: Callable[[bytes], str | None] | None = None) -> Outcome:
+              writer_of: Callable[[bytes], str | None] | None = None, engine: str = "cells") -> Outcome:
     """Bring the store up to date with ``path`` and merge an overlapping save.
 
     ``data`` is the file's content when the caller read it already (the
@@ -265,7 +268,11 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
     user said a tool rewrites the folder), else ``None``. Such a save is
     recorded as made from the version on disk (kind and declared writer that
     name) and never merged: one writer cannot overlap itself.
+
+    ``engine`` merges overlapping saves (``cells`` or ``nbdime``, see
+    :func:`nbmergesave.merge.merge`) and is recorded with each merge.
     """
+    engine = engine_name(engine)
     session = session if session is not None else Session()
     key = store.key(path)
     # Work in order: saves our own writes swapped off the disk (merged first, they are older),
@@ -280,7 +287,7 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
                 data = notebook_io.read_bytes(path)
             except BadInput as e:
                 return Outcome("error", key, message=str(e), earlier=tuple(done))
-        outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of)
+        outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of, engine)
         queue[:0] = [(d, True) for d in session.displaced.pop(key, [])]
         if outcome is not None:
             done.append(outcome)
@@ -293,7 +300,8 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
 
 
 def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes, session: Session,
-               displaced: bool = False, writer_of: Callable[[bytes], str | None] | None = None) -> Outcome | None:
+               displaced: bool = False, writer_of: Callable[[bytes], str | None] | None = None,
+               engine: str = "cells") -> Outcome | None:
     """``displaced``: ``data`` was swapped off the disk by our own write, so it is merged
     even if the store knows it (the merge is a no-op when our write already held it)."""
     digest = sha256(data)
@@ -359,7 +367,7 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
             return _write_merged(store, path, saved, on_disk, session)
         store.add_on_disk(path, saved.version)
         return Outcome("recorded", key, saved.version)
-    return _merge_and_write(store, path, base, before, save, saved, on_disk, session)
+    return _merge_and_write(store, path, base, before, save, saved, on_disk, session, engine)
 
 
 def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any], before: Version,
@@ -475,13 +483,15 @@ class SaveResult:
 
 
 def save_file(path: str | os.PathLike[str], new: bytes, base: bytes, *, writer: str | None = None,
-              attempts: int = 5) -> SaveResult:
+              attempts: int = 5, engine: str = "cells") -> SaveResult:
     """Merge-on-save for a writer that knows its base: write ``merge(base, on disk, new)`` to ``path``.
 
     Every input is stored first; the write is atomic, with compare-and-swap
-    (if the file changes while we merge, we merge again). Raises
+    (if the file changes while we merge, we merge again). ``engine`` merges
+    (``cells`` or ``nbdime``) and is recorded with the merge. Raises
     :class:`~nbmergesave.errors.BadInput` for unreadable input, naming it.
     """
+    engine = engine_name(engine)
     new_nb = notebook_io.parse_notebook(new, "the new content")
     base_nb = notebook_io.parse_notebook(base, "BASE")
     p = Path(path)
@@ -497,7 +507,7 @@ def save_file(path: str | os.PathLike[str], new: bytes, base: bytes, *, writer: 
                 disk_nb = notebook_io.parse_notebook(disk, f"'{p}' on disk")
                 if store.latest_with(p, sha256(disk)) is None:
                     store.add(p, disk, "observed", on_disk=False)
-                result = merge(base_nb, disk_nb, new_nb)
+                result = merge(base_nb, disk_nb, new_nb, engine=engine)
                 notebook_io.validate(result.notebook, f"merged '{p}'")
                 text, conflicts, merged = notebook_io.dumps(result.notebook).encode(), result.conflicts, True
             with store.save_lock():
@@ -509,7 +519,7 @@ def save_file(path: str | os.PathLike[str], new: bytes, base: bytes, *, writer: 
                     base_v = store.latest_with(p, sha256(base))
                     v = store.add(p, text, "merged", on_disk=False, base=base_v.version if base_v else None,
                                   local=disk_v.version if disk_v else None, remote=saved.version,
-                                  conflicts=sum(c.resolution == "inline" for c in conflicts))
+                                  conflicts=sum(c.resolution == "inline" for c in conflicts), engine=engine)
                 else:
                     v = saved
                 store.declare(p, sha256(text), sha256(disk) if disk is not None and merged else sha256(base), writer)

@@ -13,7 +13,9 @@ from nbmergesave import notebook_io
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-CORPUS = ROOT.parent / "shared" / "corpus" / "nbdime"
+# The shared corpora sit beside the checkout (or beside the folder of worktrees holding it).
+CORPUS = next((p / "shared" / "corpus" / "nbdime" for p in ROOT.parents if (p / "shared" / "corpus").is_dir()),
+              ROOT.parent / "shared" / "corpus" / "nbdime")
 
 
 def cell(source: str, id: str | None = None, kind: str = "code", **extra: Any) -> dict[str, Any]:

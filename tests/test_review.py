@@ -46,7 +46,7 @@ def merged_notebook(tmp_path: Path) -> Path:
 def test_review_text(merged_notebook: Path) -> None:
     result = CliRunner().invoke(cli, ["review", str(merged_notebook), "--text"], catch_exceptions=False)
     assert result.exit_code == 0
-    assert result.stdout.startswith("### the save (v3) -> merged (v4)\n")
+    assert result.stdout.startswith("merge v4 (engine cells)\n### the save (v3) -> merged (v4)\n")
     assert "### the other writer's version (v2) -> merged (v4)" in result.stdout
     assert "+  x1 = 'first writer'" in result.stdout and "+  x4 = 'second writer'" in result.stdout
 

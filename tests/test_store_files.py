@@ -22,7 +22,7 @@ from nbmergesave import notebook_io
 from nbmergesave.cli import cli
 from nbmergesave.errors import StoreError
 from nbmergesave.store import Retention, Store, sha256
-from nbmergesave.store.sqlite import LARGE
+from nbmergesave.store.sqlite import LARGE, SCHEMA_VERSION
 
 from .conftest import ROOT, cell, notebook
 
@@ -190,7 +190,7 @@ def test_a_store_of_schema_2_is_read_as_it_is_and_keeps_new_plots_in_files(tmp_p
         assert [store.content(v) for v in old] == [plots(1), plots(2), plots(3)]
         new = store.add(nb, plots(4), "observed")
         assert store.content(new) == plots(4) and len(piece_files(tmp_path)) == 3  # only the new plots
-        assert store.backend.setting("schema") == "3" and store.fsck(repair=False)["ok"]
+        assert store.backend.setting("schema") == SCHEMA_VERSION and store.fsck(repair=False)["ok"]  # brought up to now
         assert "AUTOINCREMENT" in store._db.execute("SELECT sql FROM sqlite_master WHERE name = 'pieces'").fetchone()[0]
 
 

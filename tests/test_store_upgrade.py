@@ -1,4 +1,5 @@
-"""A store written by nbmergesave 0.1 (one zlib blob per content) is upgraded in place, losing nothing."""
+"""Stores written by earlier nbmergesave versions are upgraded in place, losing nothing: 0.1's (one zlib blob per
+content) and schema 3's (no engine recorded with merges)."""
 
 from __future__ import annotations
 
@@ -49,11 +50,14 @@ def _old_store(root: Path) -> dict:  # type: ignore[type-arg]
         old.add(b, b'{"cells": [', "conflict-copy", on_disk=False)  # a half-written save
         old.record_cells(sha256(v[0]), {"x": "s0", "y": "sy"})
         old.record_cells(sha256(v[2]), {"x": "s2", "y": "sy"})
-        return {"history": {k: [(x.to_dict(), old.content(x) if x.sha256 else None) for x in old.history(k)]
+        def row(x: legacy_store.Version) -> dict:  # type: ignore[type-arg]
+            return {**x.to_dict(), "engine": None}  # 0.1 recorded no engine: its merges say none after the upgrade
+
+        return {"history": {k: [(row(x), old.content(x) if x.sha256 else None) for x in old.history(k)]
                             for k in (a, b)},
-                "declared": old.declared_base(a, sha256(v[2])).to_dict(),  # type: ignore[union-attr]
-                "sharing": [x.to_dict() for x in old.sharing_cells(a, {"x": "s2", "y": "sy"}, 5)],
-                "on_disk": {k: old.on_disk(k).to_dict() for k in (a, b)},  # type: ignore[union-attr]
+                "declared": row(old.declared_base(a, sha256(v[2]))),  # type: ignore[arg-type]
+                "sharing": [row(x) for x in old.sharing_cells(a, {"x": "s2", "y": "sy"}, 5)],
+                "on_disk": {k: row(old.on_disk(k)) for k in (a, b)},  # type: ignore[arg-type]
                 "tracked": old.tracked()}
 
 
@@ -122,3 +126,59 @@ def test_an_old_store_in_use_by_many_processes_is_upgraded_once(tmp_path: Path) 
         assert p.wait(timeout=120) == 0, p.stderr.read()  # type: ignore[union-attr]
     _check(tmp_path, expected)
     assert os.stat(tmp_path / ".nbmergesave").st_mode & 0o077 == 0
+
+
+def _schema_3_store(root: Path) -> list[dict]:  # type: ignore[type-arg]
+    """A store as nbmergesave wrote it before merges recorded their engine (schema 3: no ``engine`` column)."""
+    nb = root / "nb.ipynb"
+    v = [notebook_io.dumps(notebook(cell(f"x = {i}", "x"))).encode() for i in range(3)]
+    with Store.open(root) as store:
+        store.add(nb, v[0], "observed")
+        store.add(nb, v[1], "observed", on_disk=False)
+        store.add(nb, v[2], "merged", base=1, local=1, remote=2, conflicts=0)
+        history = [{**x.to_dict(), "engine": None} for x in store.history(nb)]
+    db = sqlite3.connect(root / ".nbmergesave" / "index.sqlite")
+    db.execute("ALTER TABLE versions DROP COLUMN engine")
+    db.execute("UPDATE settings SET value = '3' WHERE name = 'schema'")
+    db.commit()
+    db.close()
+    return history
+
+
+def test_a_store_of_schema_3_gains_the_engine_column_in_place(tmp_path: Path) -> None:
+    expected = _schema_3_store(tmp_path)
+    nb = tmp_path / "nb.ipynb"
+    with Store.open(tmp_path) as store:
+        assert store.backend.setting("schema") == SCHEMA_VERSION == "4"
+        assert [x.to_dict() for x in store.history(nb)] == expected  # the old merge: engine not recorded (None)
+        merged = store.add(nb, b"{}", "merged", base=1, local=3, remote=2, engine="nbdime")
+        assert merged.engine == "nbdime"
+        assert store.history(nb)[-1] == merged
+        assert store.fsck(repair=False)["ok"]
+    columns = [r[1] for r in sqlite3.connect(tmp_path / ".nbmergesave" / "index.sqlite").execute(
+        "PRAGMA table_info(versions)")]
+    assert columns[-1] == "engine" and columns.count("engine") == 1
+
+
+def test_a_schema_3_store_opened_by_many_processes_at_once_gains_one_column(tmp_path: Path) -> None:
+    expected = _schema_3_store(tmp_path)
+    script = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from nbmergesave.store import Store; Store.open({str(tmp_path)!r}).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()  # type: ignore[union-attr]
+    with Store.open(tmp_path) as store:
+        assert [x.to_dict() for x in store.history(tmp_path / "nb.ipynb")] == expected
+
+
+def test_a_store_of_a_newer_schema_is_refused_with_a_hint(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    db = sqlite3.connect(tmp_path / ".nbmergesave" / "index.sqlite")
+    db.execute("UPDATE settings SET value = '5' WHERE name = 'schema'")
+    db.commit()
+    db.close()
+    import pytest
+
+    from nbmergesave.errors import StoreError
+
+    with pytest.raises(StoreError, match="written by a newer nbmergesave .schema 5, this one reads up to 4.; upgrade"):
+        Store.open(tmp_path)

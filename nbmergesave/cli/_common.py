@@ -36,6 +36,17 @@ def _store_options(command):  # type: ignore[no-untyped-def]
                                                "(default: $NBMERGESAVE_STORE_URL, else ROOT/.nbmergesave).")(command)
 
 
+#: nbmergesave.merge.ENGINES, spelled here so that parsing options does not import the merge.
+ENGINE_CHOICES = ("cells", "nbdime")
+
+
+def _engine_option(what: str):  # type: ignore[no-untyped-def]
+    """``--engine cells|nbdime`` (``cells`` the default) for a command that merges; ``what`` ends the help."""
+    return click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="cells", show_default=True,
+                        help="Merge engine: 'cells' (nbmergesave's cell-level diff3) or 'nbdime' (nbdime's "
+                             f"merge_notebooks, its decisions and markers){what}. See docs/engines.md.")
+
+
 def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":

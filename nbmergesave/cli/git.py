@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import NbMergeSaveError
-from ._common import Refused
+from ._common import Refused, _engine_option
 
 
 @click.group("git-driver")
@@ -24,19 +24,22 @@ def git_driver() -> None:
 
 @git_driver.command("install")
 @click.option("--global", "global_", is_flag=True, help="Install for every repository of this user.")
-def git_driver_install(global_: bool) -> None:
+@_engine_option(", written into the driver's command line in git config")
+def git_driver_install(global_: bool, engine: str) -> None:
     """Add '*.ipynb merge=nbmergesave' to .gitattributes and register the driver.
 
-    Running it again changes nothing.
+    Running it again changes nothing; running it with another --engine
+    changes only the driver's command line.
 
     \b
     Example:
         nbmergesave git-driver install
+        nbmergesave git-driver install --engine nbdime
     """
     from .. import gitdriver
 
     try:
-        changed = gitdriver.install(global_=global_)
+        changed = gitdriver.install(global_=global_, engine=engine)
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     click.echo("\n".join(changed) if changed else "git driver already installed")
@@ -65,12 +68,14 @@ def git_driver_uninstall(global_: bool) -> None:
 @click.argument("local", type=click.Path())
 @click.argument("remote", type=click.Path())
 @click.argument("path", required=False, default=None)
-def git_driver_run(base: str, local: str, remote: str, path: str | None) -> None:
+@_engine_option(" (install records it)")
+def git_driver_run(base: str, local: str, remote: str, path: str | None, engine: str) -> None:
     """What git runs (%O %A %B %P): merge into LOCAL (%A); exit 1 on conflicts.
 
     \b
     Example (git does this for you):
         nbmergesave git-driver run .merge_file_O .merge_file_A .merge_file_B analysis.ipynb
+        nbmergesave git-driver run --engine nbdime .merge_file_O .merge_file_A .merge_file_B analysis.ipynb
     """
     from .. import report as words
     from ..merge import merge_files
@@ -79,7 +84,7 @@ def git_driver_run(base: str, local: str, remote: str, path: str | None) -> None
     try:
         # git passes an empty base when both branches added the file.
         result, _ = merge_files(base, local, remote, local, labels=(f"base of {name}", f"our {name}", f"their {name}"),
-                                empty_base=True)
+                                empty_base=True, engine=engine)
     except NbMergeSaveError as e:
         raise Refused(f"nbmergesave: {e}; leaving git's conflict as it is") from None
     click.echo(words.human(result.conflicts, name), err=True, nl=False)

@@ -26,7 +26,8 @@ def _store_for(notebook: str):  # type: ignore[no-untyped-def]
 @click.option("--json", "as_json", is_flag=True, help="One JSON list of versions.")
 @_store_options
 def history(notebook: str, as_json: bool) -> None:
-    """List every stored version of NOTEBOOK, oldest first.
+    """List every stored version of NOTEBOOK, oldest first (a merge with its
+    inputs, its conflicts left, and the engine that made it).
 
     \b
     Example:
@@ -42,6 +43,7 @@ def history(notebook: str, as_json: bool) -> None:
     for v in versions:
         extra = f" base v{v.base} + v{v.local} + v{v.remote}" if v.kind == "merged" else ""
         extra += f", {v.conflicts} conflicts" if v.conflicts else ""
+        extra += f", engine {v.engine}" if v.engine else ""  # merges stored before 0.2 did not record theirs
         click.echo(f"v{v.version}  {v.time}  {v.kind:<9} {(v.sha256 or '-')[:12]}{extra}")
 
 
@@ -168,7 +170,8 @@ def review(notebook: str, number: int | None, as_text: bool, browser: bool, port
     # SIGTERM ends it like Ctrl-C does: through `finally`, which stops nbdime's server too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        click.echo(f"merge v{found.merged.version} of {notebook}, in nbdime's web diff (Ctrl-C ends it):")
+        click.echo(f"merge v{found.merged.version} of {notebook} ({rv.engine_words(found.merged)}), "
+                   "in nbdime's web diff (Ctrl-C ends it):")
         click.echo(f"  the save (v{found.save.version}) -> merged: {served.urls[0]}")
         click.echo(f"  the other version (v{found.other.version}) -> merged: {served.urls[1]}")
         if browser:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import NbMergeSaveError
-from ._common import Refused, _store_options
+from ._common import Refused, _engine_option, _store_options
 
 
 STRATEGY_CHOICES = ["inline", "local", "ours", "remote", "theirs", "base"]
@@ -28,8 +28,9 @@ STRATEGY_CHOICES = ["inline", "local", "ours", "remote", "theirs", "base"]
 @click.option("--keep-transients", is_flag=True, help="Let execution counts conflict too (by default they never do).")
 @click.option("--json", "as_json", is_flag=True, help="Report conflicts as JSON (on stderr, or to --report).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the JSON conflict report to this file.")
+@_engine_option("")
 def merge(base: str, local: str, remote: str, out: str | None, inplace: bool, strategy: str,
-          outputs: str | None, keep_transients: bool, as_json: bool, report: str | None) -> None:
+          outputs: str | None, keep_transients: bool, as_json: bool, report: str | None, engine: str) -> None:
     """Three-way merge of notebooks: the changes LOCAL and REMOTE made to BASE.
 
     The merged notebook goes to stdout, to -o OUT, or into LOCAL with
@@ -44,6 +45,7 @@ def merge(base: str, local: str, remote: str, out: str | None, inplace: bool, st
         nbmergesave merge base.ipynb mine.ipynb theirs.ipynb -o merged.ipynb
         nbmergesave merge base.ipynb mine.ipynb theirs.ipynb --inplace --json
         nbmergesave merge base.ipynb mine.ipynb theirs.ipynb --outputs inline
+        nbmergesave merge base.ipynb mine.ipynb theirs.ipynb --engine nbdime -o merged.ipynb
     """
     if out and inplace:
         raise click.UsageError("use either -o/--output or --inplace, not both")
@@ -56,7 +58,7 @@ def merge(base: str, local: str, remote: str, out: str | None, inplace: bool, st
             outputs=ALIASES.get(outputs, outputs) if outputs else None,  # type: ignore[arg-type]
             ignore_transients=not keep_transients,
         )
-        result, text = merge_files(base, local, remote, target, options)
+        result, text = merge_files(base, local, remote, target, options, engine=engine)
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     except OSError as e:
@@ -127,8 +129,9 @@ def conflicts(root: str, as_json: bool) -> None:
 @click.option("--from", "from_file", type=click.Path(), help="The new content (default: standard input).")
 @click.option("--writer", help="Who writes, recorded with the save.")
 @click.option("--json", "as_json", is_flag=True, help="Report conflicts as JSON on stderr.")
+@_engine_option(", recorded with the merge")
 @_store_options
-def save(notebook: str, base_file: str, from_file: str | None, writer: str | None, as_json: bool) -> None:
+def save(notebook: str, base_file: str, from_file: str | None, writer: str | None, as_json: bool, engine: str) -> None:
     """Save new content into NOTEBOOK, merging what others saved since BASE.
 
     The file becomes merge(BASE, NOTEBOOK as it is now, new content),
@@ -138,7 +141,7 @@ def save(notebook: str, base_file: str, from_file: str | None, writer: str | Non
     \b
     Example:
         my-editor-export | nbmergesave save analysis.ipynb --base loaded.ipynb
-        nbmergesave save analysis.ipynb --base loaded.ipynb --from edited.ipynb
+        nbmergesave save analysis.ipynb --base loaded.ipynb --from edited.ipynb --engine nbdime
     """
     from .. import notebook_io
     from ..sync import save_file
@@ -146,7 +149,7 @@ def save(notebook: str, base_file: str, from_file: str | None, writer: str | Non
     try:
         new = notebook_io.read_bytes(from_file, f"--from '{from_file}'") if from_file else sys.stdin.buffer.read()
         base = notebook_io.read_bytes(base_file, f"BASE '{base_file}'")
-        result = save_file(notebook, new, base, writer=writer)
+        result = save_file(notebook, new, base, writer=writer, engine=engine)
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     _report(result.conflicts, as_json, None, name=notebook)

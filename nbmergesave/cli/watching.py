@@ -5,11 +5,23 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import NbMergeSaveError
-from ._common import Refused, _count, _size
+from ._common import ENGINE_CHOICES, Refused, _count, _engine_option, _size
+
+
+def _engines_for(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``ROOT=ENGINE`` pairs as a mapping; the engine is checked here, the root when the watcher starts."""
+    found = {}
+    for value in values:
+        root, sep, name = value.rpartition("=")
+        if not sep or not root or name not in ENGINE_CHOICES:
+            raise click.BadParameter(f"'{value}' is not ROOT=ENGINE with ENGINE one of {', '.join(ENGINE_CHOICES)}")
+        found[root] = name
+    return found
 
 
 @click.command()
@@ -25,8 +37,12 @@ from ._common import Refused, _count, _size
 @click.option("--status-file", type=click.Path(dir_okay=False), help="Keep a JSON status here (the daemon reads it).")
 @click.option("--pause-while", "pause_while", multiple=True, type=click.Path(),
               help="While this path exists, record saves but merge none (a tool is rewriting files; repeatable).")
+@_engine_option(" for every ROOT")
+@click.option("--engine-for", "engine_for", multiple=True, metavar="ROOT=ENGINE", callback=_engines_for,
+              help="Another engine for one of ROOTS (repeatable; the daemon passes each root's engine so).")
 def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_location: str | None,
-          project_root: str | None, status_file: str | None, pause_while: tuple[str, ...]) -> None:
+          project_root: str | None, status_file: str | None, pause_while: tuple[str, ...], engine: str,
+          engine_for: dict[str, str]) -> None:
     """Merge overlapping notebook saves in ROOTS (recursive) until Ctrl-C.
 
     Every version seen is kept in ROOT/.nbmergesave/; a save made from an
@@ -41,6 +57,7 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
     Example:
         nbmergesave watch ~/projects/survey ~/projects/thesis
         nbmergesave watch . --pause-while /tmp/restoring-backup
+        nbmergesave watch ~/projects/survey --engine nbdime
     """
     import json
     import signal
@@ -56,7 +73,7 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
     configure(project_root=project_root or "", roots=list(roots))
     try:
         watcher = Watcher(roots, log=log, rescan=rescan, ignore=ignore, store_location=store_location,
-                          pause_while=pause_while)
+                          pause_while=pause_while, engine=engine, engines=engine_for)
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     # SIGTERM stops us as Ctrl-C does. (Setting a threading.Event from the handler can
@@ -87,6 +104,7 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
                 "merges": stats.merges, "conflicts": stats.conflicts, "errors": stats.errors,
                 "last_error": stats.last_error, "pending": watcher.pending(), "time": now,
                 "single_writer": dict(stats.single_writer),
+                "engines": {str(root): name for root, name in watcher.engines.items()},
             }))
 
     try:
@@ -181,10 +199,11 @@ def _print_status(info: dict, as_json: bool) -> None:  # type: ignore[type-arg]
         return
     click.echo(f"pid {info['pid']}, up {info.get('uptime', 0):.0f} s, log {info['log']}")
     notebooks = info.get("notebooks", {})
+    engines = info.get("engines", {})
     width = max((len(r) for r in info["roots"]), default=4)
-    click.echo(f"{'folder':<{width}}  notebooks")
+    click.echo(f"{'folder':<{width}}  notebooks  engine")
     for root in info["roots"]:
-        click.echo(f"{root:<{width}}  {notebooks.get(root, '-')}")
+        click.echo(f"{root:<{width}}  {notebooks.get(root, '-')!s:>9}  {engines.get(root, 'cells')}")
     click.echo(f"merges {info.get('merges', 0)}, with conflicts {info.get('conflicts', 0)}, errors {info.get('errors', 0)}"
                + (f", saves waiting {info['pending']}" if info.get("pending") else "")
                + (f", last error: {info['last_error']}" if info.get("last_error") else ""))
@@ -204,7 +223,8 @@ def _print_status(info: dict, as_json: bool) -> None:  # type: ignore[type-arg]
 @daemon.command("start")
 @click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print pid, roots, log and stores as JSON.")
-def daemon_start(roots: tuple[str, ...], as_json: bool) -> None:
+@_engine_option(" for ROOTS (the daemon records each root's engine)")
+def daemon_start(roots: tuple[str, ...], as_json: bool, engine: str) -> None:
     """Start the background watcher on ROOTS; returns once it is ready.
 
     A second start reports the running daemon instead of starting another.
@@ -212,11 +232,12 @@ def daemon_start(roots: tuple[str, ...], as_json: bool) -> None:
     \b
     Example:
         nbmergesave daemon start ~/projects/survey --json
+        nbmergesave daemon start ~/projects/team --engine nbdime
     """
     from .. import daemon as d
 
     try:
-        info, started = d.start(list(roots))
+        info, started = d.start(list(roots), engines={r: engine for r in roots})
     except NbMergeSaveError as e:
         raise Refused(str(e)) from None
     if not started and not as_json:
@@ -292,14 +313,16 @@ def daemon_stop() -> None:
 
 @daemon.command("add")
 @click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-def daemon_add(roots: tuple[str, ...]) -> None:
-    """Watch more folders with the running daemon.
+@_engine_option(" for these ROOTS (each root keeps its own)")
+def daemon_add(roots: tuple[str, ...], engine: str) -> None:
+    """Watch more folders with the running daemon (adding a watched one again sets its engine).
 
     \b
     Example:
         nbmergesave daemon add ~/projects/new
+        nbmergesave daemon add ~/projects/team --engine nbdime
     """
-    _change_roots(add=list(roots))
+    _change_roots(add=list(roots), engine=engine)
 
 
 @daemon.command("remove")
@@ -314,7 +337,7 @@ def daemon_remove(roots: tuple[str, ...]) -> None:
     _change_roots(remove=list(roots))
 
 
-def _change_roots(**change: list[str]) -> None:
+def _change_roots(**change: Any) -> None:
     from .. import daemon as d
 
     try:

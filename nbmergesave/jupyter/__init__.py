@@ -67,8 +67,8 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from .config import apply
     from .handlers import setup_handlers
 
-    apply(serverapp)  # c.NbMergeSave.store_url / project_root
-    merger = install(serverapp.contents_manager, serverapp.log)
+    settings = apply(serverapp)  # c.NbMergeSave.store_url / project_root / engine
+    merger = install(serverapp.contents_manager, serverapp.log, engine=settings.engine)
     setup_handlers(serverapp.web_app, merger)
     serverapp.log.info("nbmergesave: merging notebook saves with what changed on disk since each load")
 
@@ -83,9 +83,11 @@ class SaveMerger:
     #: How many times a save is merged again when the file changed between the merge and the write.
     ATTEMPTS = 8
 
-    def __init__(self, contents_manager: Any, log: logging.Logger | logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
+    def __init__(self, contents_manager: Any, log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+                 engine: str = "cells") -> None:
         self.cm = contents_manager
         self.log = log
+        self.engine = engine  # c.NbMergeSave.engine
         self.served: dict[str, list[str]] = {}  # path -> sha256s, oldest first
         self._local = asyncio.Lock()
         self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (path, sha256) -> bytes, oldest first
@@ -439,14 +441,14 @@ class SaveMerger:
         if disk_nb == base_nb:  # same notebook, other bytes
             store.declare(os_path, saved.sha256 or "", sha256(disk), "jupyter")
             return {**reply, "declared": incoming}
-        result = merge(base_nb, disk_nb, incoming_nb)
+        result = merge(base_nb, disk_nb, incoming_nb, engine=self.engine)
         notebook_io.validate(result.notebook, f"merged '{path}'")
         text = notebook_io.dumps(result.notebook).encode()
         unresolved = list(result.unresolved)
         base_v, disk_v = store.latest_with(os_path, sha256(base)), store.latest_with(os_path, sha256(disk))
         merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
                              local=disk_v.version if disk_v else None, remote=saved.version,
-                             conflicts=len(unresolved))
+                             conflicts=len(unresolved), engine=self.engine)
         store.declare(os_path, sha256(text), sha256(disk), "jupyter")
         model["content"] = nbformat.from_dict(result.notebook)
         if unresolved:
@@ -456,7 +458,7 @@ class SaveMerger:
             self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
         return {
             **reply,
-            "merged": True, "declared": text, "version": merged_v.version,
+            "merged": True, "declared": text, "version": merged_v.version, "engine": self.engine,
             "local": sha256(disk), "remote": sha256(incoming), "base": sha256(base),
             "changes": changes(base_nb, disk_nb),
             "conflicts": conflict_cells(result.notebook, unresolved),
@@ -616,9 +618,9 @@ def _wants_hash(get: Any) -> bool:
         return False
 
 
-def install(contents_manager: Any, log: Any = None) -> SaveMerger:
-    """Wrap ``contents_manager.get`` and ``.save`` (async or not) with a :class:`SaveMerger`."""
-    merger = SaveMerger(contents_manager, log or logging.getLogger("nbmergesave"))
+def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> SaveMerger:
+    """Wrap ``contents_manager.get`` and ``.save`` (async or not) with a :class:`SaveMerger` merging with ``engine``."""
+    merger = SaveMerger(contents_manager, log or logging.getLogger("nbmergesave"), engine)
     original_get, original_save = contents_manager.get, contents_manager.save
     hashable = _wants_hash(original_get)
 

@@ -1,14 +1,16 @@
-"""Jupyter configuration of the store: ``c.NbMergeSave.store_url`` and ``c.NbMergeSave.project_root``.
+"""Jupyter configuration: the store (``c.NbMergeSave.store_url``, ``c.NbMergeSave.project_root``) and the merge
+engine (``c.NbMergeSave.engine``).
 
 >>> # jupyter_server_config.py, on every host of a team (the URL from the environment or a secret):
 >>> # c.NbMergeSave.store_url = os.environ["NBMERGESAVE_STORE_URL"]
+>>> # c.NbMergeSave.engine = "nbdime"      # or: jupyter lab --NbMergeSave.engine=nbdime
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Unicode
+from traitlets import Enum, Unicode
 from traitlets.config import Configurable
 
 
@@ -21,18 +23,25 @@ class NbMergeSave(Configurable):
     project_root = Unicode(
         "", help="The folder notebooks are named relative to in a shared store (default: the nearest folder "
                  "holding .nbmergesave-project, else the server's root directory).").tag(config=True)
+    engine = Enum(
+        ["cells", "nbdime"], default_value="cells",
+        help="The merge engine of saves that overlap: 'cells' (nbmergesave's cell-level diff3) or 'nbdime' "
+             "(nbdime's merge_notebooks, its decisions and markers). Recorded with each merge.").tag(config=True)
 
 
-def apply(serverapp: Any) -> None:
-    """Read the settings and tell the store (called when the extension loads); say which store is used."""
+def apply(serverapp: Any) -> NbMergeSave:
+    """Read the settings and tell the store (called when the extension loads); say which store is used.
+    Returns the settings (the save hook reads its engine there)."""
     from ..store.where import configure, store_url
 
     settings = NbMergeSave(parent=serverapp)
+    if settings.engine != "cells":
+        serverapp.log.info("nbmergesave: merging overlapping saves with the %s engine", settings.engine)
     configure(url=settings.store_url or None, project_root=settings.project_root or None,
               roots=[serverapp.root_dir])
     url = store_url()
     if url is None:
-        return
+        return settings
     from ..store import Store
 
     try:
@@ -47,7 +56,8 @@ def apply(serverapp: Any) -> None:
             note_away(target_of(os.path.join(serverapp.root_dir, "_")), e, serverapp.log)
         except Exception:
             serverapp.log.warning("nbmergesave: %s; saves are still merged, from a local spool", e)
-        return
+        return settings
     from ..private import redact_url
 
     serverapp.log.info("nbmergesave: history in the PostgreSQL store at %s", redact_url(url))
+    return settings

@@ -37,7 +37,7 @@ The package, one module per part:
 - :mod:`.metadata`: values three-way, metadata key by key;
 - :mod:`.conflicts`: :class:`Conflict`, :class:`MergeResult`, marker cells;
 - :mod:`.valid`: valid, unique cell ids;
-- :mod:`.nbdime_engine`: nbdime's own merge, for comparison;
+- :mod:`.nbdime_engine`: nbdime's own merge (``engine="nbdime"``), its report made from its file;
 - :mod:`.files`: :func:`merge_files`.
 
 >>> from nbformat.v4 import new_notebook, new_code_cell
@@ -54,9 +54,10 @@ from .alignment import Chunk
 from .conflicts import MARK_KEY, Conflict, MergeResult
 from .core import merge
 from .files import merge_files
-from .options import ALIASES, OUTPUT_STRATEGIES, STRATEGIES, MergeOptions, OutputStrategy, Strategy
+from .options import (ALIASES, DEFAULT_ENGINE, ENGINES, OUTPUT_STRATEGIES, STRATEGIES, Engine, MergeOptions,
+                      OutputStrategy, Strategy, engine_name)
 
 __all__ = [
-    "ALIASES", "Chunk", "Conflict", "MARK_KEY", "MergeOptions", "MergeResult", "OUTPUT_STRATEGIES", "OutputStrategy",
-    "STRATEGIES", "Strategy", "merge", "merge_files",
+    "ALIASES", "Chunk", "Conflict", "DEFAULT_ENGINE", "ENGINES", "Engine", "MARK_KEY", "MergeOptions", "MergeResult",
+    "OUTPUT_STRATEGIES", "OutputStrategy", "STRATEGIES", "Strategy", "engine_name", "merge", "merge_files",
 ]

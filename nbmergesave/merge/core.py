@@ -10,13 +10,13 @@ report reads like the file.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from .cells import _Merger
 from .conflicts import Conflict, MergeResult, _conflict_order
 from .metadata import _merge_top
-from .nbdime_engine import _conflict, _merged_top, _nbdime_region
-from .options import MergeOptions
+from .nbdime_engine import _conflict, _merged_top, _nbdime_region, as_written
+from .options import MergeOptions, engine_name
 from .valid import _fix_cell_ids
 
 
@@ -26,22 +26,26 @@ def merge(
     remote: Mapping[str, Any],
     options: MergeOptions | None = None,
     *,
-    engine: Literal["fast", "nbdime"] = "fast",
+    engine: str = "cells",
 ) -> MergeResult:
     """Merge the changes ``local`` and ``remote`` made to ``base``.
 
     Inputs are notebooks (nbformat ``NotebookNode`` or plain dicts with
     text already joined, as :func:`nbmergesave.notebook_io.parse_notebook`
-    returns them); they are not modified. ``engine="nbdime"`` runs nbdime's
-    own merge on the whole notebook with nbdime's own conflict list (slow on
-    long notebooks, reports what nbdime decides; kept for comparison). The
-    result always has valid, unique cell ids (or none, before nbformat 4.5).
+    returns them); they are not modified. ``engine`` is ``"cells"`` (this
+    package's cell-level diff3, the default) or ``"nbdime"``: nbdime's own
+    merge of the whole notebook, with nbdime's decisions and markers (slower
+    on long notebooks); its report is made to say what nbdime's file shows
+    (:func:`.nbdime_engine.as_written`). The result always has valid, unique
+    cell ids (or none, before nbformat 4.5). An unknown engine raises
+    :class:`~nbmergesave.errors.NbMergeSaveError`.
     """
     options = options or MergeOptions()
-    if engine == "nbdime":
+    if engine_name(engine) == "nbdime":
         cells, decisions_at = _nbdime_region(base["cells"], local["cells"], remote["cells"], base, options)
-        conflicts = [_conflict(d, 0, decisions_at, options) for d in decisions_at.conflicts]
-        merged = {**_merged_top(base, local, remote, options, conflicts), "cells": cells}
+        found = [(_conflict(d, 0, decisions_at, options), d) for d in decisions_at.conflicts]
+        merged = {**_merged_top(base, local, remote, options, found), "cells": cells}
+        conflicts = as_written(merged, (base, local, remote), found)
     else:
         merged, conflicts = _fast_merge(base, local, remote, options)
     _fix_cell_ids(merged)

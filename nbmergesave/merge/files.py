@@ -40,9 +40,11 @@ def merge_files(
     *,
     labels: tuple[str, str, str] = ("BASE", "LOCAL", "REMOTE"),
     empty_base: bool = False,
+    engine: str = "cells",
 ) -> tuple[MergeResult, str]:
     """Read three notebook files, merge, validate, and write ``out`` atomically (if given).
 
+    ``engine``: ``cells`` (the default) or ``nbdime`` (see :func:`~.core.merge`).
     Returns the result and the merged file's text. Raises
     :class:`~nbmergesave.errors.BadInput` (one line, naming the file by its
     label) before anything is written.
@@ -55,13 +57,16 @@ def merge_files(
     from .. import notebook_io
     from ..errors import NbMergeSaveError
 
+    from .options import engine_name
+
+    engine = engine_name(engine)  # refused before anything is read
     paths = (base, local, remote)
     with _no_gc():
         nbs = [
             notebook_io.read_notebook(path, label, empty_ok=empty_base and i == 0)
             for i, (path, label) in enumerate(zip(paths, labels))
         ]
-        result = merge(*nbs, options)
+        result = merge(*nbs, options, engine=engine)
         try:
             notebook_io.validate(result.notebook, "the merged notebook")
         except NbMergeSaveError:

@@ -1,10 +1,13 @@
-"""nbdime's own merge (``engine="nbdime"``), kept for comparison, and its decisions turned into conflicts.
+"""nbdime's own merge (``engine="nbdime"``), and its decisions turned into a report that is the truth.
 
 nbdime's ``merge_notebooks`` runs on the whole notebook with nbdime's own
-conflict list: slow on long notebooks, and it reports what nbdime decides.
+decisions and markers: slower on long notebooks. Its decisions do not say
+what its file shows (a conflict it records may leave no marker, a
+delete-versus-edit it settles "both" leaves one), so :func:`as_written`
+turns them into the report from the file itself: left for a person exactly
+where nbdime's file shows a marker, settled (with nbdime's action) elsewhere.
 nbdime is imported only here, inside the functions that run it, so
-importing nbmergesave stays cheap. The decision-to-:class:`~.conflicts.Conflict` helpers read only
-nbdime's decisions, so they live here too.
+importing nbmergesave stays cheap.
 """
 
 from __future__ import annotations
@@ -85,7 +88,19 @@ def _nbdime_region(
     for c in cells:
         if not isinstance(c.get("id"), str) or c["id"] not in known:  # nbdime can merge ids into lists
             c.pop("id", None)
+        _fit_type(c)
     return cells, _Decisions(decisions)
+
+
+def _fit_type(cell: dict[str, Any]) -> None:
+    """Make a cell's fields fit its type: when one side changed a code cell to markdown, nbdime
+    keeps the code cell's ``outputs`` and the file would not validate (the inputs are all stored)."""
+    if cell.get("cell_type") == "code":
+        cell.setdefault("outputs", [])
+        cell.setdefault("execution_count", None)
+    else:
+        cell.pop("outputs", None)
+        cell.pop("execution_count", None)
 
 
 def _both_sides(
@@ -156,9 +171,10 @@ def _nbdime_args(options: MergeOptions) -> SimpleNamespace:
 
 def _merged_top(
     base: Mapping[str, Any], local: Mapping[str, Any], remote: Mapping[str, Any],
-    options: MergeOptions, conflicts: list[Conflict],
+    options: MergeOptions, conflicts: list[tuple[Conflict, Any]],
 ) -> dict[str, Any]:
-    """Notebook metadata and format, merged like nbdime does (its 'take-max' for the minor version)."""
+    """Notebook metadata and format, merged like nbdime does (its 'take-max' for the minor version);
+    conflicts are appended to ``conflicts`` with the decision each comes from."""
     bm, lm, rm = (nb.get("metadata", {}) for nb in (base, local, remote))
     if lm == bm:
         metadata = rm
@@ -174,7 +190,7 @@ def _merged_top(
         )
         merged, decisions = merge_notebooks(wrap(bm), wrap(lm), wrap(rm), _nbdime_args(options))
         metadata = merged["metadata"]
-        conflicts.extend(_conflict(d, 0, _Decisions(decisions), options) for d in _Decisions(decisions).conflicts)
+        conflicts.extend((_conflict(d, 0, _Decisions(decisions), options), d) for d in _Decisions(decisions).conflicts)
     return {"metadata": _plain(metadata), "nbformat": 4, "nbformat_minor": _minor(base, local, remote)}
 
 
@@ -251,3 +267,124 @@ def _applied_ops(d: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if action in ("either", "local_then_remote", "remote_then_local"):
         return list(d.get("local_diff") or []) + (list(d.get("remote_diff") or []) if action != "either" else [])
     return []
+
+
+# --- the report as nbdime's file shows it ----------------------------------------
+
+#: nbdime's actions on a conflict it settled without a marker, in the report's words.
+_ACTIONS = {
+    "local": ("local", "nbdime took local's side"),
+    "remote": ("remote", "nbdime took remote's side"),
+    "base": ("base", "nbdime kept the base"),
+    "clear": ("clear", "nbdime cleared it"),
+    "clear_all": ("clear", "nbdime cleared it"),
+    "remove": ("base", "nbdime removed it"),
+}
+_OPENING, _CLOSING = "<<<<<<< local</b>", ">>>>>>> remote</b>"
+
+
+def _marker_cell_of(cell: Mapping[str, Any], mark: str) -> bool:
+    """One of the markdown cells nbdime writes around conflicting inserts (``mark``: which one)."""
+    source = cell.get("source", "")
+    return cell.get("cell_type") == "markdown" and mark in (source if isinstance(source, str) else "".join(source))
+
+
+def _shown(nb: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]]) -> dict[int | None, list[str]]:
+    """Cells that show a conflict a person must settle, and where (``None``: the notebook's metadata).
+
+    A cell any input holds as it is shows nothing new: markers a person left
+    there before this merge are not this merge's conflicts.
+    """
+    import json
+
+    from ..report import markers
+
+    def plain(cell: Mapping[str, Any]) -> str:
+        return json.dumps({k: v for k, v in cell.items() if k != "id"}, sort_keys=True)
+
+    known = {plain(c) for side in inputs for c in side.get("cells", [])}
+    shown: dict[int | None, list[str]] = {}
+    for m in markers(dict(nb)):
+        if m["cell"] is None:
+            if not any("nbdime-conflicts" in side.get("metadata", {}) for side in inputs):
+                shown[None] = m["where"]
+        elif plain(nb["cells"][m["cell"]]) not in known:
+            shown[m["cell"]] = m["where"]
+    return shown
+
+
+def _shown_how(kind: str, cell: Mapping[str, Any]) -> str:
+    """How nbdime shows a conflict it leaves, where our words for the kind would mislead (our engine puts a note
+    cell before a delete-versus-edit; nbdime a marker line in the kept cell)."""
+    source = cell.get("source", "")
+    if kind == "delete-edit" and _DELETED_MARK in (source if isinstance(source, str) else "".join(source)):
+        return "nbdime's CELL DELETED line at its top says so"
+    return ""
+
+
+def as_written(nb: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]],
+               found: Sequence[tuple[Conflict, Mapping[str, Any] | None]]) -> list[Conflict]:
+    """nbdime's conflicts (each with the decision it comes from) as its file ``nb`` shows them.
+
+    A conflict is left for a person (``inline``) exactly when its cell shows a
+    marker (for ``insert``, nbdime's opening marker cell); any other is
+    reported settled, with nbdime's action (``how``). A marker no decision
+    names becomes a conflict of its own, so nothing shown goes unreported;
+    a generic ``cell`` entry gives way to a named one at the same cell.
+    """
+    cells = nb.get("cells", [])
+    shown = _shown(nb, inputs)
+    explained: set[int | None] = set()
+    report: list[Conflict] = []
+
+    def region(start: int) -> None:  # an insert's marker cells and both sides' cells between them
+        end = start
+        while end < len(cells) - 1 and not _marker_cell_of(cells[end], _CLOSING):
+            end += 1
+        explained.update(range(start, end + 1))
+
+    for c, decision in found:
+        at = c.cell
+        if c.cell is None:
+            visible = None in shown and c.kind == "notebook-metadata"
+        elif c.kind == "insert":
+            visible = at in shown and _marker_cell_of(cells[at], _OPENING)  # type: ignore[index]
+        else:
+            visible = at in shown and not any(_marker_cell_of(cells[at], m) for m in (_OPENING, _CLOSING))  # type: ignore[index]
+        if visible:
+            report.append(Conflict(c.kind, c.cell, c.cell_id, c.base_cell, "inline", _shown_how(c.kind, cells[at])
+                                   if at is not None else ""))
+            if c.kind == "insert":
+                region(at)  # type: ignore[arg-type]
+            else:
+                explained.add(at)
+        elif c.resolution != "inline":
+            report.append(c)  # a side the strategy picked
+        else:
+            action = (decision or {}).get("action")
+            resolution, how = _ACTIONS.get(action, ("both", "nbdime kept both sides' changes, without a marker"))
+            report.append(Conflict(c.kind, c.cell, c.cell_id, c.base_cell, resolution, how))
+    for at in sorted((i for i in shown if i not in explained and i is not None), key=int):
+        if at in explained:
+            continue  # inside an insert region found on the way
+        if _marker_cell_of(cells[at], _OPENING):
+            report.append(Conflict("insert", at, None, None, "inline"))
+            region(at)
+            continue
+        if _marker_cell_of(cells[at], _CLOSING) or _marker_cell_of(cells[at], "=======</b>"):
+            continue  # a stray closing or middle marker is part of a region reported at its opening
+        where, source = shown[at], cells[at].get("source", "")
+        kind = ("delete-edit" if _DELETED_MARK in (source if isinstance(source, str) else "".join(source))
+                else "source" if "source" in where else where[0])
+        report.append(Conflict(kind, at, None, None, "inline", _shown_how(kind, cells[at])))
+        explained.add(at)
+    if None in shown and None not in explained and not any(c.cell is None and c.left for c in report):
+        report.append(Conflict("notebook-metadata", None, None, None, "inline"))
+    named = {(c.cell, c.resolution) for c in report if c.kind != "cell"}
+    report = [c for c in report if c.kind != "cell" or (c.cell, c.resolution) not in named]
+    # One entry per cell and kind (two base cells can land on one merged cell): left before settled.
+    once: dict[tuple[int | None, str], Conflict] = {}
+    for c in sorted(report, key=lambda c: not c.left):
+        if c.cell is None or (c.cell, c.kind) not in once:
+            once.setdefault((c.cell, c.kind) if c.cell is not None else (None, f"{len(once)}"), c)
+    return list(once.values())

@@ -18,6 +18,28 @@ OUTPUT_STRATEGIES: tuple[str, ...] = (*STRATEGIES, "clear")
 #: CLI spellings git users know, mapped to ours.
 ALIASES = {"ours": "local", "theirs": "remote"}
 
+Engine = Literal["cells", "nbdime"]
+#: The merge engines every door offers: ``cells`` (this package's cell-level diff3, the default) and
+#: ``nbdime`` (nbdime's ``merge_notebooks``, for teams that standardised on its decisions and markers).
+ENGINES: tuple[str, ...] = ("cells", "nbdime")
+DEFAULT_ENGINE = "cells"
+
+
+def engine_name(engine: str | None) -> str:
+    """The engine ``engine`` names (``None``: the default; ``fast``, its name before 0.2, is ``cells``).
+
+    Every door checks its engine here, so a typo is refused before anything is read or written.
+
+    >>> engine_name("fast"), engine_name(None), engine_name("nbdime")
+    ('cells', 'cells', 'nbdime')
+    """
+    name = DEFAULT_ENGINE if engine is None or engine == "fast" else engine
+    if name not in ENGINES:
+        from ..errors import NbMergeSaveError
+
+        raise NbMergeSaveError(f"unknown merge engine {engine!r} (hint: choose {' or '.join(ENGINES)})")
+    return name
+
 
 @dataclass(frozen=True)
 class MergeOptions:

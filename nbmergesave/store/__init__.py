@@ -265,8 +265,10 @@ class Store:
 
     def add(self, path: str | os.PathLike[str], data: bytes | None, kind: str, *, on_disk: bool = True,
             base: int | None = None, local: int | None = None, remote: int | None = None, conflicts: int = 0,
-            time: str | None = None) -> Version:
+            engine: str | None = None, time: str | None = None) -> Version:
         """Record a version (its pieces, manifest and index row in one transaction); ``data=None`` records a deletion.
+
+        ``engine``: the merge engine that made a ``merged`` version (shown by ``history`` and ``review``).
 
         Only pieces the store does not hold yet are compressed and written, and
         that work is done before the transaction, so writers wait on each other
@@ -282,12 +284,12 @@ class Store:
         with self.backend.transaction():
             if data is not None and not self.backend.has_content(digest):  # type: ignore[arg-type]
                 _put_content(self.backend, digest, data, prepared)  # type: ignore[arg-type]
-            number = self.backend.add_version(key, digest, now, kind, base, local, remote, conflicts)
+            number = self.backend.add_version(key, digest, now, kind, base, local, remote, conflicts, engine)
             if data is None:
                 self.backend.set_on_disk(key, None)
             elif on_disk:
                 self.backend.set_on_disk(key, number)
-        return Version(key, number, digest, now, kind, base, local, remote, conflicts)
+        return Version(key, number, digest, now, kind, base, local, remote, conflicts, engine)
 
     def add_on_disk(self, path: str | os.PathLike[str], version: int) -> None:
         """Mark a stored version as the file's current content."""

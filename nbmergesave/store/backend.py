@@ -39,6 +39,9 @@ from typing import Any, Protocol, Union
 class Version:
     """One stored version of one notebook; ``sha256`` is ``None`` for a deletion.
 
+    ``engine`` names the merge engine that made a ``merged`` version (``cells`` or ``nbdime``;
+    ``None`` for every other kind, and for merges stored before the engine was recorded).
+
     The row every backend returns, so it is defined beside the protocol (the backends need not import the
     :class:`Store` facade above them); ``nbmergesave.store.Version`` is the name callers use.
     """
@@ -52,6 +55,7 @@ class Version:
     local: int | None = None
     remote: int | None = None
     conflicts: int = 0
+    engine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,7 +101,7 @@ class Backend(Protocol):
     # --- versions -------------------------------------------------------------
 
     def add_version(self, key: str, sha: str | None, time: str, kind: str, base: int | None,
-                    local: int | None, remote: int | None, conflicts: int) -> int:
+                    local: int | None, remote: int | None, conflicts: int, engine: str | None = None) -> int:
         """Append a version to ``key``'s history (number = highest so far + 1); inside a transaction."""
 
     def set_on_disk(self, key: str, version: int | None) -> None:
@@ -196,7 +200,7 @@ class Backend(Protocol):
 #: The tables a copy moves row for row, and their columns (contents and pieces are copied by
 #: content, since piece and content ids are each backend's own; the lineage index is rebuilt).
 COPIED: dict[str, tuple[str, ...]] = {
-    "versions": ("path", "version", "sha256", "time", "kind", "base", "local", "remote", "conflicts"),
+    "versions": ("path", "version", "sha256", "time", "kind", "base", "local", "remote", "conflicts", "engine"),
     "on_disk": ("path", "version"),
     "declarations": ("path", "sha256", "base_sha256", "writer", "time"),
     "pins": ("path", "version"),

@@ -74,6 +74,9 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE IF NOT EXISTS pins (path TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (path, version))",
         "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    [  # 2: the engine of each merge (earlier merges keep NULL: not recorded)
+        "ALTER TABLE versions ADD COLUMN IF NOT EXISTS engine TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("versions", "contents", "pieces", "cell_index", "on_disk", "declarations", "pins", "settings")

@@ -228,11 +228,11 @@ class PostgresBackend:
     # --- versions -------------------------------------------------------------
 
     def add_version(self, key: str, sha: str | None, time: str, kind: str, base: int | None,
-                    local: int | None, remote: int | None, conflicts: int) -> int:
+                    local: int | None, remote: int | None, conflicts: int, engine: str | None = None) -> int:
         row = self._one(
-            "INSERT INTO versions SELECT %s, COALESCE(MAX(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s "
-            "FROM versions WHERE path = %s RETURNING version",
-            (key, sha, time, kind, base, local, remote, conflicts, key))
+            f"INSERT INTO versions ({', '.join(COPIED['versions'])}) SELECT %s, COALESCE(MAX(version), 0) + 1, "
+            "%s, %s, %s, %s, %s, %s, %s, %s FROM versions WHERE path = %s RETURNING version",
+            (key, sha, time, kind, base, local, remote, conflicts, engine, key))
         return int(row[0])  # type: ignore[index]
 
     def set_on_disk(self, key: str, version: int | None) -> None:

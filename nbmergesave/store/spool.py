@@ -335,7 +335,7 @@ def _replay(spool: Store, store: Store, key: str) -> int:
                 continue
             made = store.add(path, spool.content(v), v.kind, on_disk=False, base=numbers.get(v.base or -1),
                              local=numbers.get(v.local or -1), remote=numbers.get(v.remote or -1),
-                             conflicts=v.conflicts, time=v.time)
+                             conflicts=v.conflicts, engine=v.engine, time=v.time)
             numbers[v.version] = made.version
             added += 1
         for row in spool.backend.rows("declarations"):

@@ -27,7 +27,7 @@ from .backend import COPIED, Buffer, PieceCache, Version, chunked
 from .cells import cell_pairs
 from .pieces import pack_ids, unpack_ids
 
-SCHEMA_VERSION = "3"  # 3: plots in files, piece ids never reused (a store of 2 is upgraded when opened)
+SCHEMA_VERSION = "4"  # 3: plots in files, piece ids never reused; 4: the engine of each merge (older ones upgraded when opened)
 DB_NAME = "index.sqlite"
 LARGE = 16384  # stored bytes from which a piece is a file: a plot; below, a row costs less than a file's inode and slack
 PAGE_SIZE = 4096  # measured against 16 KiB: reads 10 % slower, the watcher's first scan 10-25 % faster, less memory
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS versions (
     kind TEXT NOT NULL,
     base INTEGER, local INTEGER, remote INTEGER,
     conflicts INTEGER NOT NULL DEFAULT 0,
+    engine TEXT,
     PRIMARY KEY (path, version)
 );
 CREATE INDEX IF NOT EXISTS versions_by_content ON versions (path, sha256);
@@ -92,6 +93,9 @@ CREATE TABLE IF NOT EXISTS settings (
 """.format(pieces=_PIECES)
 
 
+_VERSION_COLUMNS = ", ".join(COPIED["versions"])  # named: a store upgraded in place has the columns in this order too
+
+
 class SQLiteBackend:
     """Rows of one store in ``LOCATION/index.sqlite``; see :class:`~nbmergesave.store.backend.Backend`."""
 
@@ -130,9 +134,16 @@ class SQLiteBackend:
                                      "SELECT id, digest, codec, size, data FROM pieces")
                     self._db.execute("DROP TABLE pieces")
                     self._db.execute("ALTER TABLE pieces_3 RENAME TO pieces")
+        if not self._has_engine_column():
+            with self.transaction():  # schema 4: the engine of each merge; earlier merges keep NULL (not recorded)
+                if not self._has_engine_column():
+                    self._db.execute("ALTER TABLE versions ADD COLUMN engine TEXT")
         if (row is None or row[0] != SCHEMA_VERSION) and not self.legacy_blobs():
             with self.transaction():
                 self._db.execute("INSERT OR REPLACE INTO settings VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def _has_engine_column(self) -> bool:
+        return any(r[1] == "engine" for r in self._db.execute("PRAGMA table_info(versions)"))
 
     def _pieces_of_schema_2(self) -> bool:
         return "AUTOINCREMENT" not in self._db.execute(
@@ -240,15 +251,15 @@ class SQLiteBackend:
     # --- versions -------------------------------------------------------------
 
     def add_version(self, key: str, sha: str | None, time: str, kind: str, base: int | None,
-                    local: int | None, remote: int | None, conflicts: int) -> int:
+                    local: int | None, remote: int | None, conflicts: int, engine: str | None = None) -> int:
         if sqlite3.sqlite_version_info >= (3, 35):  # one statement: the number and the row
             return int(self._db.execute(
-                "INSERT INTO versions SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM versions "
-                "WHERE path = ? RETURNING version",
-                (key, sha, time, kind, base, local, remote, conflicts, key)).fetchone()[0])
+                f"INSERT INTO versions ({_VERSION_COLUMNS}) SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ? "
+                "FROM versions WHERE path = ? RETURNING version",
+                (key, sha, time, kind, base, local, remote, conflicts, engine, key)).fetchone()[0])
         number = self._db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE path = ?", (key,)).fetchone()[0]
-        self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (key, number, sha, time, kind, base, local, remote, conflicts))
+        self._db.execute(f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (key, number, sha, time, kind, base, local, remote, conflicts, engine))
         return int(number)
 
     def set_on_disk(self, key: str, version: int | None) -> None:

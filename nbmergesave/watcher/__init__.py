@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import NbMergeSaveError, StoreError
 from ..gitrepo import GitRepo, GitRepos
+from ..merge.options import engine_name
 from ..store import Store
 from ..sync import Session
 from .events import SKIP_DIRS, Events, is_notebook, scan
@@ -39,8 +40,14 @@ class Watcher(Events, Gate, Worker):
     def __init__(self, roots: Iterable[str | os.PathLike[str]], *, log: Callable[[str], None] = lambda s: None,
                  debounce: float = 0.02, rescan: float = 300.0, retry: float = 0.2,
                  ignore: Iterable[str] = (), store_location: str | None = None,
-                 pause_while: Iterable[str | os.PathLike[str]] = (), git: bool = True) -> None:
+                 pause_while: Iterable[str | os.PathLike[str]] = (), git: bool = True,
+                 engine: str = "cells", engines: Mapping[str | os.PathLike[str], str] | None = None) -> None:
         self.roots = [Path(r).resolve() for r in roots]
+        # the merge engine of each root: ``engines`` names some roots, ``engine`` is the rest's
+        chosen = {Path(r).resolve(): e for r, e in (engines or {}).items()}
+        self.engines = {root: engine_name(chosen.get(root, engine)) for root in self.roots}
+        if set(chosen) - set(self.roots):
+            raise NbMergeSaveError(f"an engine is given for a folder not watched: {', '.join(map(str, set(chosen) - set(self.roots)))}")
         self.stores = {root: Store.open(root, store_location) for root in self.roots}
         self.log = log
         self.debounce, self.rescan_every, self.retry = debounce, rescan, retry
@@ -70,6 +77,12 @@ class Watcher(Events, Gate, Worker):
             if path.is_relative_to(root):
                 return self.stores[root]
         return None
+
+    def _engine_for(self, path: Path) -> str:
+        for root in sorted(self.roots, key=lambda r: len(r.parts), reverse=True):
+            if path.is_relative_to(root):
+                return self.engines[root]
+        return "cells"
 
     def tracked(self) -> dict[str, int]:
         """Notebooks tracked per root; ``-1`` for a root whose store is away (a status must not stop the watcher)."""

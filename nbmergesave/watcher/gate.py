@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..gitrepo import GitRepo, GitRepos
+from ..private import private_dir, state_dir
 from ..store import Store, sha256
 
 #: In a store's folder: while this file exists, the root's watcher records every save as made from
@@ -168,9 +169,6 @@ def _marker(store: Store, root: Path) -> Path:
     puts nothing in the project), a file per watched folder in this user's state folder on this host."""
     if isinstance(store.location, Path):
         return store.location.absolute() / PAUSE_FILE
-    from ..daemon import state_dir
-    from ..private import private_dir
-
     return private_dir(state_dir() / "paused") / sha256(os.fsencode(root.absolute()))[:16]
 
 

@@ -59,6 +59,7 @@ class Worker:
     _stop: threading.Event
     # from the other parts
     _store_for: Callable[[Path], Store | None]
+    _engine_for: Callable[[Path], str]
     _watched: Callable[[Path], bool]
     _refuse: Callable[[Path, str], None]
     schedule: Callable[[Path, float | None], None]
@@ -76,10 +77,10 @@ class Worker:
         try:
             with self._work:
                 if conflict_copy_of(path) is not None:
-                    outcome = merge_copy(store, path, session=self.session)
+                    outcome = merge_copy(store, path, session=self.session, engine=self._engine_for(path))
                 else:
                     outcome = sync_file(store, path, data=data, session=self.session,
-                                        writer_of=self._writer_of(path, repo, hint))
+                                        writer_of=self._writer_of(path, repo, hint), engine=self._engine_for(path))
         except Exception as e:  # a watcher never stops for one bad file
             self._failed(f"{path}: {e}")
             return None
@@ -114,8 +115,10 @@ class Worker:
         source = f"conflict copy {path.name}" if conflict_copy_of(path) else "save"
         # In a git work tree a merge changes a file git tracks: say how to take it back.
         undo = f"; in git work tree {repo.work_tree}: 'nbmergesave undo {path}' puts the save back" if repo else ""
+        engine = self._engine_for(path)
+        by = f", by {engine}" if engine != "cells" else ""  # the default engine goes without saying
         self.log(f"merged {path}: base v{outcome.base} + on disk v{outcome.local} + {source} v{outcome.remote}"
-                 f" -> v{outcome.version} ({what}){undo}")
+                 f" -> v{outcome.version} ({what}{by}){undo}")
 
     #: How long a replaced file's old inode is watched for a writer caught mid-save.
     REPLACED_WATCH = 2.0
