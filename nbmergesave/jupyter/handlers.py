@@ -98,6 +98,9 @@ class StateHandler(_Base, APIHandler):
         data = _read(os_path)
         state: dict[str, Any] = {"path": path, "sha256": sha256(data) if data is not None else None,
                                  "mergeable": _mergeable(os_path), "merge": None, "degraded": None}
+        # the store knows the notebook by the path saves use (under the server's root as configured, which may
+        # be a symlink), not by its real path (checked above), which may lie outside the project root
+        os_path = self.merger.os_path(path)
         try:
             with open_store(os_path, log=self.merger.log) as store:
                 away = outage(target_of(os_path))
