@@ -333,7 +333,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
     """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
 
     The temporary file lives in the same folder (so the rename cannot cross
-    file systems), takes the old file's mode, and is fsynced before and the
+    file systems), takes the old file's mode (and group, where we may), and is fsynced before and the
     folder after the rename. On any error the target is left as it was.
 
     With ``expected`` (compare-and-swap) the file must hold exactly those
@@ -349,8 +349,10 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     folder = target.parent if str(target.parent) else Path(".")
+    group = None
     try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
+        st = os.stat(target)
+        mode, group = stat.S_IMODE(st.st_mode), st.st_gid
     except FileNotFoundError:
         umask = os.umask(0)
         os.umask(umask)
@@ -362,6 +364,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        if group is not None and group != os.stat(tmp).st_gid:
+            try:  # keep the file's group (a team's), so teammates who could write it still can
+                os.chown(tmp, -1, group)
+            except OSError:
+                pass  # not a member of that group: the mode is kept all the same
         os.chmod(tmp, mode)
         if expected is None:
             os.replace(tmp, target)

@@ -47,10 +47,14 @@ from ..watcher.events import is_notebook
 
 
 def _root_store(root: Path) -> Store:
-    """The store the save hook would use for a notebook right under ``root`` (created in ``root`` if none)."""
+    """The store the save hook would use for a notebook right under ``root`` (created in ``root`` if none).
+
+    Never the local spool: the watcher holds its store for the server's lifetime, and a spool held open
+    can never be caught up. A store that is away at start leaves the server without a watcher (said in
+    the log); saves through it are still merged, from the spool."""
     from ..sync import open_store
 
-    return open_store(root / "_.ipynb")
+    return open_store(root / "_.ipynb", spool=False)
 
 
 class ServerWatcher(Watcher):
