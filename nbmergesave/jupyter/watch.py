@@ -66,10 +66,13 @@ class ServerWatcher(Watcher):
     #: Seconds between rescans of the notebooks the store tracks (events can be lost; a rescan
     #: reads and hashes each tracked notebook, so it is rarer than the CLI watcher's default).
     RESCAN = 600.0
+    #: Seconds between looks at a notebook whose store is away (the save hook spools meanwhile).
+    AWAY_RETRY = 3.0
 
     def __init__(self, root: str | os.PathLike[str], *, log: Any = lambda s: None, rescan: float | None = None,
-                 engine: str = "cells") -> None:
+                 engine: str = "cells", server_log: Any = None) -> None:
         root = Path(root).resolve()
+        self._server_log = server_log  # where the spool's catch-up speaks (the server's log)
         store = _root_store(root)
         super().__init__([root], log=log, rescan=self.RESCAN if rescan is None else rescan, stores={root: store},
                          engine=engine)
@@ -138,11 +141,40 @@ class ServerWatcher(Watcher):
     # --- what the server and its routes ask ------------------------------------------
 
     def sync(self, path: Path, data: bytes | None = None, hint: str | None = None, repo: Any = None) -> Any:
+        if self._away(path):
+            # The save hook spools while the store is away, and declares its saves there: a write seen now
+            # would look like nobody's (an outside write, merged with a stale "on disk"). Look again once
+            # the spool is replayed into the store; this look is what replays it if no save does first.
+            self.schedule(path, self.AWAY_RETRY)
+            return None
+        errors = self.stats.errors
         self._syncing = path
         try:
             return super().sync(path, data, hint, repo)
         finally:
             self._syncing = None
+            if self.stats.errors > errors and self._away(path, catch_up=False):
+                self.schedule(path, self.AWAY_RETRY)  # the store went away during this sync
+
+    def _away(self, path: Path, *, catch_up: bool = True) -> bool:
+        """Whether ``path``'s store is away, or back with a spool not yet replayed (``catch_up``: then
+        replay it now, as a save would, and say whether that could be done)."""
+        from ..store.spool import outage, pending, target_of
+        from ..sync import open_store
+
+        try:
+            target = target_of(path)
+        except Exception:
+            return False
+        if outage(target) is None and not pending(target):
+            return False
+        if not catch_up:
+            return True
+        try:
+            with open_store(path, log=self._server_log, catch_up=True) as store:
+                return store.is_spool
+        except Exception:
+            return True
 
     @staticmethod
     def _here(os_path: str | os.PathLike[str]) -> Path:
@@ -174,7 +206,7 @@ def start(serverapp: Any, log: logging.Logger | logging.LoggerAdapter,  # type: 
         log.info("nbmergesave: the server's contents are not a local folder; not watching for outside writes")
         return None
     try:
-        watcher = ServerWatcher(root, log=lambda line: log.info("nbmergesave: %s", line), engine=engine)
+        watcher = ServerWatcher(root, log=lambda line: log.info("nbmergesave: %s", line), engine=engine, server_log=log)
     except Exception as e:  # the server works without it: saves through it are still merged by the hook
         log.error("nbmergesave: cannot watch %s for writes made outside Jupyter (%s); saves through this server "
                   "are still merged", root, e)
