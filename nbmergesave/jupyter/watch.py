@@ -84,6 +84,7 @@ class ServerWatcher(Watcher):
         self._nested_ok = store_url() is None and not os.environ.get(ENV_STORE)
         self._nested: dict[Path, Store] = {}
         self._syncing: Path | None = None
+        self._stale: set[Path] = set()  # notebooks written while the store was away: next look records, never merges
         self.ready = threading.Event()  # set once start() is done (or has failed)
         self._starting = False
         self.failed: str | None = None
@@ -145,8 +146,15 @@ class ServerWatcher(Watcher):
             # The save hook spools while the store is away, and declares its saves there: a write seen now
             # would look like nobody's (an outside write, merged with a stale "on disk"). Look again once
             # the spool is replayed into the store; this look is what replays it if no save does first.
+            with self._lock:
+                self._stale.add(path)
             self.schedule(path, self.AWAY_RETRY)
             return None
+        with self._lock:
+            stale = path in self._stale
+            self._stale.discard(path)
+        if stale:
+            return self._sighted(path)
         errors = self.stats.errors
         self._syncing = path
         try:
@@ -154,6 +162,8 @@ class ServerWatcher(Watcher):
         finally:
             self._syncing = None
             if self.stats.errors > errors and self._away(path, catch_up=False):
+                with self._lock:
+                    self._stale.add(path)
                 self.schedule(path, self.AWAY_RETRY)  # the store went away during this sync
 
     def _away(self, path: Path, *, catch_up: bool = True) -> bool:
@@ -166,15 +176,56 @@ class ServerWatcher(Watcher):
             target = target_of(path)
         except Exception:
             return False
-        if outage(target) is None and not pending(target):
+        away = outage(target)
+        if away is None and not pending(target):
             return False
-        if not catch_up:
+        if not catch_up or (away is not None and time.monotonic() < away.retry_at):
             return True
         try:
             with open_store(path, log=self._server_log, catch_up=True) as store:
                 return store.is_spool
         except Exception:
             return True
+
+    def _sighted(self, path: Path) -> Any:
+        """After an outage: record ``path`` as it is now, as a first sighting is, never merged. The saves
+        made meanwhile were merged by the hooks that made them, against the file itself; this watcher saw
+        none of them, so the version it holds as "on disk" is stale, and merging with it would undo them."""
+        from ..notebook_io import parse_notebook
+        from ..store import sha256
+        from ..sync import Outcome
+
+        store = self._store_for(path)
+        try:
+            data = path.read_bytes()
+            parse_notebook(data)
+        except FileNotFoundError:
+            return None
+        except Exception:  # caught mid-write: look again shortly, still as a sighting
+            with self._lock:
+                self._stale.add(path)
+            self.schedule(path, self.retry)
+            return None
+        if store is None:
+            return None
+        try:
+            with self._work:
+                digest = sha256(data)
+                before = store.on_disk(path)
+                if before is not None and before.sha256 == digest:
+                    return Outcome("unchanged", str(path), before.version)
+                known = store.latest_with(path, digest)
+                if known is not None:
+                    store.add_on_disk(path, known.version)
+                    version = known.version
+                else:
+                    version = store.add(path, data, "observed").version
+        except Exception as e:
+            self._failed(f"{path}: {e}")
+            return None
+        self.log(f"recorded {path} as it is after the store was away (v{version}); saves made meanwhile were "
+                 f"merged by the servers that took them")
+        return Outcome("recorded", str(path), version)
 
     @staticmethod
     def _here(os_path: str | os.PathLike[str]) -> Path:
