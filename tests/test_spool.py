@@ -172,3 +172,56 @@ def test_releasing_a_lock_whose_connection_died_never_fails_the_save(tmp_path: P
     for _ in range(3):
         merger._release((Store.open(nb.parent), Dead()))  # must not raise
     assert len([line for line in Log.lines if "away" in line]) == 1  # said once, not once per save
+
+
+def test_a_kept_open_store_that_starts_failing_is_dropped_and_the_spool_stands_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Jupyter hook keeps an embedded store open across saves (the fast path): when that store starts
+    failing mid-run, the save still merges (from the spool), the kept store is dropped, and the next open
+    once it answers again replays the spool into it."""
+    pytest.importorskip("jupyter_server")
+    import sqlite3
+
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    from nbmergesave.jupyter import install
+
+    root = tmp_path / "project"
+    root.mkdir()
+    nb = write(root / "nb.ipynb", notebook(cell("a = 0", "a"), cell("b = 0", "b")))
+    cm = FileContentsManager(root_dir=str(root))
+    merger = install(cm)
+    tab = cm.get("nb.ipynb")  # a tab: saves with the hash it loaded
+    tab["content"]["cells"][0]["source"] = "a = 1"
+    reply = cm.save({"type": "notebook", "content": tab["content"], "nbmergesave_base": tab["nbmergesave"]["sha256"]},
+                    "nb.ipynb")
+    kept = list(merger._stores.values())
+    assert len(kept) == 1 and not kept[0].is_spool  # kept open for the next save
+    other = cm.get("nb.ipynb")  # a second tab, loaded now; the first saves again from its own version
+    base = reply["nbmergesave"]["sha256"]
+
+    def failing(*_: object, **__: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(kept[0], "add", failing)
+    other["content"]["cells"][1]["source"] = "b = 2"
+    spooled = cm.save({"type": "notebook", "content": other["content"],
+                       "nbmergesave_base": other["nbmergesave"]["sha256"]}, "nb.ipynb")
+    assert spooled["nbmergesave"].get("spooled")  # merged (here: recorded) from the spool, not failed
+    assert kept[0] not in merger._stores.values()  # dropped, closed
+    assert [c["source"] for c in notebook_io.read_notebook(nb)["cells"]] == ["a = 1", "b = 2"]
+    assert spool.pending(spool.target_of(nb)) and spool.outage(spool.target_of(nb)) is not None
+
+    # the store answers again (a fresh store; RETRY_EVERY = 0): the next save replays the spool first
+    tab["content"]["cells"][0]["source"] = "a = 3"
+    reply = cm.save({"type": "notebook", "content": tab["content"], "nbmergesave_base": base}, "nb.ipynb")
+    assert reply["nbmergesave"]["merged"] and not reply["nbmergesave"].get("spooled")
+    assert [c["source"] for c in notebook_io.read_notebook(nb)["cells"]] == ["a = 3", "b = 2"]
+    assert not spool.pending(spool.target_of(nb)) and spool.outage(spool.target_of(nb)) is None
+    assert len(merger._stores) == 1  # kept open again
+    for store in list(merger._stores.values()):
+        store.close()
+    with Store.open(root) as store:
+        sources = [[c["source"] for c in notebook_io.parse_notebook(store.content(v))["cells"]]
+                   for v in store.history(nb) if v.sha256]
+    assert sources.index(["a = 1", "b = 2"]) < sources.index(["a = 3", "b = 2"])  # the spooled save, replayed

@@ -13,8 +13,10 @@ working, and its ``flock`` serialises the saves of this host.
 When the store answers again, :func:`catch_up` replays the spooled versions
 into it, notebook by notebook, oldest first, with their times, kinds and
 merge inputs (version numbers remapped), skipping contents the notebook's
-history already holds; one catch-up at a time (an exclusive ``flock`` on the
-spool, and the store's save lock of each notebook while it is replayed);
+history held by then already (content the store got only later, from another
+host recording the file meanwhile, is added at its own time); one catch-up at
+a time (an exclusive ``flock`` on the spool, and the store's save lock of each
+notebook while it is replayed);
 then the spool is emptied. Until a catch-up has succeeded, saves keep going
 to the spool, so the store's history stays in the order things happened.
 
@@ -322,6 +324,13 @@ def _replay(spool: Store, store: Store, key: str) -> int:
     added = 0
     with store.save_lock(path):
         numbers: dict[int, int] = {}
+        # content -> its earliest version in the store, and when: a spooled version whose content the store
+        # got only later (another host recording the file while this one spooled; a watcher's look) is still
+        # added, at its own time, so the history says when each save was made
+        earliest: dict[str, tuple[str, int]] = {}
+        for h in store.history(path):
+            if h.sha256 and (h.sha256 not in earliest or h.time < earliest[h.sha256][0]):
+                earliest[h.sha256] = (h.time, h.version)
         for v in spool.history(path):
             if v.sha256 is None:
                 latest = store.history(path, last=1)
@@ -329,14 +338,16 @@ def _replay(spool: Store, store: Store, key: str) -> int:
                     numbers[v.version] = store.add(path, None, v.kind, time=v.time).version
                     added += 1
                 continue
-            there = store.latest_with(path, v.sha256)
-            if there is not None:  # the store has this content already (served before the outage, or replayed)
-                numbers[v.version] = there.version
+            there = earliest.get(v.sha256)
+            if there is not None and there[0] <= v.time:
+                # the store had this content by then already (served before the outage, or replayed)
+                numbers[v.version] = there[1]
                 continue
             made = store.add(path, spool.content(v), v.kind, on_disk=False, base=numbers.get(v.base or -1),
                              local=numbers.get(v.local or -1), remote=numbers.get(v.remote or -1),
                              conflicts=v.conflicts, engine=v.engine, time=v.time)
             numbers[v.version] = made.version
+            earliest[v.sha256] = (v.time, made.version)
             added += 1
         for row in spool.backend.rows("declarations"):
             if row[0] == key:
