@@ -138,7 +138,8 @@ class SaveMerger:
         self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (path, sha256) -> bytes, oldest first
         self._kept_bytes = 0
         self._expected: dict[str, bytes] = {}  # os path -> the bytes the next write must replace (compare-then-swap)
-        self._outcome: dict[str, tuple[str, bytes | None]] = {}  # os path -> what the write did, and bytes it displaced
+        # os path -> what the write did, the bytes it displaced, and what the file holds after it
+        self._outcome: dict[str, tuple[str, bytes | None, bytes | None]] = {}
         #: The watcher of the server's folder (:mod:`.watch`), when it runs.
         self.watcher: Any = None
 
@@ -442,7 +443,7 @@ class SaveMerger:
             return None
         os_path = self.os_path(path)
         self._expected.pop(os_path, None)
-        what, displaced = self._outcome.pop(os_path, ("written", None))
+        what, displaced, holds = self._outcome.pop(os_path, ("written", None, None))
         again = None
         if what == "changed":
             import nbformat
@@ -462,7 +463,8 @@ class SaveMerger:
             model["content"] = nbformat.from_dict(notebook_io.parse_notebook(ours))
             base = done["_disk"] or notebook_io.dumps(notebook_io.empty_notebook()).encode()
             self._wrote.discard(os_path)
-            again = self._prepare(model, path, ours, None, base=base, disk=displaced, expected=ours)
+            again = self._prepare(model, path, ours, None, base=base, disk=displaced,
+                                  expected=holds if holds is not None else ours)
             if again is not None:
                 again["incoming"] = done["incoming"]  # the person's save, as they sent it
         else:
@@ -516,12 +518,41 @@ class SaveMerger:
             try:
                 replaced = notebook_io.write_atomic(os_path, payload, expected=expected)
             except notebook_io.Changed:
-                self._outcome[os_path] = ("changed", None)
+                self._outcome[os_path] = ("changed", None, None)
                 return
         unexpected = replaced.unexpected if replaced is not None else None
         if replaced is not None:
             replaced.close()
-        self._outcome[os_path] = ("displaced", unexpected) if unexpected is not None else ("written", None)
+        if unexpected is None:
+            self._outcome[os_path] = ("written", None, None)
+            return
+        self._outcome[os_path] = ("displaced", unexpected, self._put_back(os_path, unexpected, payload))
+
+    def _put_back(self, os_path: str, displaced: bytes, ours: bytes) -> bytes | None:
+        """Our swap took off the disk a save that landed after the compare: put it back at once, so that no
+        reader (another server's GET, a tab reloading) sees the file without a save that was done, and build
+        on it; ours is merged into it next (:meth:`save_again`). What the file holds now (``None``: ours,
+        the save could not be put back, and the merge goes on as before)."""
+        guard = getattr(self.cm, "perm_to_403", None)
+        try:
+            with guard(os_path) if guard is not None else _nothing():
+                back = notebook_io.write_atomic(os_path, displaced, expected=ours)
+        except Exception:  # changed again meanwhile (a third writer): merge with what is there, as before
+            return None
+        later = back.unexpected if back is not None else None
+        if back is not None:
+            back.close()
+        if later is None:
+            return displaced
+        # a third save landed between our swap and the putting back: it goes back on disk (made from ours)
+        try:
+            with guard(os_path) if guard is not None else _nothing():
+                again = notebook_io.write_atomic(os_path, later, expected=displaced)
+            if again is not None:
+                again.close()
+        except Exception:
+            self.log.warning("nbmergesave: three saves of %s landed at once; merging with what is there", os_path)
+        return None
 
     def _fast_save(self, store: Store, model: dict[str, Any], path: str, os_path: str,
                    sent: str | None) -> dict[str, Any] | None:
