@@ -29,3 +29,7 @@ class DaemonError(NbMergeSaveError):
 
 class StoreUnavailable(StoreError):
     """The store's database cannot be reached now (a save still reaches the disk)."""
+
+
+class StoreDenied(StoreError):
+    """The store belongs to another user who has not shared it with this one (the message says how)."""

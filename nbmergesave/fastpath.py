@@ -77,9 +77,9 @@ class Serialiser:
         for i, raw in enumerate(nb["cells"]):
             cell = _plain_cell(raw)
             old = previous[i] if i < len(previous) else None
-            if old is None or old.cell != cell:
+            if old is None or not same(old.cell, cell):
                 old = by_id.get(cell.get("id"))
-            if old is None or old.cell != cell:
+            if old is None or not same(old.cell, cell):
                 old = _new_cell(cell)
             cells.append(old)
         self._last[key] = cells
@@ -90,6 +90,37 @@ class Serialiser:
 
     def forget(self, key: str) -> None:
         self._last.pop(key, None)
+
+
+_NUMBERS = (bool, int, float)
+
+
+def same(a: Any, b: Any) -> bool:
+    """``a == b``, and every number in one has the type of the other's: what decides whether old bytes can be
+    reused. Python's ``==`` has ``1 == 1.0 == True``, but ``json.dumps`` writes ``1``, ``1.0`` and ``true``.
+
+    >>> same({"a": [1]}, {"a": [1]}), same({"a": [1]}, {"a": [1.0]}), same({"a": 1}, {"a": True})
+    (True, False, False)
+    """
+    return a is b or (a == b and _typed(a, b))
+
+
+def _typed(a: Any, b: Any) -> bool:
+    """For ``a == b``: whether their numbers have the same types. Among JSON values only numbers are equal
+    across types (a value equal to a string is that string), so strings, the bulk of a notebook, are
+    skipped without a call."""
+    ta, tb = type(a), type(b)
+    if ta in _NUMBERS or tb in _NUMBERS:
+        return ta is tb
+    if isinstance(a, dict):  # loops, not all() over a generator: this runs for every cell of every save
+        for k, v in a.items():
+            if type(v) is not str and not _typed(v, b[k]):
+                return False
+    elif isinstance(a, list):
+        for x, y in zip(a, b):
+            if type(x) is not str and not _typed(x, y):
+                return False
+    return True
 
 
 def plain(nb: dict[str, Any], cells: list[Any] | None = None) -> dict[str, Any]:
@@ -156,4 +187,4 @@ def _join(head: str, tail: str, cells: list[_Cell], notebook: dict[str, Any]) ->
     return Written(data.decode("utf-8"), data, parts, digests, notebook)
 
 
-__all__ = ["FAST", "Serialiser", "Written"]
+__all__ = ["FAST", "Serialiser", "Written", "same"]

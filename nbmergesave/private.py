@@ -4,16 +4,19 @@ The rule, in one place:
 
 - The state folder (daemon and Jupyter records, logs) is always private:
   folders ``0700``, files ``0600``. Records hold tokens.
-- A version store is private too, unless it is shared on purpose: when the
-  folder that holds the store (the project root for ``ROOT/.nbmergesave``),
-  or the store folder itself, is **group-writable and setgid** — the usual
-  way a team folder is set up (``chgrp team proj && chmod 2770 proj``) — the
-  store folder gets ``2770`` and its files ``0660``: the group the setgid bit
-  hands down keeps read and write access, others get nothing. Group-writable
-  alone is not enough (a umask of 002 makes every folder so); setgid says
-  the sharing is deliberate.
+- A version store is private too, unless the folder it is created in (the
+  project root for ``ROOT/.nbmergesave``) is **group-writable**, setgid or
+  not (``chmod 775 proj`` or ``chmod 2775 proj``): that folder's group can
+  already write every notebook in it, so the store is made theirs too. The
+  store folder gets the folder's group and ``2770`` (setgid, so what is made
+  in it inherits the group), its files ``0660`` and that group; others get
+  nothing. Without it, whoever saved first would own a store the rest of the
+  group cannot open, and their saves could not be merged.
+- A store that exists keeps its own choice: shared when its folder is
+  group-writable, private otherwise (one made private by an older version is
+  left so; :func:`denied_hint` says how to share it).
 
-Modes are set with ``chmod`` after creation, so the umask of the process
+Modes (and the group) are set with ``chmod`` and ``chown`` after creation, so the umask of the process
 (even ``000``) never widens them, and the umask is never changed (it is
 process-wide, and the Jupyter server runs threads). Files and folders owned
 by another user (a teammate's, in a shared store) are left as they are.
@@ -30,21 +33,25 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 import urllib.parse
 from pathlib import Path
+from typing import NamedTuple
 
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 SHARED_DIR, SHARED_FILE = 0o2770, 0o660
 
 
-def is_team_folder(folder: str | os.PathLike[str]) -> bool:
-    """True when ``folder`` is group-writable and setgid: a folder shared with a group on purpose."""
-    try:
-        mode = os.stat(folder).st_mode
-    except OSError:
-        return False
-    return bool(mode & stat.S_ISGID) and bool(mode & stat.S_IWGRP)
+class StoreModes(NamedTuple):
+    """How a store's folders and files are made: their modes, and the group they get (``None``: left as made)."""
+
+    folder: int
+    file: int
+    group: int | None = None
+
+
+PRIVATE_STORE = StoreModes(PRIVATE_DIR, PRIVATE_FILE)
 
 
 def _make_parents(folder: Path) -> None:
@@ -60,35 +67,57 @@ def _make_parents(folder: Path) -> None:
             pass
 
 
-def set_mode(path: str | os.PathLike[str], mode: int) -> None:
-    """Give ``path`` exactly ``mode`` if it is ours. By path, never by opening it: closing any descriptor
-    of a file drops the process's POSIX locks on it, and SQLite holds such locks on its database files."""
+def set_mode(path: str | os.PathLike[str], mode: int, group: int | None = None) -> None:
+    """Give ``path`` exactly ``mode`` (and the group ``group``, when given) if it is ours. By path, never by
+    opening it: closing any descriptor of a file drops the process's POSIX locks on it, and SQLite holds
+    such locks on its database files.
+
+    A member of ``group`` may give it to what they own; where that is refused (not a member), the file
+    keeps the group it has. The group is set before the mode: changing it can clear a setgid bit.
+    """
     st = os.stat(path)
-    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+    if st.st_uid != os.geteuid():
+        return
+    if group is not None and st.st_gid != group:
+        try:
+            os.chown(path, -1, group)
+        except PermissionError:
+            pass
+        st = os.stat(path)
+    if stat.S_IMODE(st.st_mode) != mode:
         os.chmod(path, mode)
 
 
-def private_dir(folder: str | os.PathLike[str], *, mode: int = PRIVATE_DIR) -> Path:
-    """Create ``folder`` (and missing parents) and give it exactly ``mode`` (default ``0700``); returns it."""
+def private_dir(folder: str | os.PathLike[str], *, mode: int = PRIVATE_DIR, group: int | None = None) -> Path:
+    """Create ``folder`` (and missing parents) and give it exactly ``mode`` (default ``0700``), and
+    ``group`` when given; returns it."""
     path = Path(folder)
     _make_parents(path)
     try:
-        path.mkdir(mode=mode & 0o777)  # at most ``mode`` from the start; no window where it is wider
+        # ours alone until it has its group: the group it is born with (our own) never gets a look in
+        path.mkdir(mode=mode & 0o700)
     except FileExistsError:
         if not path.is_dir():
             raise
-    set_mode(path, mode)
+    set_mode(path, mode, group)
     return path
 
 
-def private_file(path: str | os.PathLike[str], *, mode: int = PRIVATE_FILE) -> Path:
-    """Create ``path`` empty if missing (never truncating it) and give it exactly ``mode`` (default ``0600``)."""
+def private_file(path: str | os.PathLike[str], *, mode: int = PRIVATE_FILE, group: int | None = None) -> Path:
+    """Create ``path`` empty if missing (never truncating it) and give it exactly ``mode`` (default ``0600``),
+    and ``group`` when given."""
     p = Path(path)
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), mode & 0o777)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), mode & 0o700)
     try:
         st = os.fstat(fd)
-        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
-            os.fchmod(fd, mode)
+        if st.st_uid == os.geteuid():
+            if group is not None and st.st_gid != group:
+                try:
+                    os.fchown(fd, -1, group)
+                except PermissionError:
+                    pass
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.fchmod(fd, mode)
     finally:
         os.close(fd)
     return p
@@ -100,15 +129,61 @@ def open_private_log(path: str | os.PathLike[str]) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
 
 
-def store_modes(folder: str | os.PathLike[str]) -> tuple[int, int]:
-    """(folder mode, file mode) for a store at ``folder``: shared with the group only in a team folder."""
+def store_modes(folder: str | os.PathLike[str]) -> StoreModes:
+    """How the store at ``folder`` makes its folders and files.
+
+    A store that exists says it itself: shared (``2770``/``0660``, its own group) when its folder is
+    group-writable, private (``0700``/``0600``) otherwise. A new one follows the folder it is made
+    in: shared with that folder's group when that folder is group-writable, setgid or not.
+    """
     path = Path(folder)
-    shared = is_team_folder(path.parent) or is_team_folder(path)
-    return (SHARED_DIR, SHARED_FILE) if shared else (PRIVATE_DIR, PRIVATE_FILE)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        try:
+            st = os.stat(path.parent)
+        except OSError:
+            return PRIVATE_STORE
+    except OSError:
+        return PRIVATE_STORE
+    if st.st_mode & stat.S_IWGRP:
+        return StoreModes(SHARED_DIR, SHARED_FILE, st.st_gid)
+    return PRIVATE_STORE
+
+
+def _name(lookup: str, number: int) -> str:
+    import grp
+    import pwd
+
+    try:
+        return pwd.getpwuid(number).pw_name if lookup == "user" else grp.getgrgid(number).gr_name
+    except KeyError:
+        return str(number)
+
+
+def denied_hint(folder: str | os.PathLike[str]) -> str:
+    """What to do about a store at ``folder`` this user may not use: the owner shares it with the group
+    of the folder that holds it (the commands, ready to paste).
+
+    >>> "chgrp -R" in denied_hint("/nonexistent/.nbmergesave")
+    True
+    """
+    path = Path(folder).absolute()
+    try:
+        owner = _name("user", os.stat(path).st_uid)
+    except OSError:
+        owner = "its owner"
+    try:
+        group = _name("group", os.stat(path.parent).st_gid)
+    except OSError:
+        group = "GROUP"
+    where = shlex.quote(str(path))
+    return (f"the store is private to {owner}; to share it with the group '{group}' of the folder, {owner} "
+            f"(or root) runs: chgrp -R {shlex.quote(group)} {where} && chmod -R g+rwX {where} && chmod g+s {where}")
 
 
 def store_folder(folder: str | os.PathLike[str]) -> Path:
-    """Create the store folder at ``folder`` and its lock file with the modes of :func:`store_modes`.
+    """Create the store folder at ``folder`` and its lock file with the modes and group of :func:`store_modes`.
 
     The lock file is made here, so that in a team store every member can open
     it. The database is left to SQLite (opening and closing a descriptor of
@@ -116,9 +191,9 @@ def store_folder(folder: str | os.PathLike[str]) -> Path:
     its mode by path once open, and SQLite gives ``-wal`` and ``-shm`` the
     database's mode.
     """
-    dir_mode, file_mode = store_modes(folder)
-    path = private_dir(folder, mode=dir_mode)
-    private_file(path / "save.lock", mode=file_mode)
+    modes = store_modes(folder)
+    path = private_dir(folder, mode=modes.folder, group=modes.group)
+    private_file(path / "save.lock", mode=modes.file, group=modes.group)
     return path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fastpath, lineage, notebook_io
-from .errors import BadInput, NbMergeSaveError
+from .errors import BadInput, NbMergeSaveError, StoreDenied
 from .merge import merge
 from .merge.options import engine_name
 from .store import Store, Version, sha256
@@ -321,7 +321,10 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
                 data = notebook_io.read_bytes(path)
             except BadInput as e:
                 return Outcome("error", key, message=str(e), earlier=tuple(done))
-        outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of, engine)
+        # Under the save lock: two watchers of one folder (the Jupyter server's and a `nbmergesave watch`)
+        # seeing the same write would otherwise both find it new, and both merge it.
+        with store.save_lock(path):
+            outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of, engine)
         queue[:0] = [(d, True) for d in session.displaced.pop(key, [])]
         if outcome is not None:
             done.append(outcome)
@@ -419,7 +422,11 @@ def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any],
     skip = {before.version} | ({saved.version} if saved is not None else set())
     seen = {v.version for v in recent} | skip
     alike = [v for v in store.sharing_cells(path, cell_digests(save), SHARING_CELLS) if v.version not in seen]
-    candidates = [v for v in recent if v.version not in skip] + alike
+    # Nor a version equal to the save (two doors recording one save, as a Jupytext text edit is): made
+    # "from itself", the save would change nothing and the merge would drop it.
+    same = saved.sha256 if saved is not None else None
+    candidates = [v for v in recent if v.version not in skip and v.sha256 != same] + \
+        [v for v in alike if v.sha256 != same]
     return lineage.find_base(save, before, candidates, lambda v: tokens_of(store, v), _save_tokens(store, saved))
 
 
@@ -467,6 +474,8 @@ def _as_sha(value: bytes | str) -> str:
 def _open_configured(path: str | os.PathLike[str]) -> Store:
     try:
         return Store.find(path)
+    except StoreDenied:
+        raise  # there is one, another user's: a new store beside it would not be found again
     except NbMergeSaveError as e:
         if str(e).startswith("no version store holds"):  # none yet: a new one beside the notebook
             return Store.open(Path(path).absolute().parent)

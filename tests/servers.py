@@ -28,16 +28,19 @@ class JupyterProcess:
     """``python -m MODULE`` serving ``root`` on 127.0.0.1 with a token, its output in ``log_path``."""
 
     def __init__(self, module: str, root: Path, log_folder: Path, env: dict[str, str], args: Sequence[str] = (),
-                 port: int | None = None, token: str | None = None, timeout: float = 60) -> None:
+                 port: int | None = None, token: str | None = None, timeout: float = 60,
+                 python: Sequence[str] | None = None, umask: int = -1) -> None:
+        """``python``: the command that runs a module as ``python -m`` does (default: this interpreter), for
+        example one that runs it as another user (tests/test_shared_folder.py)."""
         self.root = root
         self.port, self.token = port or free_port(), token or secrets.token_hex(16)
         self.log_path = log_folder / f"{module}-{self.port}-{time.monotonic_ns()}.log"
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--no-browser", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
-             *args, *(["--allow-root"] if os.geteuid() == 0 else [])],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTER_PLATFORM_DIRS": "1", **env})
+            [*(python or (sys.executable, "-m")), module, "--no-browser", f"--ServerApp.port={self.port}",
+             "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={root}", *args, *(["--allow-root"] if os.geteuid() == 0 and python is None else [])],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTER_PLATFORM_DIRS": "1", **env}, umask=umask)
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -85,6 +85,45 @@ def test_serialiser_gives_the_bytes_and_pieces_of_the_full_path(path: Path) -> N
         assert written.digests == [hashlib.sha256(p).digest() for p in written.parts]
 
 
+
+@pytest.mark.parametrize("where", ["cell metadata", "output data", "output metadata", "notebook metadata"])
+@pytest.mark.parametrize("before, after", [(1, 1.0), (1, True), (1.0, 1), (1.0, True), (0, False), (False, 0.0)],
+                         ids=repr)
+def test_a_number_that_changed_only_its_type_is_written_again(where: str, before: Any, after: Any) -> None:
+    """``1 == 1.0 == True`` in Python, but nbformat writes ``1``, ``1.0`` and ``true``: a cell whose value
+    changed only between int, float and bool must not reuse its old bytes."""
+    import nbformat
+
+    def notebook(value: Any) -> dict[str, Any]:
+        cell = {"cell_type": "code", "execution_count": 1, "id": "c", "metadata": {}, "source": "f()",
+                "outputs": [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                             "data": {"text/plain": "1", "application/json": {"v": 0}}}]}
+        nb = {"cells": [{"cell_type": "markdown", "id": "m", "metadata": {}, "source": "# title"}, cell],
+              "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+        target = {"cell metadata": cell["metadata"], "output data": cell["outputs"][0]["data"]["application/json"],
+                  "output metadata": cell["outputs"][0]["metadata"], "notebook metadata": nb["metadata"]}[where]
+        target["v"] = value
+        return nb
+
+    serialiser = fastpath.Serialiser()
+    for value in (before, after, before, after):
+        nb = notebook(value)
+        written = serialiser.written("nb", json.loads(json.dumps(nb)))  # fresh objects, as a request gives
+        expected = nbformat.writes(nbformat.from_dict(nb)) + "\n"  # what nbformat.write puts in the file
+        assert written is not None
+        assert written.text == expected, (value, written.text)
+        assert written.parts == pieces.split(expected.encode())
+        assert written.digests == [hashlib.sha256(p).digest() for p in written.parts]
+
+
+def test_same_compares_numbers_by_type() -> None:
+    assert fastpath.same({"a": [1, {"b": 2.5}], "s": "x"}, {"a": [1, {"b": 2.5}], "s": "x"})
+    assert not fastpath.same({"a": [1]}, {"a": [1.0]})
+    assert not fastpath.same({"a": [{"b": 1}]}, {"a": [{"b": True}]})
+    assert not fastpath.same({"a": 0.0}, {"a": False})
+    assert not fastpath.same({"a": 1}, {"a": 2})
+    assert fastpath.same({"a": None, "b": [None]}, {"a": None, "b": [None]})
+
 def _rows(store: Store) -> dict[str, Any]:
     """What a store holds, without times (two runs differ only in those)."""
     db = store._db

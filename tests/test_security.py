@@ -52,7 +52,7 @@ def test_private_dir_and_file_ignore_the_umask(tmp_path: Path, umask: int) -> No
 def test_store_is_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
     root = tmp_path / "project"
     root.mkdir()
-    os.chmod(root, 0o775)  # group-writable without setgid: not a team folder
+    os.chmod(root, 0o755)  # its group may not write it: the store is whoever made it's alone
     with Store.open(root) as store:
         nb = root / "nb.ipynb"
         nb.write_text(notebook_io.dumps(notebook(cell("x = 1", "x"))))
@@ -65,14 +65,16 @@ def test_store_is_private_whatever_the_umask(tmp_path: Path, umask: int) -> None
             assert mode(f) == 0o600, f
 
 
-def test_store_in_a_team_folder_keeps_the_group(tmp_path: Path, umask: int) -> None:
+@pytest.mark.parametrize("folder_mode", [0o2775, 0o775, 0o770], ids=oct)
+def test_store_in_a_group_writable_folder_is_the_groups(tmp_path: Path, umask: int, folder_mode: int) -> None:
+    """Group-writable is enough, setgid or not (``chmod 775`` is the common way to share a folder)."""
     team = tmp_path / "team"
     team.mkdir()
     gid = os.getegid()
     if os.geteuid() == 0:  # a group other than ours, as a team's would be
         gid = 100 if gid != 100 else 50
         os.chown(team, -1, gid)
-    os.chmod(team, 0o2775)  # chgrp team && chmod 2775: shared on purpose
+    os.chmod(team, folder_mode)
     with Store.open(team) as store:
         nb = team / "nb.ipynb"
         nb.write_text(notebook_io.dumps(notebook(cell("x = 1", "x"))))
@@ -89,6 +91,7 @@ def test_store_in_a_team_folder_keeps_the_group(tmp_path: Path, umask: int) -> N
 def test_daemon_state_and_log_are_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
     root = tmp_path / "project"
     root.mkdir()
+    os.chmod(root, 0o755)  # not group-writable (umask 002 would make it so, and its store the group's)
     (root / "nb.ipynb").write_text(notebook_io.dumps(notebook(cell("x = 1", "x"))))
     env = {**os.environ, "NBMERGESAVE_HOME": str(tmp_path / "home" / "state")}
     cmd = [sys.executable, "-m", "nbmergesave", "daemon"]

@@ -99,8 +99,8 @@ def test_a_save_landing_during_collection_keeps_every_piece_it_needs(store: Stor
     prepared, added = threading.Event(), []
     real_prepare = store_module._prepare
 
-    def prepare(backend, data):  # type: ignore[no-untyped-def]
-        result = real_prepare(backend, data)
+    def prepare(backend, data, given=None):  # type: ignore[no-untyped-def]
+        result = real_prepare(backend, data, given)
         prepared.set()
         return result
 

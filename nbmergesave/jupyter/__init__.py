@@ -41,12 +41,17 @@ HTTP routes (Jupyter's own authentication; paths must name a notebook under
 the server's root): ``/nbmergesave/api/state`` and ``/nbmergesave/review``
 (:mod:`nbmergesave.jupyter.handlers`).
 
+With jupyter-collaboration installed, its rooms merge changes made outside
+them instead of being replaced by the file (:mod:`nbmergesave.jupyter.rooms`).
+
 This module is imported only by Jupyter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import importlib.util
 import inspect
 import logging
 import os
@@ -67,6 +72,9 @@ REPLY_KEY = "nbmergesave"
 #: How often, and how long apart (s), a notebook that does not parse is read again before a tab is told
 #: a save cannot be merged with it (another program may be writing it in place).
 MERGEABLE_RETRIES, MERGEABLE_WAIT = 10, 0.05
+#: Set while this request is saving a notebook: the server's own ``get(content=False)`` at the end of a save
+#: need not ask whether the file parses (a parse of the whole file; the save's reply says what happened).
+_SAVING: contextvars.ContextVar[bool] = contextvars.ContextVar("nbmergesave_saving", default=False)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -94,6 +102,13 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     else:
         serverapp.log.info("nbmergesave: not watching the server's folder (c.NbMergeSave.watch_root = False): "
                            "writes made outside Jupyter replace the file as they always did")
+    if importlib.util.find_spec("jupyter_server_ydoc") is not None:  # real-time collaboration is installed
+        from .rooms import install as merge_in_rooms
+
+        try:
+            merge_in_rooms(serverapp.root_dir, serverapp.log)
+        except Exception:
+            serverapp.log.error("nbmergesave: could not set up merging in collaboration rooms", exc_info=True)
 
 
 def _stop_with(serverapp: Any, watcher: Any) -> None:
@@ -366,17 +381,24 @@ class SaveMerger:
         try:
             os_path = self.os_path(path)
             if model.get("content") is None:
-                model[REPLY_KEY] = {"mergeable": _mergeable(os_path)}
+                if not _SAVING.get():
+                    model[REPLY_KEY] = {"mergeable": _mergeable(os_path)}
                 return
             data = _read(os_path)
-            if data is None or model.get("hash") not in (None, sha256(data)) or (
-                    model.get("hash") is None and notebook_io.parse_notebook(data) != _plain(model["content"])):
+            sha = sha256(data) if data is not None else None
+            served = model.get("hash")
+            if data is not None and served != sha and _pair_hash(served, sha):  # type: ignore[arg-type]
+                if notebook_io.parse_notebook(data) != _plain(model["content"]):
+                    return  # (Jupytext served a paired text file's inputs that the .ipynb does not hold yet)
+            elif data is None or served not in (None, sha) or (
+                    served is None and notebook_io.parse_notebook(data) != _plain(model["content"])):
                 # The file changed between the server's read and ours (another server's save): keep what
                 # was served, as the bytes Jupyter writes for it. A base is needed as a notebook, and this
                 # is the notebook the client holds (left out, a later save would be merged against an
                 # older version it did not start from, and report conflicts that are none).
                 data = _as_written(model["content"])
-            sha = sha256(data)
+                sha = sha256(data)
+            assert data is not None and sha is not None
             self.keep(path, data, sha)
             self.remember(path, sha)
             model[REPLY_KEY] = {"sha256": sha, "mergeable": True}
@@ -402,8 +424,11 @@ class SaveMerger:
             return None
         os_path = self.os_path(path)
         sent = sent_base if isinstance(sent_base, str) else None
+        disk = _read(os_path)  # read and hashed once for both paths
+        disk_sha = sha256(disk) if disk is not None else None
         try:
-            done = self._with_store(path, os_path, lambda store: self._fast_save(store, model, path, os_path, sent))
+            done = self._with_store(path, os_path, lambda store: self._fast_save(store, model, path, os_path, sent,
+                                                                                  disk, disk_sha))
         except Exception:
             self.log.warning("nbmergesave: the fast path failed for %s; taking the full one", path, exc_info=True)
             self._prepared.pop(os_path, None)
@@ -412,23 +437,31 @@ class SaveMerger:
         if done is not None:
             self._expected[os_path] = done["_disk"]
             return done
-        incoming = self._serialised(os_path, model["content"])
-        return self._prepare(model, path, incoming, sent)
+        incoming, cut = self._serialised(os_path, model["content"])
+        return self._prepare(model, path, incoming, sent, cut=cut, disk=disk, disk_sha=disk_sha)
 
     def _prepare(self, model: dict[str, Any], path: str, incoming: bytes, sent: str | None, *,
-                 base: bytes | None = None, disk: bytes | None = None, expected: bytes | None = None) -> dict[str, Any] | None:
+                 base: bytes | None = None, disk: bytes | None = None, expected: bytes | None = None,
+                 cut: tuple[list[bytes], list[bytes]] | None = None,
+                 disk_sha: str | None = None) -> dict[str, Any] | None:
         """Merge ``incoming`` into the model to write, and arm the compare-then-swap of that write.
 
-        ``base``: the base found by an earlier attempt of this save; ``disk``, ``expected``: a save our write
-        displaced (it landed between the compare and the swap), to merge with what we wrote, which is on disk.
+        ``base``: the base found by an earlier attempt of this save; ``disk``: the file as read (with its
+        ``disk_sha``), else read now; with ``expected``: a save our write displaced (it landed between the
+        compare and the swap), to merge with what we wrote. ``cut``: ``incoming``'s pieces, when made.
         """
         os_path = self.os_path(path)
         try:
             done = self._with_store(path, os_path, lambda store: self._merge_into(
-                store, model, path, os_path, incoming, sent, base=base, disk=disk))
+                store, model, path, os_path, incoming, sent, base=base, disk=disk, cut=cut, disk_sha=disk_sha))
         except Exception as e:  # the notebook's own trouble (a merge that cannot be done): the save goes as sent
             self.log.error("nbmergesave: could not merge the save of %s (%s); saving it as sent", path, e, exc_info=True)
             self._prepared.pop(os_path, None)
+            try:  # ... and is kept, as every version that reaches the disk is
+                self._with_store(path, os_path, lambda store: store.latest_with(os_path, sha256(incoming))
+                                 or store.add(os_path, incoming, "observed", on_disk=False, cut=cut))
+            except Exception:
+                self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
             return None
         done.update(incoming=incoming, sent=sent)
         self._expected[os_path] = done["_disk"] if expected is None else expected
@@ -554,17 +587,18 @@ class SaveMerger:
             self.log.warning("nbmergesave: three saves of %s landed at once; merging with what is there", os_path)
         return None
 
-    def _fast_save(self, store: Store, model: dict[str, Any], path: str, os_path: str,
-                   sent: str | None) -> dict[str, Any] | None:
+    def _fast_save(self, store: Store, model: dict[str, Any], path: str, os_path: str, sent: str | None,
+                   disk: bytes | None, disk_sha: str | None) -> dict[str, Any] | None:
         """A save made from the very version on disk (the front end's hash is the file's): nothing to merge or
         search for. Record it with its declaration in one commit, serialised cell by cell (only the changed
         cells cost anything), and hand the server these bytes to write (:func:`install`), so the notebook is
         serialised once. ``None``: not such a save (or the fast path is off); the full path decides."""
-        if not fastpath.FAST or not sent:
+        if not fastpath.FAST or not sent or disk_sha != sent:
             return None
-        disk = _read(os_path)
-        if disk is None or sha256(disk) != sent:
-            return None
+        from ..pairs import pair_of
+
+        if pair_of(os_path, disk) is not None:
+            return None  # a Jupytext pair: its text file may hold an edit to merge with (the full path)
         if store.latest_with(os_path, sent) is None:
             return None
         written = self.serialiser.written(os_path, model["content"])
@@ -579,15 +613,17 @@ class SaveMerger:
             done["spooled"] = True
         return done
 
-    def _serialised(self, os_path: str, nb: dict[str, Any], for_server: bool = False) -> bytes:
-        """``nb`` as Jupyter writes it; on the fast path serialised cell by cell, and (``for_server``)
+    def _serialised(self, os_path: str, nb: dict[str, Any],
+                    for_server: bool = False) -> tuple[bytes, tuple[list[bytes], list[bytes]] | None]:
+        """``nb`` as Jupyter writes it, and its cut into the store's pieces when the fast path made one (so the
+        store does not cut and hash it again); on the fast path serialised cell by cell, and (``for_server``)
         handed to the server to write as it is."""
         written = self.serialiser.written(os_path, nb) if fastpath.FAST else None
         if written is None:
-            return _as_written(nb)
+            return _as_written(nb), None
         if for_server:
             self._prepared[os_path] = (written.text, written.data, written.notebook)
-        return written.data
+        return written.data, (written.parts, written.digests)
 
     def prepared(self, os_path: str, nb: Any) -> str | None:
         """The text made of ``nb`` for the server to write at ``os_path`` (by :meth:`_fast_save` or a merge),
@@ -597,7 +633,7 @@ class SaveMerger:
             return None
         text, data, content = found
         hooks = getattr(self.cm, "pre_save_hook", None) or getattr(self.cm, "_pre_save_hooks", None)
-        if hooks or fastpath.plain(nb) != content:
+        if hooks or not fastpath.same(fastpath.plain(nb), content):
             return None
         self._wrote.add(os_path)
         self._handed[os_path] = data
@@ -640,42 +676,62 @@ class SaveMerger:
         return store.content(base), f"inferred from the store: version {base.version}"
 
     def _merge_into(self, store: Store, model: dict[str, Any], path: str, os_path: str, incoming: bytes,
-                    sent: str | None, *, base: bytes | None = None, disk: bytes | None = None) -> dict[str, Any]:
+                    sent: str | None, *, base: bytes | None = None, disk: bytes | None = None,
+                    cut: tuple[list[bytes], list[bytes]] | None = None, disk_sha: str | None = None) -> dict[str, Any]:
+        """The full path: find the save's base, merge it with the file on disk when that changed since.
+
+        Each notebook is hashed once (1.8 MB: about 2 ms each); the save, the merge and its declaration are
+        recorded in one transaction (one commit), after the merge; the notebooks we serialised go into the
+        store with their cut (pieces of unchanged cells are not cut and hashed again). ``base``: found by an
+        earlier attempt of this save (then not searched for again)."""
         import nbformat
 
-        disk = _read(os_path) if disk is None else disk
+        if disk is None:
+            disk = _read(os_path)
+            disk_sha = None
+        if disk is not None and disk_sha is None:
+            disk_sha = sha256(disk)
+        on_file = disk  # what the compare-then-swap expects to replace (a pair's text edits are not in the file)
         incoming_nb = notebook_io.parse_notebook(incoming, "the save")
-        if disk is not None and store.latest_with(os_path, sha256(disk)) is None:
+        if disk is not None and store.latest_with(os_path, disk_sha or "") is None:
             store.add(os_path, disk, "observed", on_disk=False)
+        paired = _with_paired_text(store, os_path, disk, self.engine)
+        if paired is not disk:  # a Jupytext pair's text edits taken in: another notebook, hashed again
+            disk, disk_sha = paired, sha256(paired) if paired is not None else None
         if base is None:
             base, how = self._base(store, path, os_path, sent, incoming_nb, disk)
             if not (sent and how == "sent by the client"):
                 self.log.info("nbmergesave: the save of %s came without a known base; base: %s", path, how)
             if store.is_spool:
                 self.log.debug("nbmergesave: %s merged from the local spool (base: %s)", path, how)
-        elif store.latest_with(os_path, sha256(base)) is None:
-            store.add(os_path, base, "observed", on_disk=False)
-        saved = store.add(os_path, incoming, "observed", on_disk=False)
-        reply: dict[str, Any] = {"merged": False, "_base": base, "_disk": disk if disk is not None else b""}
+            base_sha = sent if sent and how == "sent by the client" else sha256(base) if base is not None else None
+        else:
+            base_sha = sha256(base)
+            if store.latest_with(os_path, base_sha) is None:
+                store.add(os_path, base, "observed", on_disk=False)
+        reply: dict[str, Any] = {"merged": False, "_base": base, "_disk": on_file if on_file is not None else b""}
         if store.is_spool:
             reply["spooled"] = True
         if base is None or disk is None or disk in (base, incoming):
-            store.declare(os_path, saved.sha256 or "", sha256(base if base is not None else disk or incoming), "jupyter")
+            declared = base_sha if base is not None else disk_sha if disk else sha256(incoming)
+            store.add(os_path, incoming, "observed", on_disk=False, cut=cut, declare=(declared or "", "jupyter"))
             return {**reply, "declared": incoming}
         disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
         base_nb = notebook_io.parse_notebook(base, "the loaded version")
         if disk_nb == base_nb:  # same notebook, other bytes
-            store.declare(os_path, saved.sha256 or "", sha256(disk), "jupyter")
+            store.add(os_path, incoming, "observed", on_disk=False, cut=cut, declare=(disk_sha or "", "jupyter"))
             return {**reply, "declared": incoming}
         result = merge(base_nb, disk_nb, incoming_nb, engine=self.engine)
         notebook_io.validate(result.notebook, f"merged '{path}'")
-        text = self._serialised(os_path, result.notebook, for_server=True)
+        text, text_cut = self._serialised(os_path, result.notebook, for_server=True)
         unresolved = list(result.unresolved)
-        base_v, disk_v = store.latest_with(os_path, sha256(base)), store.latest_with(os_path, sha256(disk))
-        merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
-                             local=disk_v.version if disk_v else None, remote=saved.version,
-                             conflicts=len(unresolved), engine=self.engine)
-        store.declare(os_path, sha256(text), sha256(disk), "jupyter")
+        base_v, disk_v = store.latest_with(os_path, base_sha or ""), store.latest_with(os_path, disk_sha or "")
+        with store.batch():  # the save, the merge and its declaration: one commit
+            saved = store.add(os_path, incoming, "observed", on_disk=False, cut=cut)
+            merged_v = store.add(os_path, text, "merged", on_disk=False, base=base_v.version if base_v else None,
+                                 local=disk_v.version if disk_v else None, remote=saved.version,
+                                 conflicts=len(unresolved), engine=self.engine, cut=text_cut,
+                                 declare=(disk_sha or "", "jupyter"))
         model["content"] = nbformat.from_dict(result.notebook)
         if unresolved:
             self.log.warning("nbmergesave: %s changed on disk since it was loaded; merged with %d conflict(s) marked "
@@ -684,8 +740,8 @@ class SaveMerger:
             self.log.info("nbmergesave: %s changed on disk since it was loaded; merged cleanly", path)
         return {
             **reply,
-            "merged": True, "declared": text, "version": merged_v.version, "engine": self.engine, "fast": sha256(text),
-            "local": sha256(disk), "remote": sha256(incoming), "base": sha256(base),
+            "merged": True, "declared": text, "version": merged_v.version, "engine": self.engine, "fast": merged_v.sha256,
+            "local": disk_sha, "remote": saved.sha256, "base": base_sha,
             "changes": changes(base_nb, disk_nb),
             "conflicts": conflict_cells(result.notebook, unresolved),
             "content": result.notebook,
@@ -712,7 +768,7 @@ class SaveMerger:
         if incoming is not None:
             # What a client without the front end now holds. Remembered (and kept for a spool) only now:
             # while the save is merged, the save itself must never be taken for its own base.
-            incoming_sha = fast if incoming is meant and fast is not None else sha256(incoming)
+            incoming_sha = fast if incoming is meant and fast is not None else done.get("remote") or sha256(incoming)
             self.remember(path, incoming_sha)
             self.keep(path, incoming, incoming_sha)
         try:
@@ -812,6 +868,21 @@ def conflict_cells(nb: dict[str, Any], unresolved: list[Any]) -> list[dict[str, 
     return found
 
 
+def _pair_hash(served: Any, sha: str) -> bool:
+    """Whether ``served`` is Jupytext's hash of a paired notebook: the text file's and the .ipynb's joined."""
+    return isinstance(served, str) and len(served) == 2 * len(sha) and sha in (served[:len(sha)], served[len(sha):])
+
+
+def _with_paired_text(store: Store, os_path: str, disk: bytes | None, engine: str = "cells") -> bytes | None:
+    """What is on disk, with the edits of a newer Jupytext-paired text file taken in (stored as versions),
+    so the save is merged with them rather than writing over them (:func:`nbmergesave.pairs.bring_in`)."""
+    if disk is None:
+        return None
+    from ..pairs import bring_in
+
+    return bring_in(store, os_path, disk, engine) or disk
+
+
 def _mergeable(os_path: str) -> bool:
     """Whether the file on disk is a notebook a merge can take (so a save need not ask the person)."""
     data = _read(os_path)
@@ -864,6 +935,9 @@ def _wants_hash(get: Any) -> bool:
 def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> SaveMerger:
     """Wrap ``contents_manager.get`` and ``.save`` (async or not) with a :class:`SaveMerger` merging with ``engine``."""
     merger = SaveMerger(contents_manager, log or logging.getLogger("nbmergesave"), engine)
+    from ..pairs import guard_text_writes
+
+    guard_text_writes(contents_manager, merger.os_path, merger.log)  # Jupytext's pairs (nbmergesave.pairs)
     original_get, original_save = contents_manager.get, contents_manager.save
     hashable = _wants_hash(original_get)
 
@@ -883,12 +957,16 @@ def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> Sa
         async def save(model: dict[str, Any], path: str = "") -> Any:
             async with merger.alock(path.strip("/")):
                 done = merger.before_save(model, path.strip("/"))
-                for _ in range(merger.ATTEMPTS):
-                    saved = await original_save(model, path)
-                    again = merger.save_again(model, path.strip("/"), done)
-                    if again is None:
-                        break
-                    done = again
+                saving = _SAVING.set(True)  # this task's own requests only (each request runs in its own context)
+                try:
+                    for _ in range(merger.ATTEMPTS):
+                        saved = await original_save(model, path)
+                        again = merger.save_again(model, path.strip("/"), done)
+                        if again is None:
+                            break
+                        done = again
+                finally:
+                    _SAVING.reset(saving)
                 merger.after_save(path.strip("/"), done, saved)
                 return saved
 
@@ -913,12 +991,16 @@ def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> Sa
         def save(model: dict[str, Any], path: str = "") -> Any:  # type: ignore[misc]
             with merger.lock(path.strip("/")):
                 done = merger.before_save(model, path.strip("/"))
-                for _ in range(merger.ATTEMPTS):
-                    saved = original_save(model, path)
-                    again = merger.save_again(model, path.strip("/"), done)
-                    if again is None:
-                        break
-                    done = again
+                saving = _SAVING.set(True)
+                try:
+                    for _ in range(merger.ATTEMPTS):
+                        saved = original_save(model, path)
+                        again = merger.save_again(model, path.strip("/"), done)
+                        if again is None:
+                            break
+                        done = again
+                finally:
+                    _SAVING.reset(saving)
                 merger.after_save(path.strip("/"), done, saved)
                 return saved
 

@@ -111,6 +111,12 @@ class StateHandler(_Base, APIHandler):
         # be a symlink), not by its real path (checked above), which may lie outside the project root
         os_path = self.merger.os_path(path)
         try:
+            away = outage(target_of(os_path))
+        except Exception:
+            away = None
+        if away is not None:  # said even when the store cannot be opened at all (another user's)
+            state["degraded"] = {**away.to_dict(), "spooled": None}
+        try:
             with open_store(os_path, log=self.merger.log) as store:
                 away = outage(target_of(os_path))
                 if away is not None or store.is_spool:

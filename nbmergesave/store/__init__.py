@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -37,6 +38,9 @@ from ..errors import StoreError
 from . import files, pieces
 from .backend import Backend, Version
 from .retention import Retention, parse_time
+
+#: Per thread: the stores (by id) whose save lock the thread holds (:meth:`Store.save_lock`).
+_HELD = threading.local()
 
 STORE_DIR = ".nbmergesave"
 ENV_STORE = "NBMERGESAVE_STORE"
@@ -184,7 +188,11 @@ class Store:
             root = next((p for p in start.parents if (p / STORE_DIR).is_dir()), start.parent)
             return cls.open(root, os.environ[ENV_STORE])
         for folder in start.parents:
-            if (folder / STORE_DIR / "index.sqlite").exists():
+            try:
+                found = (folder / STORE_DIR / "index.sqlite").exists()
+            except PermissionError as e:  # a store is there, another user's
+                raise files.denied(folder / STORE_DIR, e) from None
+            if found:
                 return cls.open(folder)
         raise StoreError(f"no version store holds '{path}' (hint: run 'nbmergesave watch' on its folder first)")
 
@@ -350,9 +358,18 @@ class Store:
     def save_lock(self, path: str | os.PathLike[str] | None = None) -> Iterator[None]:
         """Exclusive across processes: held by every writer of ours (watcher, Jupyter extension,
         `nbmergesave save`) from reading a notebook to replacing it, so none of them replaces a
-        file between another's read and write. (SQLite: a ``flock`` on ``save.lock``, one per store.)"""
-        with self.backend.save_lock(self.key(path) if path is not None else None):
+        file between another's read and write. (SQLite: a ``flock`` on ``save.lock``, one per store.)
+        Re-entrant for this store object in one thread; other threads and other store objects wait."""
+        held = _HELD.__dict__.setdefault("stores", set())
+        if id(self) in held:  # this thread holds it already (a sync writing its merge): a second flock would wait forever
             yield
+            return
+        with self.backend.save_lock(self.key(path) if path is not None else None):
+            held.add(id(self))
+            try:
+                yield
+            finally:
+                held.discard(id(self))
 
     # --- declarations: writers saying which version a save was made from ----
 

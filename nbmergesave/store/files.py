@@ -1,19 +1,23 @@
 """The one place the store creates folders and files; who may read them is decided by :mod:`nbmergesave.private`.
 
 A store is its owner's only (``0700``/``0600``; notebooks hold secrets),
-unless it sits in a team folder shared on purpose (group-writable and
-setgid), where the group keeps access (``2770``/``0660``).
+unless it is made in a folder its group can write (setgid or not), where
+that group gets it too (``2770``/``0660``, the folder's group): every folder
+and file below, the database, SQLite's ``-wal`` and ``-shm`` (which SQLite
+makes with the database's mode, and which inherit the setgid folder's
+group), the lock file and the pieces' folders and files.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import threading
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from .. import private
-from ..errors import StoreError
+from ..errors import StoreDenied, StoreError
 
 
 #: In every store folder: keeps the store out of git (``git status`` does not list it), as pytest's
@@ -27,10 +31,45 @@ def make_private_dir(where: Path) -> Path:
     and its ``.gitignore``."""
     try:
         folder = private.store_folder(where)
+    except PermissionError as e:
+        raise denied(where, e) from None
     except OSError as e:
         raise StoreError(f"cannot create the store at '{where}': {e.strerror}") from None
     keep_out_of_git(folder)
     return folder
+
+
+_told: set[str] = set()  # stores whose denial this process has explained already
+_told_lock = threading.Lock()
+
+
+def denied(where: Path, error: BaseException | str) -> StoreDenied:
+    """The error for a store this user may not open or write: another's, not shared.
+
+    The first such error for a store in a process says what to do (the owner shares it with the
+    folder's group); later ones say it was said, so a server that meets it on every save does not
+    repeat the paragraph in its log each time.
+    """
+    why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    key = str(Path(where).absolute())
+    with _told_lock:
+        first = key not in _told
+        _told.add(key)
+    if first:
+        return StoreDenied(f"cannot use the store at '{where}': {why} (hint: {private.denied_hint(where)})")
+    return StoreDenied(f"cannot use the store at '{where}': {why} (another user's; what to do was said above)")
+
+
+def usable(where: Path) -> bool:
+    """Whether this user may read and write the store at ``where`` (its folder and database files)."""
+    kw = {"effective_ids": True} if os.access in os.supports_effective_ids else {}
+    if not os.access(where, os.R_OK | os.W_OK | os.X_OK, **kw):
+        return False
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "save.lock"):
+        path = where / name
+        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK, **kw):
+            return False
+    return True
 
 
 def keep_out_of_git(folder: Path) -> None:
@@ -46,18 +85,24 @@ def keep_out_of_git(folder: Path) -> None:
         os.write(fd, GITIGNORE_TEXT.encode())
     finally:
         os.close(fd)
-    private.set_mode(path, private.store_modes(folder)[1])
+    modes = private.store_modes(folder)
+    private.set_mode(path, modes.file, modes.group)
 
 
 def make_private(path: Path) -> None:
-    """Give a file the store created (the database and its journals) the store's file mode."""
+    """Give a file the store created (the database and its journals) the store's file mode and group."""
     if path.exists():
-        private.set_mode(path, private.store_modes(path.parent)[1])
+        modes = private.store_modes(path.parent)
+        private.set_mode(path, modes.file, modes.group)
 
 
 def open_private(path: Path) -> int:
-    """Open (creating) a file of the store for reading and writing with the store's file mode; returns the fd."""
-    return os.open(path, os.O_RDWR | os.O_CREAT, private.store_modes(path.parent)[1])
+    """Open (creating) a file of the store for reading and writing with the store's file mode; returns the fd.
+    (It is made with the store folder, so this creates it only if someone removed it.)"""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, private.store_modes(path.parent).file)
+    except PermissionError as e:
+        raise denied(path.parent, e) from None
 
 
 class PieceFiles:
@@ -84,17 +129,17 @@ class PieceFiles:
         for folder in (path.parent.parent, path.parent):
             if not folder.is_dir():
                 try:
-                    os.mkdir(folder, self._modes[0] & 0o777)
+                    os.mkdir(folder, 0o700)  # ours alone until it has the store's group and mode
                 except FileExistsError:
                     continue
-                private.set_mode(folder, self._modes[0])
+                private.set_mode(folder, self._modes.folder, self._modes.group)
 
     def write(self, digest: bytes, data: bytes) -> None:
         """Put a piece's stored bytes in place, durably (called inside the write transaction)."""
         path = self._path(digest)
         self._folder(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), self._modes[1] & 0o777)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             view = memoryview(data)
             while view:
@@ -102,7 +147,7 @@ class PieceFiles:
             os.fsync(fd)
         finally:
             os.close(fd)
-        private.set_mode(tmp, self._modes[1])
+        private.set_mode(tmp, self._modes.file, self._modes.group)  # by path, before anyone can see it
         os.replace(tmp, path)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:

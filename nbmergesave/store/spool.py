@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreDenied, StoreError
 from . import ENV_STORE, STORE_DIR, Store
 
 SPOOL_DIR = "spool"
@@ -76,9 +76,17 @@ def _sqlite_place(path: str | os.PathLike[str]) -> tuple[Path, Path]:
         root = next((p for p in start.parents if (p / STORE_DIR).is_dir()), start.parent)
         return Path(os.environ[ENV_STORE]), root
     for folder in start.parents:
-        if (folder / STORE_DIR / "index.sqlite").exists():
+        if _there(folder / STORE_DIR / "index.sqlite"):
             return folder / STORE_DIR, folder
     return start.parent / STORE_DIR, start.parent
+
+
+def _there(path: Path) -> bool:
+    """Whether ``path`` exists; one we may not look at (another user's private store) is there all the same."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return True
 
 
 def target_of(path: str | os.PathLike[str]) -> Target:
@@ -256,6 +264,10 @@ def open_or_spool(path: str | os.PathLike[str], opener: Callable[[str | os.PathL
         return Spool(target)
     try:
         store = opener(path)
+    except StoreDenied:
+        # another user's store: a setting to fix, said with how (the CLI refuses with that hint); the
+        # Jupyter hook, which must not fail a save, stands in with the spool itself
+        raise
     except Exception as e:
         if not is_trouble(e):
             raise

@@ -492,5 +492,7 @@ def legacy_decompress(data: bytes) -> bytes | None:
 def open_backend(location: Path, upgrade: Callable[[SQLiteBackend], None] | None = None) -> SQLiteBackend:
     try:
         return SQLiteBackend(location, upgrade=upgrade)
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, PermissionError) as e:
+        if isinstance(e, PermissionError) or not files.usable(location):
+            raise files.denied(location, e) from None  # another user's store: fsck would not help
         raise StoreError(f"cannot open the store at '{location}': {e} (hint: nbmergesave fsck)") from None

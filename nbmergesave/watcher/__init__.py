@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import NbMergeSaveError, StoreError
 from ..gitrepo import GitRepo, GitRepos
 from ..merge.options import engine_name
+from ..pairs import Pairs
 from ..store import Store
 from ..sync import Session
 from .events import SKIP_DIRS, Events, is_notebook, scan
@@ -60,6 +61,7 @@ class Watcher(Events, Gate, Worker):
         self.session = Session()
         self.git = GitRepos() if git else None
         self.pauses = Pauses(self.roots, self.stores, pause_while, log)
+        self.pairs = Pairs()  # Jupytext's paired text files (none without Jupytext)
         self._due: dict[Path, float] = {}
         self._snapshots: dict[Path, list[Held]] = {}
         self._held: dict[Path, tuple[GitRepo, list[Held]]] = {}  # saves waiting for git to finish

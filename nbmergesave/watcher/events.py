@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..gitrepo import GitRepo
+from ..pairs import Pairs
 from ..store import STORE_DIR, Store
 from .gate import Held, Pauses
 
@@ -97,6 +98,7 @@ class Events:
     retry: float
     log: Callable[[str], None]
     pauses: Pauses
+    pairs: Pairs
     _due: dict[Path, float]
     _snapshots: dict[Path, list[Held]]
     _ops: list[tuple[str, Path, Path | None]]
@@ -141,8 +143,12 @@ class Events:
         self.schedule(p, 0)
 
     def _watched(self, p: Path) -> bool:
-        """A notebook under a root, and no symlink leading out of the roots."""
-        if not is_notebook(p, self.ignore) or self._store_for(p) is None:
+        """A notebook under a root, and no symlink leading out of the roots; or a text file that may be
+        a watched notebook's Jupytext pair (its write is a save of the notebook: :mod:`nbmergesave.pairs`)."""
+        if not is_notebook(p, self.ignore):
+            notebook = self.pairs.candidate(p)
+            return notebook is not None and notebook != p and self._watched(notebook)
+        if self._store_for(p) is None:
             return False
         if p.is_symlink():
             target = Path(os.path.realpath(p))

@@ -106,19 +106,7 @@ class Gate:
         return self.git.find(path) if self.git is not None else None
 
     def _writer_of(self, path: Path, repo: GitRepo | None, hint: str | None) -> Callable[[bytes], str | None] | None:
-        """Who wrote a save whole, if a single writer did: the pausing tool (``hint``, known when
-        the save was read), or git (its bytes are a blob, or, through a smudge filter, git says
-        the file is as its index has it). ``None`` where there is no one to ask (outside git, not paused)."""
-        if hint is None and repo is None:
-            return None
-
-        def writer_of(data: bytes) -> str | None:
-            if hint is not None:
-                return hint
-            if repo is not None and (repo.has_blob(data) or repo.as_in_index(path, data)):
-                return "git"
-            return None
-        return writer_of
+        return single_writer(path, repo, hint)
 
     #: After how long a held save is worth a line in the log (a stale index.lock keeps saves waiting).
     HELD_WARNING = 10.0
@@ -160,6 +148,28 @@ class Gate:
                 if store is not None and data is not None and store.latest_with(path, sha256(data)) is None:
                     store.add(path, data, "observed", on_disk=False)
                     self.log(f"stopped while git held {path}'s work tree: its save is kept in the store, not merged")
+
+
+def single_writer(path: Path, repo: GitRepo | None, hint: str | None) -> Callable[[bytes], str | None] | None:
+    """Who wrote a save whole, if a single writer did (``sync_file``'s ``writer_of``): the pausing tool
+    (``hint``, known when the save was read), or git (its bytes are a blob, or, through a smudge filter,
+    git says the file is as its index has it). ``None`` where there is no one to ask (outside git, not
+    paused). Shared by the watcher and the Jupyter server's collaboration rooms, so both apply one rule."""
+    if hint is None and repo is None:
+        return None
+
+    def writer_of(data: bytes) -> str | None:
+        if hint is not None:
+            return hint
+        if repo is not None and (repo.has_blob(data) or repo.as_in_index(path, data)):
+            return "git"
+        return None
+    return writer_of
+
+
+def is_paused(store: Store, root: Path) -> bool:
+    """Whether ``root``'s watcher is paused now (``nbmergesave pause``): its saves are the pausing tool's."""
+    return os.path.lexists(_marker(store, root))
 
 
 # --- pause and resume: a tool rewrites the folder --------------------------

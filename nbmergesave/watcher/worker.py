@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..gitrepo import GitRepo
+from ..pairs import Pairs
 from ..store import Store
 from ..sync import Outcome, Session, conflict_copy_of, merge_copy, sync_file
 from .events import scan
@@ -44,6 +45,7 @@ class Worker:
     stats: Stats
     session: Session
     pauses: Pauses
+    pairs: Pairs
     changed: threading.Event
     _due: dict[Path, float]
     _snapshots: dict[Path, list[Held]]
@@ -74,13 +76,22 @@ class Worker:
         store = self._store_for(path)
         if store is None:
             return None
+        later: list[tuple[Path, Outcome]] = []
         try:
             with self._work:
-                if conflict_copy_of(path) is not None:
+                if path.suffix != ".ipynb":  # a Jupytext pair's text file: a save of its notebook
+                    outcome = self.pairs.sync_text(store, path, data=data, session=self.session,
+                                                   writer_for=self._notebook_writer, engine_for=self._engine_for)
+                    if outcome is None:
+                        return None
+                elif conflict_copy_of(path) is not None:
                     outcome = merge_copy(store, path, session=self.session, engine=self._engine_for(path))
                 else:
                     outcome = sync_file(store, path, data=data, session=self.session,
                                         writer_of=self._writer_of(path, repo, hint), engine=self._engine_for(path))
+                    later = self.pairs.check(store, path, session=self.session, writer_for=self._notebook_writer,
+                                             engine_for=self._engine_for,
+                                             follow=outcome.writer is None and outcome.action != "skipped")
         except Exception as e:  # a watcher never stops for one bad file
             self._failed(f"{path}: {e}")
             return None
@@ -90,6 +101,16 @@ class Worker:
                      f" alone, as outside git, until it answers again")
         if outcome.action == "partial" and path.exists():
             self.schedule(path, self.retry)
+        for where, step in [(path, outcome), *later]:
+            self._report(where, step, repo)
+        return outcome
+
+    def _notebook_writer(self, notebook: Path) -> Callable[[bytes], str | None] | None:
+        """Who wrote a paired notebook's ``.ipynb`` whole, asked before its text file is taken in."""
+        return self._writer_of(notebook, self._repo(notebook), None)
+
+    def _report(self, path: Path, outcome: Outcome, repo: GitRepo | None) -> None:
+        """Count and log what a sync of ``path`` did."""
         for step in (*outcome.earlier, outcome):
             if step.action == "merged":
                 self._merged(path, step, repo)
@@ -99,7 +120,6 @@ class Worker:
                 self._refuse(path, step.message)
             elif step.action == "error":
                 self._failed(step.message)
-        return outcome
 
     def _failed(self, what: str) -> None:
         """Count an error, keep it for ``status``, and log it."""
@@ -112,7 +132,8 @@ class Worker:
         what = f"{outcome.conflicts} conflict(s) marked inline" if outcome.conflicts else "clean"
         if outcome.conflicts:
             self.stats.conflicts += 1
-        source = f"conflict copy {path.name}" if conflict_copy_of(path) else "save"
+        source = f"conflict copy {path.name}" if conflict_copy_of(path) else \
+            "save" if path.suffix == ".ipynb" else f"paired text file {path.name}"
         # In a git work tree a merge changes a file git tracks: say how to take it back.
         undo = f"; in git work tree {repo.work_tree}: 'nbmergesave undo {path}' puts the save back" if repo else ""
         engine = self._engine_for(path)
@@ -246,7 +267,8 @@ class Worker:
                 hint = "paused"  # the file is read now: paused now is what counts
             # (once one save of a path waits, every later one waits behind it, to keep their order)
             if repo is not None and (held is not None or (hint is None and repo.busy())):
-                if held is not None or data is None or not repo.has_blob(data):
+                # (a paired text file waits too: taking it in writes the .ipynb, which git may be writing)
+                if held is not None or data is None or not repo.has_blob(data) or path.suffix != ".ipynb":
                     with self._lock:
                         self._held.setdefault(path, (repo, []))[1].extend(saves[i:])
                         self._held_since.setdefault(repo, time.monotonic())
