@@ -28,6 +28,15 @@ a second host mounting the same volume elsewhere would; at the end the project
 folder must hold nothing but the notebook (and Jupyter's own checkpoints).
 ``--store temp`` starts a PostgreSQL server for the run (tests/pg.py) and
 stops it after.
+
+``--flap SECONDS`` (with ``--store temp``): the database goes down (an
+immediate shutdown, as a crash) and comes back every SECONDS while the
+writers save; saves go on merging from each server's local spool meanwhile.
+When the writers are done the database is started, the servers are asked
+until they have caught up (their state route says no longer ``degraded``),
+and only then are the checks made: the same figures, 0 lost.
+
+    python benchmarks/soak.py --jupyter --store temp --flap 3
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +231,9 @@ def _start_servers(root: Path, tmp: Path, count: int, roots: list[Path] | None =
 
 
 def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 0.5), seed: int = 1,
-        jupyter: bool = False, timeout: float = 600.0, keep: str | None = None, store: str | None = None) -> SoakResult:
+        jupyter: bool = False, timeout: float = 600.0, keep: str | None = None, store: str | None = None,
+        database: Any = None, flap: float = 0.0) -> SoakResult:
+    """``database`` (a tests/pg.py server) with ``flap``: stop and start it every ``flap`` seconds meanwhile."""
     global _STORE_URL
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(keep or tmp_name)
@@ -252,6 +264,20 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
                                                       servers[k % 2][1] if servers else None)) for k in range(writers)]
             for p in procs:
                 p.start()
+            flapping = threading.Event()
+            flapper = None
+            if database is not None and flap:
+                def outages() -> None:
+                    while not flapping.wait(flap):
+                        database.stop("immediate")
+                        if flapping.wait(flap):
+                            break
+                        database.start()
+                    if not database.running():
+                        database.start()
+
+                flapper = threading.Thread(target=outages, daemon=True)
+                flapper.start()
             pending: dict[str, float] = {}
             latencies: list[float] = []
             lines: dict[int, list[str]] = {k: [] for k in range(writers)}
@@ -277,6 +303,12 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
                 time.sleep(0.005)
             for p in procs:
                 p.join(timeout=30)
+            if flapper is not None:
+                flapping.set()
+                flapper.join(timeout=120)
+                for _, info in servers:  # ask, as open tabs do, until each has replayed its spool
+                    _wait_for(lambda: _request(info, "GET", f"/nbmergesave/api/state?path={NAME}")["degraded"] is None,
+                              300)
             _wait_idle(root, status, deadline)  # the watcher may still be merging saves it read
             text = _read_text(path)
             latencies += [time.time() - pending.pop(line) for line in list(pending) if line in text]
@@ -362,6 +394,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jupyter", action="store_true", help="save through two real jupyter_server processes")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR (new, empty) and leave it for inspection")
+    parser.add_argument("--flap", type=float, default=0.0, metavar="SECONDS",
+                        help="with --store temp: the database goes down and comes back every SECONDS")
     parser.add_argument("--store", metavar="URL", help="a PostgreSQL store for every process ('temp': start a "
                                                        "PostgreSQL server for the run)")
     args = parser.parse_args()
@@ -373,7 +407,7 @@ def main() -> None:
         args.store = server.url("soak")
     try:
         result = run(args.writers, args.saves, (args.min_wait, args.max_wait), args.seed, args.jupyter, keep=args.keep,
-                     store=args.store)
+                     store=args.store, database=server, flap=args.flap)
     finally:
         if server is not None:
             server.close()

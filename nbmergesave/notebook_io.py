@@ -333,7 +333,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
     """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
 
     The temporary file lives in the same folder (so the rename cannot cross
-    file systems), takes the old file's mode and group, and is fsynced before and the
+    file systems), takes the old file's mode and group (where we may), and is fsynced before and the
     folder after the rename. On any error the target is left as it was.
 
     With ``expected`` (compare-and-swap) the file must hold exactly those
@@ -367,8 +367,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
         if group is not None and group != os.stat(tmp).st_gid:
             try:  # a team's notebook stays the team's when another member replaces it
                 os.chown(tmp, -1, group)
-            except PermissionError:
-                pass
+            except OSError:
+                pass  # not a member of that group: the mode is kept all the same
         os.chmod(tmp, mode)  # after chown, which may clear setgid bits
         if expected is None:
             os.replace(tmp, target)

@@ -471,14 +471,31 @@ def _as_sha(value: bytes | str) -> str:
     raise ValueError(f"expected bytes or a sha256 hex digest, got {value[:20]!r}")
 
 
-def open_store(path: str | os.PathLike[str]) -> Store:
-    """The store holding ``path``, or a new one in its folder when none does."""
+def _open_configured(path: str | os.PathLike[str]) -> Store:
     try:
         return Store.find(path)
     except StoreDenied:
         raise  # there is one, another user's: a new store beside it would not be found again
-    except NbMergeSaveError:
-        return Store.open(Path(path).absolute().parent)
+    except NbMergeSaveError as e:
+        if str(e).startswith("no version store holds"):  # none yet: a new one beside the notebook
+            return Store.open(Path(path).absolute().parent)
+        raise
+
+
+def open_store(path: str | os.PathLike[str], *, spool: bool = True, log: Any = None,
+               catch_up: bool = True) -> Store:
+    """The store holding ``path``, or a new one in its folder when none does.
+
+    While that store is away (a database that does not answer, a driver not installed, a folder
+    we cannot write), ``spool=True`` hands out the local spool that stands in for it
+    (:mod:`nbmergesave.store.spool`, ``store.is_spool``), and the first open that finds it back
+    replays the spool into it (``catch_up=False``: not now, leave it to the next save).
+    """
+    if not spool:
+        return _open_configured(path)
+    from .store.spool import open_or_spool
+
+    return open_or_spool(path, _open_configured, log=log, catch_up_now=catch_up)
 
 
 def declare(path: str | os.PathLike[str], content: bytes | str, *, base: bytes | str, writer: str | None = None) -> None:

@@ -35,6 +35,17 @@ def bindir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+
+
 class Server:
     """One PostgreSQL cluster in a temporary folder. ``url(schema)``: a URL for one schema of it."""
 
@@ -73,8 +84,35 @@ class Server:
                    "-c fsync=off -c max_connections=200")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "60", "start")
 
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m MODE``: ``fast`` (sessions rolled back, a clean shutdown) or ``immediate`` (as a crash)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, then wait until nothing listens (its backends exit once they notice; see
+        :meth:`start_when_possible`)."""
+        import signal
+        import time
+
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (self.running() or _alive(pid)):
+            time.sleep(0.05)
+
+    def start_when_possible(self, timeout: float = 60) -> None:
+        """Start again after a kill (a stale shared memory block may hold the start back for a moment)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def running(self) -> bool:
         try:

@@ -235,3 +235,52 @@ def test_the_routes_need_the_token_and_a_notebook_under_the_root(servers: tuple[
             assert status == 404 and b"SECRET" not in body, (route, bad, status)
     status, _ = raw(server, "/nbmergesave/review?path=nb.ipynb&version=1")  # a version that is no merge
     assert status == 404
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "full path"])
+def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_merge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """Another server's save lands between our compare and our swap (RENAME_EXCHANGE hands it back): it is put
+    back on disk at once, so no reader ever sees the file without it, and our save is then merged into it."""
+    pytest.importorskip("jupyter_server")
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    from nbmergesave import fastpath
+    from nbmergesave.jupyter import install
+
+    if notebook_io._renameat2 is None:
+        pytest.skip("no renameat2(RENAME_EXCHANGE) here: such a save is replaced (a window of microseconds)")
+    monkeypatch.setattr(fastpath, "FAST", fast)
+    monkeypatch.setenv("NBMERGESAVE_HOME", str(tmp_path / "state"))
+    path = tmp_path / "nb.ipynb"
+    path.write_text(notebook_io.dumps(notebook(cell("a = 0", "a"), cell("b = 0", "b"))))
+    cm = FileContentsManager(root_dir=str(tmp_path))
+    merger = install(cm)
+    tab = cm.get("nb.ipynb")
+    other = notebook_io.dumps(edit(notebook_io.parse_notebook(path.read_bytes()), 1, "b = 2")).encode()
+    seen: list[list[str]] = []  # what a reader finds right after each write of ours
+    real_exchange, real_put_back = notebook_io._exchange, merger._put_back
+
+    def other_lands(a: str, b: Path) -> bool:  # after our compare, before our swap
+        monkeypatch.setattr(notebook_io, "_exchange", real_exchange)
+        (tmp_path / "other.tmp").write_bytes(other)
+        (tmp_path / "other.tmp").replace(path)
+        return real_exchange(a, b)
+
+    def put_back(os_path: str, displaced: bytes, ours: bytes) -> bytes | None:
+        held = real_put_back(os_path, displaced, ours)
+        seen.append(sources(path))
+        return held
+
+    monkeypatch.setattr(notebook_io, "_exchange", other_lands)
+    monkeypatch.setattr(merger, "_put_back", put_back)
+    tab["content"]["cells"][0]["source"] = "a = 1"
+    reply = cm.save({"type": "notebook", "content": tab["content"], "nbmergesave_base": tab["nbmergesave"]["sha256"]},
+                    "nb.ipynb")
+    assert seen == [["a = 0", "b = 2"]]  # the other save, back at once (not ours without it)
+    assert sources(path) == ["a = 1", "b = 2"]  # then both
+    assert reply["nbmergesave"]["merged"] and reply["nbmergesave"]["sha256"] == sha256(path.read_bytes())
+    for store in list(merger._stores.values()):
+        store.close()
+    with Store.open(tmp_path) as store:
+        assert store.latest_with(path, sha256(other)) is not None  # the other save is in the history too

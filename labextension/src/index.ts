@@ -9,6 +9,8 @@
  *   Keep mine, Keep theirs and Keep both.
  * - ``nbmergesave:other-tabs``: a tab that is not dirty follows saves made
  *   elsewhere (another tab, person or server) in place.
+ * - ``nbmergesave:store-away`` (``away.ts``): a notice while the history store
+ *   is away.
  */
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
@@ -41,6 +43,7 @@ import {
   text,
   Writer
 } from './logic';
+import { storeAway } from './away';
 
 /** What the front end knows of each open notebook, by path. */
 class State {
@@ -511,4 +514,4 @@ const otherTabs: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [mergeSave, conflicts, otherTabs];
+export default [mergeSave, conflicts, otherTabs, storeAway];

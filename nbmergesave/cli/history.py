@@ -241,6 +241,31 @@ def _open_root_store(root: str):  # type: ignore[no-untyped-def]
         raise Refused(str(e)) from None
 
 
+def _spools_of(root: str) -> list[dict]:  # type: ignore[type-arg]
+    """This user's spools holding versions of notebooks under ``root`` (or of a project ``root`` is in)."""
+    from ..store.spool import spools
+
+    here = os.path.realpath(root)
+    found = []
+    for spool in spools():
+        there = os.path.realpath(spool.get("root") or "/nonexistent")
+        if here == there or here.startswith(there + os.sep) or there.startswith(here + os.sep):
+            found.append(spool)
+    return found
+
+
+def _is_trouble_text(message: str) -> bool:
+    return any(words in message for words in ("cannot reach", "refused the credentials", "needs psycopg",
+                                              "cannot create the store", "cannot open the store", "readonly",
+                                              "Permission denied", "disk is full"))
+
+
+def _echo_spools(waiting: list[dict]) -> None:  # type: ignore[type-arg]
+    for spool in waiting:
+        click.echo(f"spool {spool['folder']}: {spool['versions']} version(s), {_size(spool['bytes'])}, waiting for "
+                   f"{spool['store']} (recorded there when it answers)")
+
+
 def _days(value: str) -> float | None:
     if value == "forever":
         return None
@@ -260,20 +285,38 @@ def _days(value: str) -> float | None:
 def status(root: str, as_json: bool) -> None:
     """Show the size of ROOT's version store: bytes on disk, notebooks, versions, and what gc would free.
 
+    While the store is away (its database down, its driver missing, its folder
+    not writable) it says "degraded", why, and what waits in the local spool,
+    and exits 1.
+
     \b
     Example:
         nbmergesave status ~/projects/survey --json
     """
     import json
 
-    with _open_root_store(root) as store:
+    waiting = _spools_of(root)
+    try:
+        store = _open_root_store(root)
+    except Refused as e:
+        if "has no version store" in str(e) or not (waiting or _is_trouble_text(str(e))):
+            raise
+        # degraded: the store is away; saves are merged from the spools, which wait for it
+        if as_json:
+            click.echo(json.dumps({"state": "degraded", "degraded": {"reason": str(e)}, "spools": waiting}, indent=2))
+        else:
+            click.echo(f"degraded: {e}")
+            _echo_spools(waiting)
+        sys.exit(1)
+    with store:
         stats = store.stats()
         policy, pins, last = store.retention(), store.pinned(), store.backend.setting("last_gc")
     if as_json:
         click.echo(json.dumps({**stats.to_dict(), "retention": json.loads(policy.to_json()), "pinned": len(pins),
-                               "last_gc": last}, indent=2))
+                               "last_gc": last, "state": "ok", "degraded": None, "spools": waiting}, indent=2))
         return
     click.echo(f"store {stats.location}: {_size(stats.size_bytes)} on disk")
+    _echo_spools(waiting)
     click.echo(f"{_count(stats.notebooks, 'notebook')}, {_count(stats.versions, 'version')} ({stats.contents} distinct contents "
                f"in {stats.pieces} pieces), {len(pins)} pinned")
     click.echo(f"reclaimable by gc: {_size(stats.reclaimable_bytes)}")

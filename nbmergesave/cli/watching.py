@@ -207,6 +207,11 @@ def _print_status(info: dict, as_json: bool) -> None:  # type: ignore[type-arg]
     click.echo(f"merges {info.get('merges', 0)}, with conflicts {info.get('conflicts', 0)}, errors {info.get('errors', 0)}"
                + (f", saves waiting {info['pending']}" if info.get("pending") else "")
                + (f", last error: {info['last_error']}" if info.get("last_error") else ""))
+    if info.get("degraded"):
+        click.echo(f"degraded: {info['degraded']['reason']}")
+    for spool in info.get("spools", []):
+        click.echo(f"spool {spool['folder']}: {spool['versions']} version(s), {_size(spool['bytes'])}, waiting for "
+                   f"{spool['store']}")
     for location, size in info.get("store_sizes", {}).items():
         if "error" in size:
             click.echo(f"store {location}: {size['error']}")
@@ -258,7 +263,13 @@ def daemon_status(as_json: bool) -> None:
         else:
             click.echo("no daemon is running")
         sys.exit(1)
+    from ..store.spool import spools
+
     info["store_sizes"] = _store_sizes(info.get("stores", []))
+    away = {location: size["error"] for location, size in info["store_sizes"].items() if "error" in size}
+    info["spools"] = spools()
+    info["state"] = "degraded" if away else "ok"
+    info["degraded"] = {"reason": "; ".join(f"{k}: {v}" for k, v in away.items())} if away else None
     _print_status(info, as_json)
 
 

@@ -54,7 +54,15 @@ def apply(serverapp: Any) -> NbMergeSave:
     try:
         Store.open(serverapp.root_dir).close()  # creates the tables on first use; says now if it cannot
     except Exception as e:
-        serverapp.log.error("nbmergesave: %s; saves go to disk as sent, and into the store once it answers", e)
+        # One line, and the server runs on, degraded: saves are merged from the local spool meanwhile.
+        import os
+
+        from ..store.spool import note_away, target_of
+
+        try:
+            note_away(target_of(os.path.join(serverapp.root_dir, "_")), e, serverapp.log)
+        except Exception:
+            serverapp.log.warning("nbmergesave: %s; saves are still merged, from a local spool", e)
         return settings
     from ..private import redact_url
 

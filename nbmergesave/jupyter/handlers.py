@@ -8,7 +8,11 @@
   the folder was paused, ``null`` when the store does not know), and whether
   the server's watcher is still handling a write of it (``settling``: a tab
   waits, rather than show an outside write that is about to be merged); open
-  tabs poll it to learn that another writer changed the file.
+  tabs poll it to learn that another writer changed the file. ``degraded`` is
+  ``null``, or, while the history store is away, why (``reason``), ``since``
+  when (ISO 8601, UTC) and how many versions wait in the local spool
+  (``spooled``); polling it is also how the server notices the store is back
+  and catches up.
 * ``GET /nbmergesave/review?path=P&version=N`` (HTML): what merge ``N`` of
   ``P`` did, as nbdime's diff of the save and of the other version against the
   merged notebook (the text ``nbmergesave review --text`` prints).
@@ -20,6 +24,7 @@ of the root are refused (404 says nothing about what exists).
 
 from __future__ import annotations
 
+import asyncio
 import html
 import os
 import re
@@ -76,12 +81,15 @@ class StateHandler(_Base, APIHandler):
             st = os.stat(os_path)
         except OSError:
             raise web.HTTPError(404) from None  # deleted meanwhile
+        from ..store.spool import outages
+
         key = (os_path, st.st_ino, st.st_size, st.st_mtime_ns)
-        if key in _STATES:
+        if key in _STATES and not outages():
             _STATES.move_to_end(key)
-            self.finish({**_STATES[key], "path": path})
+            self.finish({**_STATES[key], "path": path, "degraded": None})
             return
-        state = self._state(path, os_path)
+        # in a thread: while the store is away this is also what notices it is back, and catches up
+        state = await asyncio.to_thread(self._state, path, os_path)
         if state["sha256"] is not None and not state["settling"] and os.stat(os_path).st_mtime_ns == st.st_mtime_ns:
             _STATES[key] = state
             while len(_STATES) > 256:
@@ -89,16 +97,31 @@ class StateHandler(_Base, APIHandler):
         self.finish(state)
 
     def _state(self, path: str, os_path: str) -> dict[str, Any]:
+        from ..store.spool import outage, target_of
         from ..sync import open_store
         from . import _mergeable, _read
 
         data = _read(os_path)
         state: dict[str, Any] = {"path": path, "sha256": sha256(data) if data is not None else None,
-                                 "mergeable": _mergeable(os_path), "merge": None, "by": None, "settling": False}
+                                 "mergeable": _mergeable(os_path), "merge": None, "by": None, "settling": False,
+                                 "degraded": None}
         watcher = getattr(self.merger, "watcher", None)
         watching = watcher is not None and watcher.ready.is_set() and watcher.failed is None
+        # the store knows the notebook by the path saves use (under the server's root as configured, which may
+        # be a symlink), not by its real path (checked above), which may lie outside the project root
+        os_path = self.merger.os_path(path)
         try:
-            with open_store(os_path) as store:
+            away = outage(target_of(os_path))
+        except Exception:
+            away = None
+        if away is not None:  # said even when the store cannot be opened at all (another user's)
+            state["degraded"] = {**away.to_dict(), "spooled": None}
+        try:
+            with open_store(os_path, log=self.merger.log) as store:
+                away = outage(target_of(os_path))
+                if away is not None or store.is_spool:
+                    state["degraded"] = {**(away.to_dict() if away else {"reason": "catching up", "since": None}),
+                                         "spooled": len(store.backend.all_versions()) if store.is_spool else None}
                 if state["sha256"] is not None:
                     state["by"] = who_wrote(store, os_path, state["sha256"])
                     # seen by the watcher but not handled yet, or not even seen yet (its event is on the way)

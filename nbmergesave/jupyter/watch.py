@@ -47,10 +47,14 @@ from ..watcher.events import is_notebook
 
 
 def _root_store(root: Path) -> Store:
-    """The store the save hook would use for a notebook right under ``root`` (created in ``root`` if none)."""
+    """The store the save hook would use for a notebook right under ``root`` (created in ``root`` if none).
+
+    Never the local spool: the watcher holds its store for the server's lifetime, and a spool held open
+    can never be caught up. A store that is away at start leaves the server without a watcher (said in
+    the log); saves through it are still merged, from the spool."""
     from ..sync import open_store
 
-    return open_store(root / "_.ipynb")
+    return open_store(root / "_.ipynb", spool=False)
 
 
 class ServerWatcher(Watcher):
@@ -62,10 +66,13 @@ class ServerWatcher(Watcher):
     #: Seconds between rescans of the notebooks the store tracks (events can be lost; a rescan
     #: reads and hashes each tracked notebook, so it is rarer than the CLI watcher's default).
     RESCAN = 600.0
+    #: Seconds between looks at a notebook whose store is away (the save hook spools meanwhile).
+    AWAY_RETRY = 3.0
 
     def __init__(self, root: str | os.PathLike[str], *, log: Any = lambda s: None, rescan: float | None = None,
-                 engine: str = "cells") -> None:
+                 engine: str = "cells", server_log: Any = None) -> None:
         root = Path(root).resolve()
+        self._server_log = server_log  # where the spool's catch-up speaks (the server's log)
         store = _root_store(root)
         super().__init__([root], log=log, rescan=self.RESCAN if rescan is None else rescan, stores={root: store},
                          engine=engine)
@@ -77,6 +84,7 @@ class ServerWatcher(Watcher):
         self._nested_ok = store_url() is None and not os.environ.get(ENV_STORE)
         self._nested: dict[Path, Store] = {}
         self._syncing: Path | None = None
+        self._stale: set[Path] = set()  # notebooks written while the store was away: next look records, never merges
         self.ready = threading.Event()  # set once start() is done (or has failed)
         self._starting = False
         self.failed: str | None = None
@@ -134,11 +142,90 @@ class ServerWatcher(Watcher):
     # --- what the server and its routes ask ------------------------------------------
 
     def sync(self, path: Path, data: bytes | None = None, hint: str | None = None, repo: Any = None) -> Any:
+        if self._away(path):
+            # The save hook spools while the store is away, and declares its saves there: a write seen now
+            # would look like nobody's (an outside write, merged with a stale "on disk"). Look again once
+            # the spool is replayed into the store; this look is what replays it if no save does first.
+            with self._lock:
+                self._stale.add(path)
+            self.schedule(path, self.AWAY_RETRY)
+            return None
+        with self._lock:
+            stale = path in self._stale
+            self._stale.discard(path)
+        if stale:
+            return self._sighted(path)
+        errors = self.stats.errors
         self._syncing = path
         try:
             return super().sync(path, data, hint, repo)
         finally:
             self._syncing = None
+            if self.stats.errors > errors and self._away(path, catch_up=False):
+                with self._lock:
+                    self._stale.add(path)
+                self.schedule(path, self.AWAY_RETRY)  # the store went away during this sync
+
+    def _away(self, path: Path, *, catch_up: bool = True) -> bool:
+        """Whether ``path``'s store is away, or back with a spool not yet replayed (``catch_up``: then
+        replay it now, as a save would, and say whether that could be done)."""
+        from ..store.spool import outage, pending, target_of
+        from ..sync import open_store
+
+        try:
+            target = target_of(path)
+        except Exception:
+            return False
+        away = outage(target)
+        if away is None and not pending(target):
+            return False
+        if not catch_up or (away is not None and time.monotonic() < away.retry_at):
+            return True
+        try:
+            with open_store(path, log=self._server_log, catch_up=True) as store:
+                return store.is_spool
+        except Exception:
+            return True
+
+    def _sighted(self, path: Path) -> Any:
+        """After an outage: record ``path`` as it is now, as a first sighting is, never merged. The saves
+        made meanwhile were merged by the hooks that made them, against the file itself; this watcher saw
+        none of them, so the version it holds as "on disk" is stale, and merging with it would undo them."""
+        from ..notebook_io import parse_notebook
+        from ..store import sha256
+        from ..sync import Outcome
+
+        store = self._store_for(path)
+        try:
+            data = path.read_bytes()
+            parse_notebook(data)
+        except FileNotFoundError:
+            return None
+        except Exception:  # caught mid-write: look again shortly, still as a sighting
+            with self._lock:
+                self._stale.add(path)
+            self.schedule(path, self.retry)
+            return None
+        if store is None:
+            return None
+        try:
+            with self._work:
+                digest = sha256(data)
+                before = store.on_disk(path)
+                if before is not None and before.sha256 == digest:
+                    return Outcome("unchanged", str(path), before.version)
+                known = store.latest_with(path, digest)
+                if known is not None:
+                    store.add_on_disk(path, known.version)
+                    version = known.version
+                else:
+                    version = store.add(path, data, "observed").version
+        except Exception as e:
+            self._failed(f"{path}: {e}")
+            return None
+        self.log(f"recorded {path} as it is after the store was away (v{version}); saves made meanwhile were "
+                 f"merged by the servers that took them")
+        return Outcome("recorded", str(path), version)
 
     @staticmethod
     def _here(os_path: str | os.PathLike[str]) -> Path:
@@ -170,7 +257,7 @@ def start(serverapp: Any, log: logging.Logger | logging.LoggerAdapter,  # type: 
         log.info("nbmergesave: the server's contents are not a local folder; not watching for outside writes")
         return None
     try:
-        watcher = ServerWatcher(root, log=lambda line: log.info("nbmergesave: %s", line), engine=engine)
+        watcher = ServerWatcher(root, log=lambda line: log.info("nbmergesave: %s", line), engine=engine, server_log=log)
     except Exception as e:  # the server works without it: saves through it are still merged by the hook
         log.error("nbmergesave: cannot watch %s for writes made outside Jupyter (%s); saves through this server "
                   "are still merged", root, e)

@@ -147,6 +147,8 @@ def _upgrade(backend: Any) -> None:
 class Store:
     """A root's version store. Paths are kept relative to the root, with '/'."""
 
+    is_spool = False  # a stand-in for a store that is away (:mod:`.spool`)
+
     def __init__(self, root: Path, location: Path, backend: Backend | None = None) -> None:
         self.root = root.resolve()
         self.location = location
@@ -273,7 +275,8 @@ class Store:
     def add(self, path: str | os.PathLike[str], data: bytes | None, kind: str, *, on_disk: bool = True,
             base: int | None = None, local: int | None = None, remote: int | None = None, conflicts: int = 0,
             engine: str | None = None, cut: tuple[list[bytes], list[bytes]] | None = None,
-            cells: dict[str, str] | None = None, declare: tuple[str, str | None] | None = None) -> Version:
+            cells: dict[str, str] | None = None, declare: tuple[str, str | None] | None = None,
+            time: str | None = None) -> Version:
         """Record a version (its pieces, manifest and index row in one transaction); ``data=None`` records a deletion.
 
         ``engine``: the merge engine that made a ``merged`` version (shown by ``history`` and ``review``).
@@ -283,10 +286,12 @@ class Store:
         only for the rows. A writer that cut ``data`` already (:mod:`nbmergesave.fastpath`)
         passes ``cut`` (its pieces and their sha256 digests). ``cells`` (the content's
         :func:`~.cells.cell_digests`) and ``declare`` (``(base sha256, writer)``) go into
-        the same transaction: one commit, one fsync, for a whole save.
+        the same transaction: one commit, one fsync, for a whole save. ``time``: when the
+        version was made, if not now (a spool replayed after an outage keeps the times its
+        versions were made at).
         """
         key = self.key(path)
-        now = _now()
+        now = time or _now()
         digest = sha256(data) if data is not None else None
         given = _Prepared(cut[0], cut[1], {}) if cut is not None else None
         prepared = given

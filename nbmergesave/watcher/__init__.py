@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from ..errors import NbMergeSaveError
+from ..errors import NbMergeSaveError, StoreError
 from ..gitrepo import GitRepo, GitRepos
 from ..merge.options import engine_name
 from ..pairs import Pairs
@@ -91,7 +91,14 @@ class Watcher(Events, Gate, Worker):
         return "cells"
 
     def tracked(self) -> dict[str, int]:
-        return {str(root): len(store.tracked(root)) for root, store in self.stores.items()}
+        """Notebooks tracked per root; ``-1`` for a root whose store is away (a status must not stop the watcher)."""
+        counts = {}
+        for root, store in self.stores.items():
+            try:
+                counts[str(root)] = len(store.tracked(root))
+            except StoreError:
+                counts[str(root)] = -1
+        return counts
 
     def pending(self) -> int:
         """Saves read and renames seen but not yet handled (those waiting for git included), plus files
