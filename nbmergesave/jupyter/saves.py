@@ -216,11 +216,11 @@ class SaveMerger:
         if len(served) == 1:
             return store.content(served[0]), "the version this server served"
         if served:
-            from ..lineage import _distance, tokens
+            from ..lineage import distance, tokens
             from ..sync import tokens_of
 
             new = tokens(incoming_nb)  # each served version's tokens come from sync's cache, not a parse per save
-            scored = [(_distance(t, new), -i, v) for i, v in enumerate(served) if (t := tokens_of(store, v)) is not None]
+            scored = [(distance(t, new), -i, v) for i, v in enumerate(served) if (t := tokens_of(store, v)) is not None]
             if scored:
                 return store.content(min(scored, key=lambda t: t[:2])[2]), "the closest of the versions this server served"
         if disk is None:
