@@ -172,7 +172,10 @@ class SaveMerger:
             again = self._prepare(model, path, ours, None, base=base, disk=displaced,
                                   expected=holds if holds is not None else ours)
             if again is not None:
-                again["incoming"] = done["incoming"]  # the person's save, as they sent it
+                # the person's save, as they sent it, with its own hash: what this server then takes for the
+                # version that client holds (not 'ours', the save merged in here: a later save of that client,
+                # placed against 'ours', would take edits it made as the other side's, and conflict)
+                again.update(incoming=done["incoming"], incoming_sha=_incoming_sha(done))
         else:
             done["_final"] = True  # what was meant is what the write put on disk
         return again
@@ -323,12 +326,14 @@ class SaveMerger:
         fast = done.pop("fast", None)
         final = done.pop("_final", False)
         incoming = done.pop("incoming", None)
+        sent_sha = done.pop("incoming_sha", None)
         for internal in ("_base", "_disk", "sent"):
             done.pop(internal, None)
         if incoming is not None:
             # What a client without the front end now holds. Remembered (and kept for a spool) only now:
             # while the save is merged, the save itself must never be taken for its own base.
-            incoming_sha = fast if incoming is meant and fast is not None else done.get("remote") or sha256(incoming)
+            incoming_sha = _incoming_sha({**done, "incoming": incoming, "incoming_sha": sent_sha,
+                                          "declared": meant, "fast": fast})
             self.remember(path, incoming_sha)
             self.stores.keep(path, incoming, incoming_sha)
         try:
@@ -357,3 +362,13 @@ class SaveMerger:
                 saved[REPLY_KEY] = {**done, "sha256": sha}
         except Exception:
             self.log.error("nbmergesave: could not record the save of %s", path, exc_info=True)
+
+
+def _incoming_sha(done: dict[str, Any]) -> str:
+    """The sha256 of the save a client sent (``done["incoming"]``), from what the save's steps hashed already."""
+    incoming = done["incoming"]
+    if done.get("incoming_sha"):  # carried over from an earlier attempt of the save
+        return done["incoming_sha"]  # type: ignore[no-any-return]
+    if incoming is done.get("declared") and done.get("fast") is not None:
+        return done["fast"]  # type: ignore[no-any-return]
+    return done.get("remote") or sha256(incoming)
