@@ -28,7 +28,7 @@ pytest.importorskip("jupyter_server_ydoc", reason="jupyter-collaboration is not 
                     "run in their own environment: pip install -e '.[test,jupyter]' jupyter-collaboration)")
 
 from nbmergesave import notebook_io  # noqa: E402
-from nbmergesave.jupyter.rooms import apply_notebook, kept_cells, normal, set_text  # noqa: E402
+from nbmergesave.jupyter.ydoc import apply_notebook, kept_cells, normal, set_text  # noqa: E402
 from nbmergesave.store import Store  # noqa: E402
 
 from .conftest import cell, notebook, wait_for  # noqa: E402
