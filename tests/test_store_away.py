@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from nbmergesave import notebook_io
+from nbmergesave.errors import StoreUnavailable
 from nbmergesave.store import Store
 from nbmergesave.store.where import configure
 
@@ -357,3 +358,56 @@ def test_a_free_port_is_refused_fast_and_a_save_still_succeeds(tmp_path: Path) -
         assert host.spooled()
     finally:
         host.stop()
+
+
+# --- the watcher (nbmergesave watch, the daemon, the Jupyter server's) ----------------------------------------
+
+def test_the_watcher_merges_from_the_spool_while_its_store_is_away_and_catches_up(
+        database: pg.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nbmergesave watch` with a PostgreSQL store that stops mid-run: an agent's write made from an older
+    version than the file's is still merged with what the file held (from the spool, seeded with what the
+    watcher saw), never obeyed; once the database is back, the next look replays the spool, and the history
+    holds the outage's versions."""
+    from nbmergesave.watcher import Watcher
+
+    monkeypatch.setenv("NBMERGESAVE_HOME", str(tmp_path / "state"))
+    root = tmp_path / "project"
+    root.mkdir()
+    url = database.url("watch")
+    configure(url=url, roots=[str(root)])
+    nb = write(root / "nb.ipynb", notebook(cell("a = 0", "a"), cell("b = 0", "b"), cell("c = 0", "c")))
+    said: list[str] = []
+    watcher = Watcher([root], log=said.append, store_location=url, debounce=0.01)
+    watcher.start()
+    try:
+        def history() -> list[Any]:
+            try:
+                with Store.open(root, url) as store:
+                    return store.history(nb)
+            except StoreUnavailable:  # (this process has just seen it away: it is asked again after a while)
+                return []
+
+        wait_for(lambda: len(history()) == 1, "the first sighting")
+        write(nb, notebook(cell("a = 1", "a"), cell("b = 0", "b"), cell("c = 0", "c")))  # a person's save
+        wait_for(lambda: len(history()) == 2, "the person's save recorded")
+        read_by_agent = nb.read_bytes()  # an agent reads the notebook now, and works on it for a while
+        write(nb, notebook(cell("a = 2", "a"), cell("b = 0", "b"), cell("c = 0", "c")))  # the person saves again
+        wait_for(lambda: len(history()) == 3, "the person's second save recorded")
+        database.stop("fast")
+        agent = notebook_io.parse_notebook(read_by_agent)
+        agent["cells"][1]["source"] = "b = 1"  # made from what it read before the person's second save
+        (root / "agent.tmp").write_text(notebook_io.dumps(agent))
+        (root / "agent.tmp").replace(nb)
+        wait_for(lambda: [c["source"] for c in notebook_io.read_notebook(nb)["cells"]] == ["a = 2", "b = 1", "c = 0"],
+                 f"the agent's write merged with the person's save, from the spool (the watcher said: {said})", timeout=60)
+        assert any(AWAY in line for line in said), said
+        database.start_when_possible()
+        write(nb, notebook(cell("a = 2", "a"), cell("b = 1", "b"), cell("c = 2", "c")))  # the next save: catch-up
+        wait_for(lambda: len(history()) >= 6, "the spool replayed into the store, then the save", timeout=60)
+        kinds = [v.kind for v in history()]
+        assert "merged" in kinds, kinds
+        assert not (tmp_path / "state" / "spool").exists() or not any((tmp_path / "state" / "spool").glob("*/index.sqlite"))
+        assert any("is back" in line for line in said), said
+        assert watcher.stats.errors == 0, watcher.stats.last_error
+    finally:
+        watcher.stop()
