@@ -61,7 +61,7 @@ from urllib.error import HTTPError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nbmergesave import notebook_io  # noqa: E402
-from nbmergesave.jupyter import _as_written as as_written  # noqa: E402
+from nbmergesave.jupyter.files import as_written  # noqa: E402
 from nbmergesave.store import Store, sha256  # noqa: E402
 
 NAME = "shared.ipynb"
