@@ -25,8 +25,7 @@ WORDS = "History store unreachable since"
 
 
 def test_the_notice_appears_while_the_store_is_away_and_goes_when_it_is_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = pg.Server()
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: pg.Server) -> None:
     root = tmp_path / "project"
     root.mkdir()
     (root / "nb.ipynb").write_text(notebook_io.dumps(notebook(cell("a = 1", "a"), cell("b = 1", "b"))))
@@ -61,4 +60,3 @@ def test_the_notice_appears_while_the_store_is_away_and_goes_when_it_is_back(
         assert "the history store is away" in lab.output() and "is back" in lab.output()
     finally:
         lab.stop()
-        database.close()

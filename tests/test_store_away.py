@@ -10,14 +10,12 @@ notebook once and saving its own cell again and again.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,47 +29,10 @@ from . import pg
 from .conftest import cell, notebook, wait_for, write
 from .servers import JupyterProcess, free_port
 
-pytestmark = pytest.mark.skipif(pg.bindir() is None, reason="no PostgreSQL server binaries")
+pytestmark = [pytest.mark.skipif(pg.bindir() is None, reason="no PostgreSQL server binaries"),
+              pytest.mark.usefixtures("fresh_config")]
 WRITERS = 4
 AWAY = "the history store is away"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_config() -> Iterator[None]:
-    configure(url="", project_root="", roots=[])
-    yield
-    configure(url="", project_root="", roots=[])
-
-
-@pytest.fixture
-def database() -> Iterator[pg.Server]:
-    pytest.importorskip("psycopg")
-    server = pg.Server()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def two_paths(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
-    """The project folder and a second path to it: a bind mount where we may mount, else a symlink."""
-    real, alias = tmp_path / "volume", tmp_path / "elsewhere"
-    real.mkdir()
-    how = "symlink"
-    if os.geteuid() == 0:
-        alias.mkdir()
-        if subprocess.run(["mount", "--bind", str(real), str(alias)], capture_output=True).returncode == 0:
-            how = "bind mount"
-        else:
-            alias.rmdir()
-    if how == "symlink":
-        alias.symlink_to(real, target_is_directory=True)
-    try:
-        yield real, alias, how
-    finally:
-        if how == "bind mount":
-            subprocess.run(["umount", str(alias)], capture_output=True, timeout=30)
 
 
 class Host(JupyterProcess):
