@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,17 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def browsing(world: Callable[[Path, Any], People], tmp: Path) -> Iterator[Any]:
+    """``world(tmp, browser)`` (People and the servers they use) over one Chromium, closed after: the body of a
+    test module's shared ``world`` fixture (``yield from browsing(World, tmp)``)."""
+    with chromium() as browser:
+        made = world(tmp, browser)
+        try:
+            yield made
+        finally:
+            made.close()
 
 
 def lab_notebook(n: int = 6, **extra: Any) -> dict[str, Any]:

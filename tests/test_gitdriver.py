@@ -21,7 +21,9 @@ pytestmark = pytest.mark.skipif(subprocess.run(["git", "--version"], capture_out
 NAME = "dir with space/Ana's “notes” ü.ipynb"
 
 
-def branch_edits(repo: Path, name: str, edit_local, edit_remote, edit_base=None) -> None:  # type: ignore[no-untyped-def]
+def merge_edits(repo: Path, name: str, edit_local, edit_remote, edit_base=None):  # type: ignore[no-untyped-def]
+    """Ten numbered cells (``edit_base`` applied) committed at ``name``, ``edit_local`` on main and ``edit_remote`` on
+    ``theirs``, then ``git merge theirs`` run as a person runs it: its outcome."""
     path = repo / name
     path.parent.mkdir(parents=True, exist_ok=True)
     base = notebook(*numbered(10))
@@ -31,6 +33,7 @@ def branch_edits(repo: Path, name: str, edit_local, edit_remote, edit_base=None)
     edit_local(local)
     edit_remote(remote)
     commit_branches(repo, path, base, local, remote)
+    return git(repo, "merge", "--no-edit", "theirs", check=False)
 
 
 def test_install_is_idempotent_and_uninstall_removes_exactly_it(git_repo: Path) -> None:
@@ -71,8 +74,7 @@ def test_git_merge_of_different_cells_is_clean(git_repo: Path) -> None:
     def remote(nb):  # type: ignore[no-untyped-def]
         nb["cells"][7]["source"] = "theirs"
 
-    branch_edits(git_repo, NAME, local, remote)
-    result = git(git_repo, "merge", "--no-edit", "theirs", check=False)
+    result = merge_edits(git_repo, NAME, local, remote)
     assert result.returncode == 0, result.stdout + result.stderr
     merged = notebook_io.read_notebook(git_repo / NAME)
     assert [c["source"] for c in merged["cells"]][2::5] == ["ours", "theirs"]
@@ -88,8 +90,7 @@ def test_git_merge_of_same_line_leaves_markers_in_a_valid_notebook(git_repo: Pat
     def remote(nb):  # type: ignore[no-untyped-def]
         nb["cells"][4]["source"] = "x4 = 'theirs'"
 
-    branch_edits(git_repo, NAME, local, remote)
-    result = git(git_repo, "merge", "--no-edit", "theirs", check=False)
+    result = merge_edits(git_repo, NAME, local, remote)
     assert result.returncode != 0
     assert "CONFLICT" in result.stdout
     assert f"{NAME}: 1 conflict left in the notebook" in result.stderr + result.stdout
@@ -109,8 +110,7 @@ def test_git_merge_of_delete_versus_edit_stops_with_the_note_in_the_file(git_rep
     def remote(nb):  # type: ignore[no-untyped-def]
         nb["cells"][4]["source"] = "x4 = 'edited'"
 
-    branch_edits(git_repo, NAME, local, remote)
-    result = git(git_repo, "merge", "--no-edit", "theirs", check=False)
+    result = merge_edits(git_repo, NAME, local, remote)
     assert result.returncode != 0
     assert f"{NAME}: 1 conflict left in the notebook" in result.stderr + result.stdout
     assert "one side deleted a cell the other edited" in result.stderr + result.stdout
@@ -135,8 +135,7 @@ def test_git_merge_of_a_line_edit_beside_a_removed_final_newline_is_clean(git_re
     def remote(nb):  # type: ignore[no-untyped-def]
         nb["cells"][3]["source"] = "a = 1\nb = 2\n"
 
-    branch_edits(git_repo, NAME, local, remote, edit_base=base)
-    result = git(git_repo, "merge", "--no-edit", "theirs", check=False)
+    result = merge_edits(git_repo, NAME, local, remote, edit_base=base)
     assert result.returncode == 0, result.stdout + result.stderr
     merged = notebook_io.read_notebook(git_repo / NAME)
     assert merged["cells"][3]["source"] == "a = 1\nb = 2"

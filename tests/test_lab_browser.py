@@ -17,7 +17,7 @@ import pytest
 from nbmergesave import notebook_io
 
 from .conftest import nbm, sources
-from .lab import CHROMIUM, Lab, People, Tab, chromium, lab_notebook
+from .lab import CHROMIUM, Lab, People, Tab, browsing, lab_notebook
 
 pytest.importorskip("jupyterlab")
 pytest.importorskip("playwright.sync_api")
@@ -48,12 +48,7 @@ class World(People):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with chromium() as browser:
-        w = World(tmp_path_factory.mktemp("lab"), browser)
-        try:
-            yield w
-        finally:
-            w.close()
+    yield from browsing(World, tmp_path_factory.mktemp("lab"))
 
 
 @pytest.fixture(autouse=True)

@@ -47,6 +47,11 @@ class Tab:
         self.base = reply["nbmergesave"]["sha256"]
         return reply  # type: ignore[no-any-return]
 
+    def save_recorded(self, index: int, text: str) -> dict[str, Any]:
+        """Save, then wait until the server's watcher has recorded that save: its state."""
+        self.save(index, text)
+        return wait_for(lambda: self.settled(), "the save recorded", TIMEOUT)  # type: ignore[no-any-return]
+
     def state(self) -> dict[str, Any]:
         return self.lab.request("GET", f"/nbmergesave/api/state?path={self.name}")  # type: ignore[no-any-return]
 
@@ -94,6 +99,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         server.stop()
 
 
+def opened(lab: Lab, name: str) -> tuple[Path, Tab, dict[str, Any]]:
+    """``name`` written with six numbered cells and open in a person's tab; with the notebook as an agent read it
+    then (before anything the tab saves)."""
+    path = lab.root / name
+    write_in_place(path, notebook(*numbered(6)))
+    return path, Tab(lab, name), notebook_io.parse_notebook(path.read_bytes())
+
+
 def ready(lab: Lab) -> None:
     wait_for(lambda: "for writes made outside Jupyter (ready in" in lab.output(), "the server's watcher", TIMEOUT)
 
@@ -107,12 +120,8 @@ def merges(root: Path, name: str) -> list[Any]:
 def test_an_outside_write_after_a_saved_edit_keeps_both(lab: Lab, how: str) -> None:
     ready(lab)
     name = f"agent-{how.replace('.', '-')}.ipynb"
-    path = lab.root / name
-    write_in_place(path, notebook(*numbered(6)))
-    tab = Tab(lab, name)
-    loaded = notebook_io.parse_notebook(path.read_bytes())  # what the agent read, a little earlier
-    tab.save(1, "person = 1")
-    wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
+    path, tab, loaded = opened(lab, name)  # loaded: what the agent read, a little earlier
+    tab.save_recorded(1, "person = 1")
     WRITERS[how](path, edited(loaded, 4, "agent = 4"))  # the agent's version: made before the person's save
     wait_for(lambda: sources(path)[1] == "person = 1" and sources(path)[4] == "agent = 4",
              "the file holding both edits", TIMEOUT)
@@ -129,11 +138,8 @@ def test_an_outside_write_after_a_saved_edit_keeps_both(lab: Lab, how: str) -> N
 def test_an_outside_write_made_from_the_saved_version_replaces_it(lab: Lab) -> None:
     """An agent that read the file after the person's save: nothing to merge; the tab follows, told who wrote."""
     ready(lab)
-    path = lab.root / "fresh.ipynb"
-    write_in_place(path, notebook(*numbered(6)))
-    tab = Tab(lab, "fresh.ipynb")
-    tab.save(1, "person = 1")
-    wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
+    path, tab, _ = opened(lab, "fresh.ipynb")
+    tab.save_recorded(1, "person = 1")
     write_in_place(path, edited(notebook_io.read_notebook(path), 4, "agent = 4"))
     state = wait_for(lambda: (s := tab.settled()) and s["sha256"] == sha256(path.read_bytes()) and s,
                      "the write recorded", TIMEOUT)
@@ -144,12 +150,9 @@ def test_an_outside_write_made_from_the_saved_version_replaces_it(lab: Lab) -> N
 
 def test_the_servers_own_saves_are_not_merged_again(lab: Lab) -> None:
     ready(lab)
-    path = lab.root / "own.ipynb"
-    write_in_place(path, notebook(*numbered(6)))
-    tab = Tab(lab, "own.ipynb")
+    path, tab, _ = opened(lab, "own.ipynb")
     for i in range(3):
-        tab.save(i, f"save {i}")
-        state = wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
+        state = tab.save_recorded(i, f"save {i}")
         assert state["by"] == "jupyter" and state["sha256"] == tab.base
     assert merges(lab.root, "own.ipynb") == []
     assert sources(path)[:3] == ["save 0", "save 1", "save 2"]
@@ -157,12 +160,8 @@ def test_the_servers_own_saves_are_not_merged_again(lab: Lab) -> None:
 
 def test_a_conflicting_outside_write_is_marked_inline(lab: Lab) -> None:
     ready(lab)
-    path = lab.root / "clash.ipynb"
-    write_in_place(path, notebook(*numbered(6)))
-    tab = Tab(lab, "clash.ipynb")
-    loaded = notebook_io.parse_notebook(path.read_bytes())
-    tab.save(2, "x2 = 'person'")
-    wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
+    path, tab, loaded = opened(lab, "clash.ipynb")
+    tab.save_recorded(2, "x2 = 'person'")
     write_in_place(path, edited(loaded, 2, "x2 = 'agent'"))
     state = wait_for(lambda: (s := tab.settled()) and s["merge"] and s, "the merge", TIMEOUT)
     assert state["by"] == "outside" and state["merge"]["conflicts"] == 1
@@ -197,12 +196,8 @@ def test_a_cli_watcher_on_the_same_folder_never_merges_the_write_twice(lab: Lab,
                             stderr=subprocess.DEVNULL)
     try:
         wait_for(status.exists, "the CLI watcher", TIMEOUT)
-        path = lab.root / "both.ipynb"
-        write_in_place(path, notebook(*numbered(6)))
-        tab = Tab(lab, "both.ipynb")
-        loaded = notebook_io.parse_notebook(path.read_bytes())
-        tab.save(1, "person = 1")
-        wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
+        path, tab, loaded = opened(lab, "both.ipynb")
+        tab.save_recorded(1, "person = 1")
         write_by_rename(path, edited(loaded, 4, "agent = 4"))
         wait_for(lambda: sources(path)[1] == "person = 1" and sources(path)[4] == "agent = 4", "both edits", TIMEOUT)
         written = time.time()

@@ -23,7 +23,7 @@ from nbmergesave.store import Store
 
 from .conftest import edited, sources, wait_for
 from .git import git
-from .lab import CHROMIUM, PANEL, Lab, NotebookSeven, People, Tab, chromium, lab_notebook
+from .lab import CHROMIUM, PANEL, Lab, NotebookSeven, People, Tab, browsing, lab_notebook
 
 pytest.importorskip("jupyterlab")
 pytest.importorskip("playwright.sync_api")
@@ -76,12 +76,7 @@ class World(People):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with chromium() as browser:
-        w = World(tmp_path_factory.mktemp("outside-browser"), browser)
-        try:
-            yield w
-        finally:
-            w.close()
+    yield from browsing(World, tmp_path_factory.mktemp("outside-browser"))
 
 
 @pytest.fixture(autouse=True)

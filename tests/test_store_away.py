@@ -128,17 +128,24 @@ def _caught_up(hosts: list[Host], name: str) -> bool:
     return all(h.state_of(name)["degraded"] is None and not h.spooled() for h in hosts)
 
 
-def _check(team: Team, real: Path, url: str, hosts: list[Host], *, outages: int) -> list[Any]:
-    """0 failed saves, 0 lost edits, every save in the store's history and in order, told once per outage."""
+def _nothing_lost(team: Team, real: Path, url: str) -> tuple[str, list[Any], list[str]]:
+    """No save failed, no edit is missing from the file, no conflict (each writer edits its own cell); the file's
+    text, and the store's history of it with each version's text."""
     assert team.failed == [], team.failed
     final = (real / team.name).read_text()
-    notebook_io.validate(json.loads(final))
     assert [line for line in team.all_lines() if line not in final] == [], "edits lost"
     assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right"
     configure(project_root=str(real))
     with Store.open(real, url) as store:
         history = store.history(real / team.name)
         texts = [store.content(v).decode() if v.sha256 else "" for v in history]
+    return final, history, texts
+
+
+def _check(team: Team, real: Path, url: str, hosts: list[Host], *, outages: int) -> list[Any]:
+    """0 failed saves, 0 lost edits, every save in the store's history and in order, told once per outage."""
+    final, history, texts = _nothing_lost(team, real, url)
+    notebook_io.validate(json.loads(final))
     for k, lines in team.lines.items():
         # when the writer-k cell first ended with save n's line: every save is in the history, at the time it
         # was made (a spool replayed later keeps its versions' times), so in the order the writer made them.
@@ -275,14 +282,7 @@ def test_a_store_refused_at_start_keeps_merging_and_catches_up_once_fixed(
 
 
 def _check_refused(team: Team, real: Path, url: str, hosts: list[Host]) -> None:
-    assert team.failed == [], team.failed
-    final = (real / team.name).read_text()
-    assert [line for line in team.all_lines() if line not in final] == [], "edits lost"
-    assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right"
-    configure(project_root=str(real))
-    with Store.open(real, url) as store:
-        history = store.history(real / team.name)
-        texts = [store.content(v).decode() if v.sha256 else "" for v in history]
+    _, history, texts = _nothing_lost(team, real, url)
     for k, lines in team.lines.items():
         firsts = [min((v.time for v, t in zip(history, texts) if _cell_ends(t, k, line)), default=None)
                   for line in lines]
