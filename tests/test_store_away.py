@@ -128,13 +128,14 @@ def _caught_up(hosts: list[Host], name: str) -> bool:
     return all(h.state_of(name)["degraded"] is None and not h.spooled() for h in hosts)
 
 
-def _nothing_lost(team: Team, real: Path, url: str) -> tuple[str, list[Any], list[str]]:
-    """No save failed, no edit is missing from the file, no conflict (each writer edits its own cell); the file's
-    text, and the store's history of it with each version's text."""
+def _nothing_lost(team: Team, real: Path, url: str, hosts: list[Host]) -> tuple[str, list[Any], list[str]]:
+    """No save failed, no edit is missing from the file, no conflict (each writer edits its own cell: a conflict's
+    message shows what the ``hosts`` said of their merges); the file's text, and the store's history of it with
+    each version's text."""
     assert team.failed == [], team.failed
     final = (real / team.name).read_text()
     assert [line for line in team.all_lines() if line not in final] == [], "edits lost"
-    assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right"
+    assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right\n" + _merges(hosts)
     configure(project_root=str(real))
     with Store.open(real, url) as store:
         history = store.history(real / team.name)
@@ -144,7 +145,7 @@ def _nothing_lost(team: Team, real: Path, url: str) -> tuple[str, list[Any], lis
 
 def _check(team: Team, real: Path, url: str, hosts: list[Host], *, outages: int) -> list[Any]:
     """0 failed saves, 0 lost edits, every save in the store's history and in order, told once per outage."""
-    final, history, texts = _nothing_lost(team, real, url)
+    final, history, texts = _nothing_lost(team, real, url, hosts)
     notebook_io.validate(json.loads(final))
     for k, lines in team.lines.items():
         # when the writer-k cell first ended with save n's line: every save is in the history, at the time it
@@ -162,6 +163,13 @@ def _check(team: Team, real: Path, url: str, hosts: list[Host], *, outages: int)
         assert pg.PASSWORD not in host.output()
         assert "Traceback" not in host.output(), host.output()[-5000:]
     return history
+
+
+def _merges(hosts: list[Host]) -> str:
+    """What each host said about its merges and the store's comings and goings, for a failure's message."""
+    said = ("nbmergesave", "away", "back")
+    return "\n".join(f"host {i}: {line}" for i, h in enumerate(hosts)
+                     for line in h.output().splitlines() if any(w in line for w in said))[-20000:]
 
 
 def _cell_ends(text: str, k: int, line: str) -> bool:
@@ -282,7 +290,7 @@ def test_a_store_refused_at_start_keeps_merging_and_catches_up_once_fixed(
 
 
 def _check_refused(team: Team, real: Path, url: str, hosts: list[Host]) -> None:
-    _, history, texts = _nothing_lost(team, real, url)
+    _, history, texts = _nothing_lost(team, real, url, hosts)
     for k, lines in team.lines.items():
         firsts = [min((v.time for v, t in zip(history, texts) if _cell_ends(t, k, line)), default=None)
                   for line in lines]
