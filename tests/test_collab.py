@@ -26,7 +26,7 @@ pytest.importorskip("jupyter_server_ydoc", reason="jupyter-collaboration is not 
                     "run in their own environment: pip install -e '.[test,jupyter]' jupyter-collaboration)")
 
 from nbmergesave import notebook_io  # noqa: E402
-from nbmergesave.jupyter.rooms import apply_notebook, kept_cells, normal, set_text  # noqa: E402
+from nbmergesave.jupyter.ydoc import apply_notebook, kept_cells, normal, set_text  # noqa: E402
 from nbmergesave.store import Store  # noqa: E402
 
 from .conftest import cell, nbm, notebook, numbered, sources, wait_for  # noqa: E402

@@ -221,6 +221,46 @@ def test_the_routes_need_the_token_and_a_notebook_under_the_root(servers: tuple[
     assert status == 404
 
 
+def test_a_client_whose_merged_save_was_merged_again_is_placed_by_its_own_save_next_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client without the front end (no hash sent) saves over a changed file (merged), and another server's
+    save lands during our swap (merged again). The server must then take the client's own save for what it
+    holds, not the merge it built on: placed against that merge, the client's next save took its own earlier
+    line for the other side's and conflicted with itself (seen with two hosts on one folder, store away)."""
+    pytest.importorskip("jupyter_server")
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    from nbmergesave.jupyter import install
+
+    if notebook_io._renameat2 is None:
+        pytest.skip("no renameat2(RENAME_EXCHANGE) here: such a save is replaced (a window of microseconds)")
+    monkeypatch.setenv("NBMERGESAVE_HOME", str(tmp_path / "state"))
+    path = tmp_path / "nb.ipynb"
+    path.write_text(notebook_io.dumps(notebook(cell("a = 0", "a"), cell("b = 0", "b"), cell("c = 0", "c"))))
+    cm = FileContentsManager(root_dir=str(tmp_path))
+    merger = install(cm)
+    client = cm.get("nb.ipynb")["content"]
+    changed = edit(notebook_io.parse_notebook(path.read_bytes()), 2, "c = 5")
+    path.write_text(notebook_io.dumps(changed))  # someone else's edit: the client's first save is merged
+    other = notebook_io.dumps(edit(changed, 1, "b = 2")).encode()
+    real_exchange = notebook_io._exchange
+
+    def other_lands(a: str, b: Path) -> bool:  # another server's save, after our compare, before our swap
+        monkeypatch.setattr(notebook_io, "_exchange", real_exchange)
+        (tmp_path / "other.tmp").write_bytes(other)
+        (tmp_path / "other.tmp").replace(path)
+        return real_exchange(a, b)
+
+    monkeypatch.setattr(notebook_io, "_exchange", other_lands)
+    for line in ("a = 1", "a = 2"):
+        client["cells"][0]["source"] += "\n" + line
+        cm.save({"type": "notebook", "content": copy.deepcopy(client)}, "nb.ipynb")
+    assert notebook_io._exchange is real_exchange  # the other save did land during the first
+    assert sources(path) == ["a = 0\na = 1\na = 2", "b = 2", "c = 5"]  # clean: each line written once
+    for store in list(merger.stores.held.values()):
+        store.close()
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["fast path", "full path"])
 def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_merge(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
@@ -243,7 +283,7 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
     tab = cm.get("nb.ipynb")
     other = notebook_io.dumps(edited(notebook_io.parse_notebook(path.read_bytes()), 1, "b = 2")).encode()
     seen: list[list[str]] = []  # what a reader finds right after each write of ours
-    real_exchange, real_put_back = notebook_io._exchange, merger._put_back
+    real_exchange, real_put_back = notebook_io._exchange, merger.writes.put_back
 
     def other_lands(a: str, b: Path) -> bool:  # after our compare, before our swap
         monkeypatch.setattr(notebook_io, "_exchange", real_exchange)
@@ -257,14 +297,14 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
         return held
 
     monkeypatch.setattr(notebook_io, "_exchange", other_lands)
-    monkeypatch.setattr(merger, "_put_back", put_back)
+    monkeypatch.setattr(merger.writes, "put_back", put_back)
     tab["content"]["cells"][0]["source"] = "a = 1"
     reply = cm.save({"type": "notebook", "content": tab["content"], "nbmergesave_base": tab["nbmergesave"]["sha256"]},
                     "nb.ipynb")
     assert seen == [["a = 0", "b = 2"]]  # the other save, back at once (not ours without it)
     assert sources(path) == ["a = 1", "b = 2"]  # then both
     assert reply["nbmergesave"]["merged"] and reply["nbmergesave"]["sha256"] == sha256(path.read_bytes())
-    for store in list(merger._stores.values()):
+    for store in list(merger.stores.held.values()):
         store.close()
     with Store.open(tmp_path) as store:
         assert store.latest_with(path, sha256(other)) is not None  # the other save is in the history too
