@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import urllib.error
 import urllib.parse
@@ -240,9 +241,9 @@ def test_a_client_whose_merged_save_was_merged_again_is_placed_by_its_own_save_n
     cm = FileContentsManager(root_dir=str(tmp_path))
     merger = install(cm)
     client = cm.get("nb.ipynb")["content"]
-    changed = edit(notebook_io.parse_notebook(path.read_bytes()), 2, "c = 5")
+    changed = edited(notebook_io.parse_notebook(path.read_bytes()), 2, "c = 5")
     path.write_text(notebook_io.dumps(changed))  # someone else's edit: the client's first save is merged
-    other = notebook_io.dumps(edit(changed, 1, "b = 2")).encode()
+    other = notebook_io.dumps(edited(changed, 1, "b = 2")).encode()
     real_exchange = notebook_io._exchange
 
     def other_lands(a: str, b: Path) -> bool:  # another server's save, after our compare, before our swap
