@@ -292,8 +292,8 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
         (tmp_path / "other.tmp").replace(path)
         return real_exchange(a, b)
 
-    def put_back(os_path: str, displaced: bytes, ours: bytes) -> bytes | None:
-        held = real_put_back(os_path, displaced, ours)
+    def put_back(os_path: str, displaced: bytes, ours: bytes, **how: bool) -> bytes | None:
+        held = real_put_back(os_path, displaced, ours, **how)
         seen.append(sources(path))
         return held
 
