@@ -15,7 +15,6 @@ import json
 import os
 import random
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
