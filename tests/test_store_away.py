@@ -324,6 +324,19 @@ def test_a_free_port_is_refused_fast_and_a_save_still_succeeds(tmp_path: Path) -
 
 # --- the watcher (nbmergesave watch, the daemon, the Jupyter server's) ----------------------------------------
 
+class _Told:
+    """What a wait waited for, and what the watcher had said by the time it gave up (read then, not before)."""
+
+    def __init__(self, what: str, said: list[str]) -> None:
+        self.what, self.said = what, said
+
+    def __str__(self) -> str:
+        return f"{self.what} (the watcher said: {self.said})"
+
+    def __format__(self, spec: str) -> str:  # wait_for formats it into its message when it gives up
+        return str(self)
+
+
 def test_the_watcher_merges_from_the_spool_while_its_store_is_away_and_catches_up(
         database: pg.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`nbmergesave watch` with a PostgreSQL store that stops mid-run: an agent's write made from an older
@@ -349,26 +362,26 @@ def test_the_watcher_merges_from_the_spool_while_its_store_is_away_and_catches_u
             except StoreUnavailable:  # (this process has just seen it away: it is asked again after a while)
                 return []
 
-        wait_for(lambda: len(history()) == 1, "the first sighting")
+        wait_for(lambda: len(history()) == 1, _Told("the first sighting", said), timeout=120)
         write(nb, notebook(cell("a = 1", "a"), cell("b = 0", "b"), cell("c = 0", "c")))  # a person's save
-        wait_for(lambda: len(history()) == 2, "the person's save recorded")
+        wait_for(lambda: len(history()) == 2, _Told("the person's save recorded", said), timeout=120)
         read_by_agent = nb.read_bytes()  # an agent reads the notebook now, and works on it for a while
         write(nb, notebook(cell("a = 2", "a"), cell("b = 0", "b"), cell("c = 0", "c")))  # the person saves again
-        wait_for(lambda: len(history()) == 3, "the person's second save recorded")
+        wait_for(lambda: len(history()) == 3, _Told("the person's second save recorded", said), timeout=120)
         database.stop("fast")
         agent = notebook_io.parse_notebook(read_by_agent)
         agent["cells"][1]["source"] = "b = 1"  # made from what it read before the person's second save
         (root / "agent.tmp").write_text(notebook_io.dumps(agent))
         (root / "agent.tmp").replace(nb)
         wait_for(lambda: [c["source"] for c in notebook_io.read_notebook(nb)["cells"]] == ["a = 2", "b = 1", "c = 0"],
-                 f"the agent's write merged with the person's save, from the spool (the watcher said: {said})", timeout=60)
+                 _Told("the agent's write merged with the person's save, from the spool", said), timeout=60)
         assert any(AWAY in line for line in said), said
         database.start_when_possible()
         write(nb, notebook(cell("a = 2", "a"), cell("b = 1", "b"), cell("c = 2", "c")))  # the next save: catch-up
-        wait_for(lambda: len(history()) >= 6, "the spool replayed into the store, then the save", timeout=60)
+        wait_for(lambda: len(history()) >= 6, _Told("the spool replayed into the store, then the save", said), timeout=120)
         kinds = [v.kind for v in history()]
         assert "merged" in kinds, kinds
-        wait_for(lambda: not any((tmp_path / "state").glob("spool/*/index.sqlite")), "the spool emptied after its replay")
+        wait_for(lambda: not any((tmp_path / "state").glob("spool/*/index.sqlite")), _Told("the spool emptied after its replay", said), timeout=120)
         assert any("is back" in line for line in said), said
         assert watcher.stats.errors == 0, watcher.stats.last_error
     finally:
