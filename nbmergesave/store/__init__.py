@@ -28,6 +28,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ __all__ = ["ENV_STORE", "STORE_DIR", "Backend", "GcReport", "Retention", "Store"
 
 
 def _now() -> str:
-    return time_text()
+    return time_text(datetime.now(timezone.utc))
 
 
 def _upgrade(backend: Any) -> None:
@@ -149,6 +150,11 @@ class Store(DeclarationsMixin, RetentionMixin, FsckMixin):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _clock(self) -> datetime:
+        """Now, in UTC: the clock of every part of the store (``datetime`` is looked up in this module, where a
+        test sets the time a collection runs at)."""
+        return datetime.now(timezone.utc)
 
     @property
     def _db(self) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import pieces
@@ -57,12 +57,13 @@ class StoreStats:
 
 class RetentionMixin:
     """Retention, pins, collection and size: part of :class:`~nbmergesave.store.Store` (it uses the store's
-    ``backend``, ``location``, ``key()`` and ``get()``)."""
+    ``backend``, ``location``, ``key()``, ``get()`` and clock)."""
 
     backend: Backend
     location: Any
     key: Callable[[str | os.PathLike[str]], str]
     get: Callable[[str | os.PathLike[str], int], Version]
+    _clock: Callable[[], datetime]
 
     def retention(self) -> Retention:
         """The store's retention rule (the default until one is saved with :meth:`set_retention`)."""
@@ -133,7 +134,7 @@ class RetentionMixin:
         >>> # report = store.gc(Retention(keep_all=14), dry_run=True); report.bytes_freed
         """
         policy = policy or self.retention()
-        now = now or datetime.now(timezone.utc)
+        now = now or self._clock()
         step = progress or (lambda _: None)
         if dry_run:
             plan = self._plan(policy, now)
@@ -153,14 +154,14 @@ class RetentionMixin:
             self.backend.drop_pieces(orphan)
         step("compacting")
         self.backend.compact()
-        self.backend.set_setting("last_gc", time_text())
+        self.backend.set_setting("last_gc", time_text(self._clock()))
         return GcReport(False, len(plan), len(self.backend.all_versions()), len(contents), len(orphan),
                         max(0, before - self.backend.disk_usage()), policy)
 
     def gc_due(self, now: datetime | None = None) -> bool:
         """Whether an automatic collection is due (none in the last :data:`GC_EVERY`)."""
         last = self.backend.setting("last_gc")
-        return last is None or (now or datetime.now(timezone.utc)) - parse_time(last) >= GC_EVERY
+        return last is None or (now or self._clock()) - parse_time(last) >= GC_EVERY
 
     def maybe_gc(self, now: datetime | None = None) -> GcReport | None:
         """Collect with the store's retention rule if :meth:`gc_due`; what the watcher and the daemon call."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import datetime
 
 from .backend import Backend, Version
 from .retention import time_text
@@ -16,16 +17,17 @@ from .retention import time_text
 
 class DeclarationsMixin:
     """Declarations and the lineage index: part of :class:`~nbmergesave.store.Store` (it uses the store's
-    ``backend`` and ``key()``)."""
+    ``backend``, ``key()`` and clock)."""
 
     backend: Backend
     key: Callable[[str | os.PathLike[str]], str]
+    _clock: Callable[[], datetime]
 
     # --- declarations: writers saying which version a save was made from ----
 
     def declare(self, path: str | os.PathLike[str], sha: str, base_sha: str, writer: str | None = None) -> None:
         with self.backend.transaction():
-            self.backend.declare(self.key(path), sha, base_sha, writer, time_text())
+            self.backend.declare(self.key(path), sha, base_sha, writer, time_text(self._clock()))
 
     def declared_base(self, path: str | os.PathLike[str], sha: str) -> Version | None:
         """The stored version a declaration names as the base of content ``sha``, if both are known."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -57,10 +57,9 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def time_text(when: datetime | None = None) -> str:
-    """``when`` (default: now) as the store records times: UTC, to the millisecond, with ``Z``, so that the
-    text sorts as the times do (the collection compares them as text, in SQL and here)."""
-    when = when or datetime.now(timezone.utc)
+def time_text(when: datetime) -> str:
+    """``when`` (in UTC) as the store records times: to the millisecond, with ``Z``, so that the text sorts as
+    the times do (the collection compares them as text, in SQL and here)."""
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
