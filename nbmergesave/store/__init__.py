@@ -74,13 +74,12 @@ def _upgrade(backend: Any) -> None:
     backend.finish_upgrade()
 
 
+# The store's methods, by job: opening, keys, contents, versions and the save lock here; declarations and the
+# base search's index in declarations.py, retention, pins, collection and size in collection.py, the check and
+# repair in check.py. Mixins rather than delegating methods: each public method keeps one signature and one
+# docstring, where its code is, and callers (and the API docs) still find every one of them on Store.
 class Store(DeclarationsMixin, RetentionMixin, FsckMixin):
-    """A root's version store. Paths are kept relative to the root, with '/'.
-
-    Its methods are here by job: opening, contents, versions and the save lock in this class;
-    declarations and the base search's index in :mod:`.declarations`, retention, pins, collection
-    and size in :mod:`.collection`, the check and repair in :mod:`.check` (mixed in).
-    """
+    """A root's version store. Paths are kept relative to the root, with '/'."""
 
     is_spool = False  # a stand-in for a store that is away (:mod:`.spool`)
 
