@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .notebook_io import TRANSIENT_NB_METADATA, _split_cell
+from .notebook_io import TRANSIENT_NB_METADATA, split_cell
 from .store import pieces
 
 #: Whether the fast paths are taken (the Jupyter extension's save, the watcher's record).
@@ -153,7 +153,7 @@ def _top(nb: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _new_cell(cell: dict[str, Any]) -> _Cell:
-    text = "\n  " + json.dumps(_split_cell(cell), **_DUMP).replace("\n", "\n  ")
+    text = "\n  " + json.dumps(split_cell(cell), **_DUMP).replace("\n", "\n  ")
     return _Cell(cell, text.encode("utf-8"), {})
 
 

@@ -56,7 +56,8 @@ def _fingerprint(outputs: Any) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _distance(a: Counter, b: Counter) -> int:  # type: ignore[type-arg]
+def distance(a: Counter, b: Counter) -> int:  # type: ignore[type-arg]
+    """How many tokens one notebook has that the other has not, both ways (the base search's measure)."""
     return sum(((a - b) + (b - a)).values())
 
 
@@ -77,7 +78,7 @@ def find_base(
     p = tokens_of(on_disk)
     if p is None:
         return None
-    best, best_distance = None, _distance(p, s)
+    best, best_distance = None, distance(p, s)
     known = [(v, t) for v in candidates if (t := tokens_of(v)) is not None]
     # Closest sizes first: a size difference is a lower bound of the distance,
     # so the search stops as soon as no candidate left can be close enough.
@@ -94,7 +95,7 @@ def find_base(
             saw = all(s[t] < v[t] for t in removed)
         if saw:
             continue
-        d = _distance(v, s)
+        d = distance(v, s)
         # S saw none of P's additions, so at equal distance V explains S
         # better than P does; between candidates the newest wins a tie.
         if (d <= best_distance) if best is None else (d < best_distance or (d == best_distance and version.version > best.version)):

@@ -184,7 +184,7 @@ def _split_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
 _SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
 
 
-def _split_cell(cell: dict[str, Any]) -> dict[str, Any]:
+def split_cell(cell: dict[str, Any]) -> dict[str, Any]:
     """A shallow copy of ``cell`` with text split into lines, as ``nbformat.write`` stores it."""
     out = dict(cell)
     if isinstance(out.get("source"), str):
@@ -282,7 +282,7 @@ def dumps(nb: Mapping[str, Any]) -> str:
     touch stay identical to the inputs and git diffs stay small. The input
     is not modified.
     """
-    disk = {**nb, "cells": [_split_cell(c) for c in nb["cells"]]}
+    disk = {**nb, "cells": [split_cell(c) for c in nb["cells"]]}
     return json.dumps(disk, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")) + "\n"
 
 

@@ -248,7 +248,7 @@ def _jupyter_sequence(root: Path, start: dict[str, Any], edits: int) -> tuple[di
             path.write_text(notebook_io.dumps(other))
         content["cells"][(k * 5) % len(content["cells"])]["source"] += f"\n# tab edit {k}"
         save = {"type": "notebook", "content": json.loads(json.dumps(content)), "nbmergesave_base": base}
-        with merger.lock("nb.ipynb"):
+        with merger.stores.lock("nb.ipynb"):
             done = merger.before_save(save, "nb.ipynb")
             path.write_text(nbformat.writes(nbformat.from_dict(save["content"]), version=nbformat.NO_CONVERT) + "\n")
             reply: dict[str, Any] = {}
@@ -258,7 +258,7 @@ def _jupyter_sequence(root: Path, start: dict[str, Any], edits: int) -> tuple[di
         base = info["sha256"]
         if info.get("merged"):
             content = info["content"]
-    for store in list(merger._stores.values()):
+    for store in list(merger.stores.held.values()):
         store.close()
     with Store.open(root) as store:
         return _rows(store), path.read_bytes(), replies
@@ -300,8 +300,8 @@ def test_the_server_writes_the_fast_paths_text(tmp_path: Path, fast: Callable[[b
     cm = FileContentsManager(root_dir=str(tmp_path))
     merger = install(cm)
     written: list[str] = []
-    original = merger.prepared
-    merger.prepared = lambda os_path, nb: written.append(t) or t if (t := original(os_path, nb)) else t  # type: ignore[method-assign]
+    original = merger.writes.prepared
+    merger.writes.prepared = lambda os_path, nb: written.append(t) or t if (t := original(os_path, nb)) else t  # type: ignore[method-assign]
     model = cm.get("nb.ipynb")
     model["content"]["cells"][0]["source"] = "x = 2"
     reply = cm.save({"type": "notebook", "content": model["content"], "nbmergesave_base": model["nbmergesave"]["sha256"]},
@@ -324,5 +324,5 @@ def test_the_server_writes_the_fast_paths_text(tmp_path: Path, fast: Callable[[b
     cm.save({"type": "notebook", "content": model["content"], "nbmergesave_base": model["nbmergesave"]["sha256"]},
             "nb.ipynb")
     assert notebook_io.read_notebook(tmp_path / "nb.ipynb")["cells"][0]["source"] == "changed by a hook"
-    for store in list(merger._stores.values()):
+    for store in list(merger.stores.held.values()):
         store.close()

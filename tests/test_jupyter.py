@@ -259,7 +259,7 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
     tab = cm.get("nb.ipynb")
     other = notebook_io.dumps(edit(notebook_io.parse_notebook(path.read_bytes()), 1, "b = 2")).encode()
     seen: list[list[str]] = []  # what a reader finds right after each write of ours
-    real_exchange, real_put_back = notebook_io._exchange, merger._put_back
+    real_exchange, real_put_back = notebook_io._exchange, merger.writes.put_back
 
     def other_lands(a: str, b: Path) -> bool:  # after our compare, before our swap
         monkeypatch.setattr(notebook_io, "_exchange", real_exchange)
@@ -273,14 +273,14 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
         return held
 
     monkeypatch.setattr(notebook_io, "_exchange", other_lands)
-    monkeypatch.setattr(merger, "_put_back", put_back)
+    monkeypatch.setattr(merger.writes, "put_back", put_back)
     tab["content"]["cells"][0]["source"] = "a = 1"
     reply = cm.save({"type": "notebook", "content": tab["content"], "nbmergesave_base": tab["nbmergesave"]["sha256"]},
                     "nb.ipynb")
     assert seen == [["a = 0", "b = 2"]]  # the other save, back at once (not ours without it)
     assert sources(path) == ["a = 1", "b = 2"]  # then both
     assert reply["nbmergesave"]["merged"] and reply["nbmergesave"]["sha256"] == sha256(path.read_bytes())
-    for store in list(merger._stores.values()):
+    for store in list(merger.stores.held.values()):
         store.close()
     with Store.open(tmp_path) as store:
         assert store.latest_with(path, sha256(other)) is not None  # the other save is in the history too

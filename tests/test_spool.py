@@ -170,7 +170,7 @@ def test_releasing_a_lock_whose_connection_died_never_fails_the_save(tmp_path: P
     nb = write(tmp_path / "nb.ipynb", notebook(cell("a", "a")))
     merger = SaveMerger(None, Log("t"))
     for _ in range(3):
-        merger._release((Store.open(nb.parent), Dead()))  # must not raise
+        merger.stores.release((Store.open(nb.parent), Dead()))  # must not raise
     assert len([line for line in Log.lines if "away" in line]) == 1  # said once, not once per save
 
 
@@ -195,7 +195,7 @@ def test_a_kept_open_store_that_starts_failing_is_dropped_and_the_spool_stands_i
     tab["content"]["cells"][0]["source"] = "a = 1"
     reply = cm.save({"type": "notebook", "content": tab["content"], "nbmergesave_base": tab["nbmergesave"]["sha256"]},
                     "nb.ipynb")
-    kept = list(merger._stores.values())
+    kept = list(merger.stores.held.values())
     assert len(kept) == 1 and not kept[0].is_spool  # kept open for the next save
     other = cm.get("nb.ipynb")  # a second tab, loaded now; the first saves again from its own version
     base = reply["nbmergesave"]["sha256"]
@@ -208,7 +208,7 @@ def test_a_kept_open_store_that_starts_failing_is_dropped_and_the_spool_stands_i
     spooled = cm.save({"type": "notebook", "content": other["content"],
                        "nbmergesave_base": other["nbmergesave"]["sha256"]}, "nb.ipynb")
     assert spooled["nbmergesave"].get("spooled")  # merged (here: recorded) from the spool, not failed
-    assert kept[0] not in merger._stores.values()  # dropped, closed
+    assert kept[0] not in merger.stores.held.values()  # dropped, closed
     assert [c["source"] for c in notebook_io.read_notebook(nb)["cells"]] == ["a = 1", "b = 2"]
     assert spool.pending(spool.target_of(nb)) and spool.outage(spool.target_of(nb)) is not None
 
@@ -218,8 +218,8 @@ def test_a_kept_open_store_that_starts_failing_is_dropped_and_the_spool_stands_i
     assert reply["nbmergesave"]["merged"] and not reply["nbmergesave"].get("spooled")
     assert [c["source"] for c in notebook_io.read_notebook(nb)["cells"]] == ["a = 3", "b = 2"]
     assert not spool.pending(spool.target_of(nb)) and spool.outage(spool.target_of(nb)) is None
-    assert len(merger._stores) == 1  # kept open again
-    for store in list(merger._stores.values()):
+    assert len(merger.stores.held) == 1  # kept open again
+    for store in list(merger.stores.held.values()):
         store.close()
     with Store.open(root) as store:
         sources = [[c["source"] for c in notebook_io.parse_notebook(store.content(v))["cells"]]

@@ -173,7 +173,7 @@ def _check(team: Team, real: Path, url: str, hosts: list[Host], *, outages: int)
     final = (real / team.name).read_text()
     notebook_io.validate(json.loads(final))
     assert [line for line in team.all_lines() if line not in final] == [], "edits lost"
-    assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right"
+    assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right\n" + _merges(hosts)
     configure(project_root=str(real))
     with Store.open(real, url) as store:
         history = store.history(real / team.name)
@@ -194,6 +194,13 @@ def _check(team: Team, real: Path, url: str, hosts: list[Host], *, outages: int)
         assert pg.PASSWORD not in host.output()
         assert "Traceback" not in host.output(), host.output()[-5000:]
     return history
+
+
+def _merges(hosts: list[Host]) -> str:
+    """What each host said about its merges and the store's comings and goings, for a failure's message."""
+    said = ("nbmergesave", "away", "back")
+    return "\n".join(f"host {i}: {line}" for i, h in enumerate(hosts)
+                     for line in h.output().splitlines() if any(w in line for w in said))[-20000:]
 
 
 def _cell_ends(text: str, k: int, line: str) -> bool:
@@ -317,7 +324,7 @@ def _check_refused(team: Team, real: Path, url: str, hosts: list[Host]) -> None:
     assert team.failed == [], team.failed
     final = (real / team.name).read_text()
     assert [line for line in team.all_lines() if line not in final] == [], "edits lost"
-    assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right"
+    assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right\n" + _merges(hosts)
     configure(project_root=str(real))
     with Store.open(real, url) as store:
         history = store.history(real / team.name)

@@ -99,11 +99,11 @@ class StateHandler(_Base, APIHandler):
     def _state(self, path: str, os_path: str) -> dict[str, Any]:
         from ..store.spool import outage, target_of
         from ..sync import open_store
-        from . import _mergeable, _read
+        from .files import mergeable, read
 
-        data = _read(os_path)
+        data = read(os_path)
         state: dict[str, Any] = {"path": path, "sha256": sha256(data) if data is not None else None,
-                                 "mergeable": _mergeable(os_path), "merge": None, "by": None, "settling": False,
+                                 "mergeable": mergeable(os_path), "merge": None, "by": None, "settling": False,
                                  "degraded": None}
         watcher = getattr(self.merger, "watcher", None)
         watching = watcher is not None and watcher.ready.is_set() and watcher.failed is None

@@ -612,7 +612,8 @@ def install(root_dir: str, log: Any) -> bool:
 def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N803 (the classes patched)
     from jupyter_server.utils import ensure_async
 
-    from . import BASE_KEY, REPLY_KEY, _as_written
+    from .files import as_written
+    from .replies import BASE_KEY, REPLY_KEY
 
     stock_load = FileLoader.load_content
     stock_save = FileLoader.maybe_save_content
@@ -692,7 +693,7 @@ def _patch(FileLoader: Any, DocumentRoom: Any, rooms: Rooms) -> None:  # noqa: N
         # What this save wrote (the merge, or the room as sent): the room's base from now on. Not the hash
         # of the file as read back after the write: an outside write landing just then would be taken for
         # the room's own, and never merged (stock takes its time and hash from that read too).
-        meant = _as_written(reply["content"] if reply.get("merged") and reply.get("content") else model["content"])
+        meant = as_written(reply["content"] if reply.get("merged") and reply.get("content") else model["content"])
         written = sha256(meant)
         if reply.get("sha256") not in (None, written):
             # The bytes read back differ: the contents manager serialises differently (then they hold the

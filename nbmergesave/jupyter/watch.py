@@ -43,7 +43,6 @@ from typing import Any
 
 from ..store import ENV_STORE, STORE_DIR, Store
 from ..watcher import Watcher
-from ..watcher.events import is_notebook
 
 
 def _root_store(root: Path) -> Store:

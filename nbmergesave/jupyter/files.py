@@ -1,0 +1,74 @@
+"""Small helpers of the Jupyter integration: reading a notebook's file, the bytes Jupyter writes for a
+notebook, what a Jupytext pair's text file adds, and the guards around a store's work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .. import notebook_io
+from ..store import Store
+
+
+def quietly(action: Any) -> None:
+    try:
+        action()
+    except Exception:
+        pass
+
+
+@contextmanager
+def nothing() -> Iterator[None]:
+    yield
+
+
+def pair_hash(served: Any, sha: str) -> bool:
+    """Whether ``served`` is Jupytext's hash of a paired notebook: the text file's and the .ipynb's joined."""
+    return isinstance(served, str) and len(served) == 2 * len(sha) and sha in (served[:len(sha)], served[len(sha):])
+
+
+def with_paired_text(store: Store, os_path: str, disk: bytes | None, engine: str = "cells") -> bytes | None:
+    """What is on disk, with the edits of a newer Jupytext-paired text file taken in (stored as versions),
+    so the save is merged with them rather than writing over them (:func:`nbmergesave.pairs.bring_in`)."""
+    if disk is None:
+        return None
+    from ..pairs import bring_in
+
+    return bring_in(store, os_path, disk, engine) or disk
+
+
+def mergeable(os_path: str) -> bool:
+    """Whether the file on disk is a notebook a merge can take (so a save need not ask the person)."""
+    data = read(os_path)
+    if data is None:
+        return False
+    try:
+        notebook_io.parse_notebook(data)
+        return True
+    except Exception:
+        return False
+
+
+def plain(nb: Any) -> dict[str, Any]:
+    return notebook_io.parse_notebook(as_written(nb))
+
+
+def as_written(nb: dict[str, Any]) -> bytes:
+    """The bytes Jupyter writes for ``nb``: nbformat drops the keys it only keeps in memory
+    (cell ``trusted`` marks, ``orig_nbformat``, ``signature``) before writing."""
+    transient = notebook_io.TRANSIENT_NB_METADATA
+    return notebook_io.dumps({
+        **nb,
+        "metadata": {k: v for k, v in nb.get("metadata", {}).items() if k not in transient},
+        "cells": [{**c, "metadata": {k: v for k, v in c.get("metadata", {}).items() if k != "trusted"}}
+                  for c in nb.get("cells", [])],
+    }).encode()
+
+
+def read(os_path: str) -> bytes | None:
+    try:
+        with open(os_path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
