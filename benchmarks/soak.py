@@ -61,7 +61,7 @@ from urllib.error import HTTPError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nbmergesave import notebook_io  # noqa: E402
-from nbmergesave.jupyter import _as_written as as_written  # noqa: E402
+from nbmergesave.jupyter.files import as_written  # noqa: E402
 from nbmergesave.store import Store, sha256  # noqa: E402
 
 NAME = "shared.ipynb"
@@ -175,11 +175,15 @@ class SoakResult:
     latencies: list[float]
     valid: bool
     gaps: list[float]  # for each unseen save: how soon another writer's save replaced it (s)
+    marked_own: int = 0  # writers' own cells holding conflict markers at the end (one writer each: none is right)
+    marked_shared: int = 0  # shared cells holding them (several writers: a conflict there can be real)
 
     def report(self) -> str:
         lat = sorted(self.latencies) or [0.0]
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         return (f"saves {self.saves}, merges {self.merges}, merges with conflicts {self.conflicts}, valid notebook {self.valid}\n"
+                f"cells with conflict markers at the end: {self.marked_own} of the writers' own cells (one writer "
+                f"each: none is right), {self.marked_shared} shared cells\n"
                 f"lost edits {len(self.lost)} (an edit the store had, missing from the file)\n"
                 f"saves replaced by another writer's before any watcher could read them: {self.missing}"
                 + (f" (replaced within {_ms(statistics.median(self.gaps))} median, {_ms(max(self.gaps))} at most)"
@@ -334,8 +338,11 @@ def run(writers: int = 4, saves: int = 200, waits: tuple[float, float] = (0.05, 
             missing = {d for d in shas if d not in known}
             order = sorted(saved_at, key=saved_at.__getitem__)
             gaps = [saved_at[b] - saved_at[a] for a, b in zip(order, order[1:]) if a in missing]
+            marked = [c["id"] for c in final["cells"] if "<<<<<<<" in "".join(c["source"])]
             return SoakResult(sum(len(v) for v in lines.values()), len(merges), sum(m.conflicts > 0 for m in merges),
-                              lost, unseen, len(missing), latencies, valid, gaps)
+                              lost, unseen, len(missing), latencies, valid, gaps,
+                              marked_own=sum(i.startswith("w") for i in marked),
+                              marked_shared=sum(i.startswith("shared") for i in marked))
         finally:
             watcher.terminate()
             watcher.wait(timeout=30)

@@ -317,6 +317,17 @@ class Replaced:
         st = os.fstat(fd)
         return cls(path, fd, (st.st_size, st.st_mtime_ns), time.monotonic())
 
+    def marked(self) -> bool:
+        """Whether the bytes handed back (``unexpected``) were written with a merging writer's mark (:func:`marked`)."""
+        import hashlib
+
+        if self.unexpected is None:
+            return False
+        try:
+            return os.getxattr(self.fd, MARK_ATTR) == hashlib.sha256(self.unexpected).hexdigest().encode()
+        except OSError:
+            return False
+
     def changed(self) -> bool:
         st = os.fstat(self.fd)
         return (st.st_size, st.st_mtime_ns) != self.baseline
@@ -329,7 +340,28 @@ class Replaced:
         os.close(self.fd)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: bytes | None = None) -> Replaced | None:
+#: The extended attribute a merging writer leaves on the file it wrote: the sha256 of the bytes it wrote. See
+#: :func:`write_atomic` (``mark``) and :func:`marked`.
+MARK_ATTR = "user.nbmergesave.merged"
+
+
+def marked(path: str | os.PathLike[str], digest: str) -> bool:
+    """Whether ``path`` was written, holding the bytes whose sha256 is ``digest``, by a writer that merged them
+    with what it replaced (``write_atomic(..., mark=True)``: the Jupyter extension's compare-then-swap).
+
+    The mark travels with the file, not with a store: a watcher on another host whose store cannot see that
+    writer's declarations (each has its own spool while the database is away) still knows such a write needs
+    no merge of its own. An in-place write keeps the inode's mark but changes the bytes, so it no longer
+    matches; a new file (an editor's rename) has none. ``False`` where extended attributes are not kept.
+    """
+    try:
+        return os.getxattr(path, MARK_ATTR) == digest.encode()
+    except OSError:
+        return False
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: bytes | None = None,
+                 mark: bool = False) -> Replaced | None:
     """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a mix.
 
     The temporary file lives in the same folder (so the rename cannot cross
@@ -345,6 +377,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
     ``renameat2(RENAME_EXCHANGE)``), the rename is that swap, and a save
     that landed between the compare and the swap comes back as
     :attr:`Replaced.unexpected` instead of vanishing.
+
+    ``mark``: the writer merged ``data`` with what it replaces; the file says so (:func:`marked`).
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -363,6 +397,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
+            if mark:
+                _mark(f.fileno(), payload)
             os.fsync(f.fileno())
         if group is not None and group != os.stat(tmp).st_gid:
             try:  # a team's notebook stays the team's when another member replaces it
@@ -390,6 +426,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, expected: b
         raise
     _fsync_dir(folder)
     return old
+
+
+def _mark(fd: int, payload: bytes) -> None:
+    import hashlib
+
+    try:
+        os.setxattr(fd, MARK_ATTR, hashlib.sha256(payload).hexdigest().encode())
+    except OSError:
+        pass  # a file system without user extended attributes: the mark is a help, never a need
 
 
 def _exchange(a: str, b: Path) -> bool:

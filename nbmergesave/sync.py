@@ -357,6 +357,11 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         and not (match is not None and digest in session.own_writes) else None
     if writer is not None:
         return _record_single_writer(store, path, key, data, digest, before, writer)
+    if before is not None and match is None and not displaced and notebook_io.marked(path, digest):
+        # Written by a Jupyter server that merged it with what it replaced (compare-then-swap), whose
+        # declaration this store has not seen (another host's, spooling while the database is away): merged
+        # already, and a second merge here, from an inferred base, could only add conflicts that are none.
+        return _record_single_writer(store, path, key, data, digest, before, "jupyter", kind="observed")
     try:
         save = notebook_io.parse_notebook(data, f"'{key}'")
     except BadInput as e:
@@ -446,8 +451,9 @@ def _handled(store: Store, path: str | os.PathLike[str], match: Version, before:
 
 
 def _record_single_writer(store: Store, path: str | os.PathLike[str], key: str, data: bytes, digest: str,
-                          before: Version | None, writer: str) -> Outcome:
-    """Record ``data`` as ``writer`` made it from the version on disk: the new current version, never merged."""
+                          before: Version | None, writer: str, kind: str | None = None) -> Outcome:
+    """Record ``data`` as ``writer`` made it from the version on disk: the new current version, never merged
+    (its kind ``kind``, else the writer's name)."""
     try:
         notebook_io.parse_notebook(data, f"'{key}'")
     except BadInput as e:
@@ -457,7 +463,7 @@ def _record_single_writer(store: Store, path: str | os.PathLike[str], key: str, 
                        message=f"{e} (written by {writer}); left alone until it is saved again")
     if before is not None and before.sha256:
         store.declare(path, digest, before.sha256, writer)
-    version = store.add(path, data, writer)
+    version = store.add(path, data, kind or writer)
     return Outcome("recorded", key, version.version, message=f"written by {writer}", writer=writer)
 
 

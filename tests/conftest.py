@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nbmergesave import notebook_io
+
+from . import git
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -35,6 +39,18 @@ def notebook(*cells: dict[str, Any], minor: int = 5, metadata: dict[str, Any] | 
 
 def numbered(n: int, prefix: str = "c") -> list[dict[str, Any]]:
     return [cell(f"x{i} = {i}", f"{prefix}{i}") for i in range(n)]
+
+
+def edited(nb: dict[str, Any], index: int, text: str) -> dict[str, Any]:
+    """A copy of ``nb`` with cell ``index``'s source replaced: one writer's edit, the original left for the other."""
+    out = copy.deepcopy(nb)
+    out["cells"][index]["source"] = text
+    return out
+
+
+def sources(path: Path) -> list[str]:
+    """The cell sources of the notebook on disk at ``path``."""
+    return [c["source"] for c in notebook_io.read_notebook(path)["cells"]]
 
 
 def write(path: Path, nb: dict[str, Any]) -> Path:
@@ -72,9 +88,8 @@ def swap_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 STORE_BACKENDS = ["sqlite", "postgresql"]
 
 
-@pytest.fixture(scope="session")
-def postgres_server():  # type: ignore[no-untyped-def]
-    """A real PostgreSQL server for the whole session (tests/pg.py), stopped after it."""
+def _postgres() -> Iterator[Any]:
+    """A real PostgreSQL server in a temporary folder (tests/pg.py), closed after use; a skip where there is none."""
     from . import pg
 
     try:
@@ -91,6 +106,18 @@ def postgres_server():  # type: ignore[no-untyped-def]
         server.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the whole session, stopped after it (each test its own schema: postgres_url)."""
+    yield from _postgres()
+
+
+@pytest.fixture
+def database() -> Iterator[Any]:
+    """A PostgreSQL server of this test's own, for the tests that stop, kill and restart it."""
+    yield from _postgres()
+
+
 @pytest.fixture
 def postgres_url(postgres_server, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
     """A URL to an empty schema of the session's server, for one test."""
@@ -99,6 +126,17 @@ def postgres_url(postgres_server, request: pytest.FixtureRequest) -> str:  # typ
 
     name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:8]
     return postgres_server.url(name)
+
+
+@pytest.fixture
+def fresh_config() -> Iterator[None]:
+    """This process's store settings (``configure``: URL, project root, roots) empty before the test and after it,
+    so what one test configured cannot reach the next."""
+    from nbmergesave.store.where import configure
+
+    configure(url="", project_root="", roots=[])
+    yield
+    configure(url="", project_root="", roots=[])
 
 
 @pytest.fixture(params=STORE_BACKENDS)
@@ -120,6 +158,64 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def two_paths(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
+    """The project folder and a second path to it, as two hosts mount one volume: a bind mount where we may
+    mount (root), else a symlink; the third item says which."""
+    real, alias = tmp_path / "volume", tmp_path / "elsewhere"
+    real.mkdir()
+    how = "symlink"
+    if os.geteuid() == 0:
+        alias.mkdir()
+        if subprocess.run(["mount", "--bind", str(real), str(alias)], capture_output=True).returncode == 0:
+            how = "bind mount"
+        else:
+            alias.rmdir()
+    if how == "symlink":
+        alias.symlink_to(real, target_is_directory=True)
+    try:
+        yield real, alias, how
+    finally:
+        if how == "bind mount":
+            subprocess.run(["umount", str(alias)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty repository (branch main) at ``tmp_path / "repo"``, for tests that run git and nbmergesave's
+    git commands as a user does: HOME is a folder of the test's own, so the user's git config stays out and
+    ``--global`` writes inside the test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git.run_git(repo, "init", "-q", "-b", "main")
+    git.run_git(repo, "config", "user.email", "t@example.com")
+    git.run_git(repo, "config", "user.name", "Test")
+    return repo
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+def nbm(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m nbmergesave ARGS`` in a process of its own, as a user runs it; its output captured."""
+    return subprocess.run([sys.executable, "-m", "nbmergesave", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of a test's own daemon (its state under tmp_path); the daemon is stopped after the test."""
+    env = {**os.environ, "NBMERGESAVE_HOME": str(tmp_path / "state")}
+    yield env
+    nbm("daemon", "stop", env=env)
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0, step: float = 0.01) -> Any:

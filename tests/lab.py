@@ -2,16 +2,78 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .conftest import notebook, numbered
 from .servers import JupyterProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless through Playwright, for the block; closed when it ends, however it ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def browsing(world: Callable[[Path, Any], People], tmp: Path) -> Iterator[Any]:
+    """``world(tmp, browser)`` (People and the servers they use) over one Chromium, closed after: the body of a
+    test module's shared ``world`` fixture (``yield from browsing(World, tmp)``)."""
+    with chromium() as browser:
+        made = world(tmp, browser)
+        try:
+            yield made
+        finally:
+            made.close()
+
+
+def lab_notebook(n: int = 6, **extra: Any) -> dict[str, Any]:
+    """A notebook of ``n`` numbered cells as JupyterLab saves one: with the kernel's language_info, else opening
+    it makes the tab dirty. ``extra``: top-level keys to set (``nbformat_minor=4``)."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    nb = notebook(*numbered(n), metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+        "language_info": IPythonKernel.language_info})
+    nb.update(extra)
+    return nb
+
+
+class People:
+    """People at one browser, each a context of their own (as two people on two machines: no shared storage);
+    the uncaught errors of every page they open are collected in ``errors``, for the tests to assert none."""
+
+    def __init__(self, browser: Any) -> None:
+        self.browser = browser
+        self.contexts: list[Any] = []
+        self.errors: list[str] = []
+
+    def person(self) -> Any:
+        context = self.browser.new_context(viewport={"width": 1200, "height": 900})
+        context.on("page", lambda page: page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}")))
+        self.contexts.append(context)
+        return context
+
+    def close(self) -> None:
+        for context in self.contexts:
+            try:
+                context.close()
+            except Exception:  # a context the browser already lost: nothing left to close
+                pass
 
 
 class Lab(JupyterProcess):

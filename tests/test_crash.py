@@ -18,8 +18,7 @@ from nbmergesave import notebook_io
 from nbmergesave.cli import cli
 from nbmergesave.store import Store
 
-from .conftest import cell, notebook
-from .test_watcher import wait_for
+from .conftest import cell, notebook, wait_for
 
 
 def start(root: Path, delay: float) -> subprocess.Popen[str]:

@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from nbmergesave import notebook_io
 
-from .conftest import cell, notebook
-from .test_watcher import wait_for
+from .conftest import cell, nbm, notebook, wait_for
 
 
-def nbm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nbmergesave", *args], capture_output=True, text=True, env=env, timeout=90)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    e = {**os.environ, "NBMERGESAVE_HOME": str(tmp_path / "state")}
-    yield e
-    nbm("daemon", "stop", env=e)
-
-
-def test_start_status_add_remove_stop(tmp_path: Path, env: dict[str, str]) -> None:
+def test_start_status_add_remove_stop(tmp_path: Path, daemon_env: dict[str, str]) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     for root in (a, b):
         (root / "sub").mkdir(parents=True)
         (root / "sub" / "nb.ipynb").write_text(notebook_io.dumps(notebook(cell("x = 1", "x"))))
-    started = nbm("daemon", "start", str(a), "--json", env=env)
+    started = nbm("daemon", "start", str(a), "--json", env=daemon_env)
     assert started.returncode == 0, started.stderr
     info = json.loads(started.stdout)
     assert info["roots"] == [str(a.resolve())]
@@ -41,38 +25,38 @@ def test_start_status_add_remove_stop(tmp_path: Path, env: dict[str, str]) -> No
     assert Path(info["log"]).exists()
     pid = info["pid"]
 
-    again = nbm("daemon", "start", str(a), "--json", env=env)
+    again = nbm("daemon", "start", str(a), "--json", env=daemon_env)
     assert json.loads(again.stdout)["pid"] == pid, "a second start reports the running daemon"
 
-    status = json.loads(nbm("daemon", "status", "--json", env=env).stdout)
+    status = json.loads(nbm("daemon", "status", "--json", env=daemon_env).stdout)
     assert status["notebooks"] == {str(a.resolve()): 1}
     assert {"version", "uptime", "merges", "conflicts", "last_error"} <= set(status)
     assert status["pending"] == 0  # nothing saved yet, nothing waiting
 
-    added = nbm("daemon", "add", str(b), env=env)
+    added = nbm("daemon", "add", str(b), env=daemon_env)
     assert added.returncode == 0, added.stderr
-    status = wait_for(lambda: (s := json.loads(nbm("daemon", "status", "--json", env=env).stdout)).get("notebooks", {}).get(str(b.resolve())) and s,
+    status = wait_for(lambda: (s := json.loads(nbm("daemon", "status", "--json", env=daemon_env).stdout)).get("notebooks", {}).get(str(b.resolve())) and s,
                       "the daemon to track the added root")
     assert status["roots"] == [str(a.resolve()), str(b.resolve())]
 
-    table = nbm("daemon", "status", env=env).stdout
+    table = nbm("daemon", "status", env=daemon_env).stdout
     assert "notebooks" in table and str(b.resolve()) in table
 
-    assert nbm("daemon", "remove", str(a), env=env).returncode == 0
-    assert json.loads(nbm("daemon", "status", "--json", env=env).stdout)["roots"] == [str(b.resolve())]
+    assert nbm("daemon", "remove", str(a), env=daemon_env).returncode == 0
+    assert json.loads(nbm("daemon", "status", "--json", env=daemon_env).stdout)["roots"] == [str(b.resolve())]
 
-    assert nbm("daemon", "stop", env=env).stdout.startswith("stopped pid")
-    gone = nbm("daemon", "status", "--json", env=env)
+    assert nbm("daemon", "stop", env=daemon_env).stdout.startswith("stopped pid")
+    gone = nbm("daemon", "status", "--json", env=daemon_env)
     assert (gone.returncode, json.loads(gone.stdout)) == (1, {"running": False})
 
 
-def test_stale_record_is_replaced(tmp_path: Path, env: dict[str, str]) -> None:
-    state = Path(env["NBMERGESAVE_HOME"])
+def test_stale_record_is_replaced(tmp_path: Path, daemon_env: dict[str, str]) -> None:
+    state = Path(daemon_env["NBMERGESAVE_HOME"])
     state.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (state / "daemon.json").write_text(json.dumps({"pid": dead.pid, "roots": [], "log": "", "status_file": ""}))
-    assert nbm("daemon", "status", "--json", env=env).returncode == 1
-    started = nbm("daemon", "start", str(tmp_path), "--json", env=env)
+    assert nbm("daemon", "status", "--json", env=daemon_env).returncode == 1
+    started = nbm("daemon", "start", str(tmp_path), "--json", env=daemon_env)
     assert started.returncode == 0, started.stderr
     assert json.loads(started.stdout)["pid"] != dead.pid

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,9 @@ from nbmergesave.merge import ENGINES, MARK_KEY
 from nbmergesave.report import markers
 from nbmergesave.store import Store
 
-from .conftest import cell, notebook, stop_process, wait_for, write
+from .conftest import cell, nbm, notebook, stop_process, wait_for, write
+from .git import commit_branches
+from .git import run_git as git
 
 ENGINE_IDS = ["cells", "nbdime"]
 CASES = ["clean", "conflict"]
@@ -201,70 +202,37 @@ def test_cli_save_then_history_and_review_show_the_engine(tmp_path: Path, engine
 # --- the git merge driver, through a real git ----------------------------------------------------------------------
 
 
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=check, timeout=60)
-
-
-@pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))  # the user's own git config stays out
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "Test")
-    return repo
-
-
-def nbm(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nbmergesave", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=90, env=env)
-
-
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("engine", ENGINE_IDS)
-def test_git_merge_with_the_driver_installed_with_an_engine(repo: Path, engine: str, case: str) -> None:
-    installed = nbm("git-driver", "install", "--engine", engine, cwd=repo)
+def test_git_merge_with_the_driver_installed_with_an_engine(git_repo: Path, engine: str, case: str) -> None:
+    installed = nbm("git-driver", "install", "--engine", engine, cwd=git_repo)
     assert installed.returncode == 0, installed.stderr
-    command = git(repo, "config", "merge.nbmergesave.driver").stdout.strip()
+    command = git(git_repo, "config", "merge.nbmergesave.driver").stdout.strip()
     assert command.endswith(f"git-driver run {'--engine nbdime ' if engine == 'nbdime' else ''}%O %A %B %P")
-    base, local, remote = triplet(case)
-    path = repo / "analysis.ipynb"
-    write(path, base)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "base")
-    git(repo, "checkout", "-qb", "theirs")
-    write(path, remote)
-    git(repo, "commit", "-qam", "theirs")
-    git(repo, "checkout", "-q", "main")
-    write(path, local)
-    git(repo, "commit", "-qam", "ours")
-
-    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    path = git_repo / "analysis.ipynb"
+    commit_branches(git_repo, path, *triplet(case))
+    result = git(git_repo, "merge", "--no-edit", "theirs", check=False)
     said = result.stdout + result.stderr
     if case == "clean":
         assert result.returncode == 0, said
-        assert git(repo, "status", "--porcelain").stdout == ""
+        assert git(git_repo, "status", "--porcelain").stdout == ""
     else:
         assert result.returncode != 0 and "CONFLICT" in said
         assert "analysis.ipynb: 1 conflict left in the notebook" in said
-        assert "analysis.ipynb" in git(repo, "diff", "--name-only", "--diff-filter=U").stdout
+        assert "analysis.ipynb" in git(git_repo, "diff", "--name-only", "--diff-filter=U").stdout
     check_merged(notebook_io.read_notebook(path), engine, case)
 
 
-def test_installing_again_with_another_engine_changes_only_the_command_line(repo: Path) -> None:
-    assert nbm("git-driver", "install", cwd=repo).returncode == 0
-    again = nbm("git-driver", "install", "--engine", "nbdime", cwd=repo)
+def test_installing_again_with_another_engine_changes_only_the_command_line(git_repo: Path) -> None:
+    assert nbm("git-driver", "install", cwd=git_repo).returncode == 0
+    again = nbm("git-driver", "install", "--engine", "nbdime", cwd=git_repo)
     assert again.stdout.strip() == "git config --local merge.nbmergesave.driver (engine nbdime)"
-    assert "--engine nbdime" in git(repo, "config", "merge.nbmergesave.driver").stdout
-    assert nbm("git-driver", "install", "--engine", "nbdime", cwd=repo).stdout.strip() == "git driver already installed"
-    assert (repo / ".gitattributes").read_text() == "*.ipynb merge=nbmergesave\n"
-    nbm("git-driver", "uninstall", cwd=repo)
-    assert git(repo, "config", "--get-regexp", "merge", check=False).stdout == ""
+    assert "--engine nbdime" in git(git_repo, "config", "merge.nbmergesave.driver").stdout
+    third = nbm("git-driver", "install", "--engine", "nbdime", cwd=git_repo)
+    assert third.stdout.strip() == "git driver already installed"
+    assert (git_repo / ".gitattributes").read_text() == "*.ipynb merge=nbmergesave\n"
+    nbm("git-driver", "uninstall", cwd=git_repo)
+    assert git(git_repo, "config", "--get-regexp", "merge", check=False).stdout == ""
 
 
 # --- the watcher and the daemon ------------------------------------------------------------------------------------
@@ -342,13 +310,6 @@ def test_watch_engine_for_one_root(tmp_path: Path) -> None:
             assert merged_with(root, path) == engine
     finally:
         watcher.stop()
-
-
-@pytest.fixture
-def daemon_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {**os.environ, "NBMERGESAVE_HOME": str(tmp_path / "state")}
-    yield env
-    nbm("daemon", "stop", env=env)
 
 
 def test_the_daemon_records_each_roots_engine(tmp_path: Path, daemon_env: dict[str, str]) -> None:

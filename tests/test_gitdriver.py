@@ -11,75 +11,51 @@ import pytest
 
 from nbmergesave import gitdriver, notebook_io
 
-from .conftest import notebook, numbered, write
+from .conftest import notebook, numbered
+from .git import commit_branches
+from .git import run_git as git
 
 pytestmark = pytest.mark.skipif(subprocess.run(["git", "--version"], capture_output=True).returncode != 0, reason="no git")
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=check, timeout=60)
-
-
-@pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    # Keep the user's own git config out, and --global inside the test.
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "Test")
-    return repo
 
 
 NAME = "dir with space/Ana's “notes” ü.ipynb"
 
 
-def branch_edits(repo: Path, name: str, edit_local, edit_remote, edit_base=None) -> None:  # type: ignore[no-untyped-def]
+def merge_edits(repo: Path, name: str, edit_local, edit_remote, edit_base=None):  # type: ignore[no-untyped-def]
+    """Ten numbered cells (``edit_base`` applied) committed at ``name``, ``edit_local`` on main and ``edit_remote`` on
+    ``theirs``, then ``git merge theirs`` run as a person runs it: its outcome."""
     path = repo / name
     path.parent.mkdir(parents=True, exist_ok=True)
     base = notebook(*numbered(10))
     if edit_base is not None:
         edit_base(base)
-    write(path, base)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "base")
-    git(repo, "checkout", "-qb", "theirs")
-    remote = copy.deepcopy(base)
-    edit_remote(remote)
-    write(path, remote)
-    git(repo, "commit", "-qam", "theirs")
-    git(repo, "checkout", "-q", "main")
-    local = copy.deepcopy(base)
+    local, remote = copy.deepcopy(base), copy.deepcopy(base)
     edit_local(local)
-    write(path, local)
-    git(repo, "commit", "-qam", "ours")
+    edit_remote(remote)
+    commit_branches(repo, path, base, local, remote)
+    return git(repo, "merge", "--no-edit", "theirs", check=False)
 
 
-def test_install_is_idempotent_and_uninstall_removes_exactly_it(repo: Path) -> None:
-    (repo / ".gitattributes").write_text("*.png binary")  # no final newline
-    assert gitdriver.install(cwd=repo) != []
-    assert gitdriver.install(cwd=repo) == []
-    assert (repo / ".gitattributes").read_text() == "*.png binary\n*.ipynb merge=nbmergesave\n"
-    assert "nbmergesave git-driver run %O %A %B %P" in git(repo, "config", "merge.nbmergesave.driver").stdout
-    assert gitdriver.uninstall(cwd=repo) != []
-    assert gitdriver.uninstall(cwd=repo) == []
-    assert (repo / ".gitattributes").read_text() == "*.png binary\n"
-    assert git(repo, "config", "--get-regexp", "merge", check=False).stdout == ""
+def test_install_is_idempotent_and_uninstall_removes_exactly_it(git_repo: Path) -> None:
+    (git_repo / ".gitattributes").write_text("*.png binary")  # no final newline
+    assert gitdriver.install(cwd=git_repo) != []
+    assert gitdriver.install(cwd=git_repo) == []
+    assert (git_repo / ".gitattributes").read_text() == "*.png binary\n*.ipynb merge=nbmergesave\n"
+    assert "nbmergesave git-driver run %O %A %B %P" in git(git_repo, "config", "merge.nbmergesave.driver").stdout
+    assert gitdriver.uninstall(cwd=git_repo) != []
+    assert gitdriver.uninstall(cwd=git_repo) == []
+    assert (git_repo / ".gitattributes").read_text() == "*.png binary\n"
+    assert git(git_repo, "config", "--get-regexp", "merge", check=False).stdout == ""
 
 
-def test_global_install(repo: Path) -> None:
-    gitdriver.install(global_=True, cwd=repo)
+def test_global_install(git_repo: Path) -> None:
+    gitdriver.install(global_=True, cwd=git_repo)
     attributes = Path(os.environ["XDG_CONFIG_HOME"]) / "git" / "attributes"
     assert attributes.read_text() == "*.ipynb merge=nbmergesave\n"
-    assert git(repo, "config", "--global", "merge.nbmergesave.name").stdout.strip()
-    gitdriver.uninstall(global_=True, cwd=repo)
+    assert git(git_repo, "config", "--global", "merge.nbmergesave.name").stdout.strip()
+    gitdriver.uninstall(global_=True, cwd=git_repo)
     assert not attributes.exists()
-    assert git(repo, "config", "--global", "--get-regexp", "merge", check=False).stdout == ""
+    assert git(git_repo, "config", "--global", "--get-regexp", "merge", check=False).stdout == ""
 
 
 def test_outside_a_repository_is_refused(tmp_path: Path) -> None:
@@ -87,10 +63,10 @@ def test_outside_a_repository_is_refused(tmp_path: Path) -> None:
         gitdriver.install(cwd=tmp_path)
 
 
-def test_git_merge_of_different_cells_is_clean(repo: Path) -> None:
-    gitdriver.install(cwd=repo)
-    git(repo, "add", ".gitattributes")
-    git(repo, "commit", "-qm", "driver")
+def test_git_merge_of_different_cells_is_clean(git_repo: Path) -> None:
+    gitdriver.install(cwd=git_repo)
+    git(git_repo, "add", ".gitattributes")
+    git(git_repo, "commit", "-qm", "driver")
 
     def local(nb):  # type: ignore[no-untyped-def]
         nb["cells"][2]["source"] = "ours"
@@ -98,16 +74,15 @@ def test_git_merge_of_different_cells_is_clean(repo: Path) -> None:
     def remote(nb):  # type: ignore[no-untyped-def]
         nb["cells"][7]["source"] = "theirs"
 
-    branch_edits(repo, NAME, local, remote)
-    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    result = merge_edits(git_repo, NAME, local, remote)
     assert result.returncode == 0, result.stdout + result.stderr
-    merged = notebook_io.read_notebook(repo / NAME)
+    merged = notebook_io.read_notebook(git_repo / NAME)
     assert [c["source"] for c in merged["cells"]][2::5] == ["ours", "theirs"]
-    assert git(repo, "status", "--porcelain").stdout == ""
+    assert git(git_repo, "status", "--porcelain").stdout == ""
 
 
-def test_git_merge_of_same_line_leaves_markers_in_a_valid_notebook(repo: Path) -> None:
-    gitdriver.install(cwd=repo)
+def test_git_merge_of_same_line_leaves_markers_in_a_valid_notebook(git_repo: Path) -> None:
+    gitdriver.install(cwd=git_repo)
 
     def local(nb):  # type: ignore[no-untyped-def]
         nb["cells"][4]["source"] = "x4 = 'ours'"
@@ -115,20 +90,19 @@ def test_git_merge_of_same_line_leaves_markers_in_a_valid_notebook(repo: Path) -
     def remote(nb):  # type: ignore[no-untyped-def]
         nb["cells"][4]["source"] = "x4 = 'theirs'"
 
-    branch_edits(repo, NAME, local, remote)
-    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    result = merge_edits(git_repo, NAME, local, remote)
     assert result.returncode != 0
     assert "CONFLICT" in result.stdout
     assert f"{NAME}: 1 conflict left in the notebook" in result.stderr + result.stdout
-    merged = notebook_io.read_notebook(repo / NAME)
+    merged = notebook_io.read_notebook(git_repo / NAME)
     notebook_io.validate(merged)
     assert merged["cells"][4]["source"] == "<<<<<<< local\nx4 = 'ours'\n=======\nx4 = 'theirs'\n>>>>>>> remote"
-    assert NAME in git(repo, "diff", "--name-only", "--diff-filter=U", "-z").stdout
+    assert NAME in git(git_repo, "diff", "--name-only", "--diff-filter=U", "-z").stdout
 
 
-def test_git_merge_of_delete_versus_edit_stops_with_the_note_in_the_file(repo: Path) -> None:
+def test_git_merge_of_delete_versus_edit_stops_with_the_note_in_the_file(git_repo: Path) -> None:
     """Reported as left for a person, and shown: a note cell before the edited cell, which stays runnable."""
-    gitdriver.install(cwd=repo)
+    gitdriver.install(cwd=git_repo)
 
     def local(nb):  # type: ignore[no-untyped-def]
         del nb["cells"][4]
@@ -136,22 +110,21 @@ def test_git_merge_of_delete_versus_edit_stops_with_the_note_in_the_file(repo: P
     def remote(nb):  # type: ignore[no-untyped-def]
         nb["cells"][4]["source"] = "x4 = 'edited'"
 
-    branch_edits(repo, NAME, local, remote)
-    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    result = merge_edits(git_repo, NAME, local, remote)
     assert result.returncode != 0
     assert f"{NAME}: 1 conflict left in the notebook" in result.stderr + result.stdout
     assert "one side deleted a cell the other edited" in result.stderr + result.stdout
-    merged = notebook_io.read_notebook(repo / NAME)
+    merged = notebook_io.read_notebook(git_repo / NAME)
     notebook_io.validate(merged)
     note, kept = merged["cells"][4], merged["cells"][5]
     assert note["cell_type"] == "markdown" and note["source"].startswith("<<<<<<< nbmergesave: local deleted the next cell")
     assert kept["source"] == "x4 = 'edited'"
-    assert NAME in git(repo, "diff", "--name-only", "--diff-filter=U", "-z").stdout
+    assert NAME in git(git_repo, "diff", "--name-only", "--diff-filter=U", "-z").stdout
 
 
-def test_git_merge_of_a_line_edit_beside_a_removed_final_newline_is_clean(repo: Path) -> None:
+def test_git_merge_of_a_line_edit_beside_a_removed_final_newline_is_clean(git_repo: Path) -> None:
     """nbdime's decisions call this a conflict and its renderer merges it; we report what is written: clean."""
-    gitdriver.install(cwd=repo)
+    gitdriver.install(cwd=git_repo)
 
     def base(nb):  # type: ignore[no-untyped-def]
         nb["cells"][3]["source"] = "a = 0\nb = 2\n"
@@ -162,8 +135,7 @@ def test_git_merge_of_a_line_edit_beside_a_removed_final_newline_is_clean(repo: 
     def remote(nb):  # type: ignore[no-untyped-def]
         nb["cells"][3]["source"] = "a = 1\nb = 2\n"
 
-    branch_edits(repo, NAME, local, remote, edit_base=base)
-    result = git(repo, "merge", "--no-edit", "theirs", check=False)
+    result = merge_edits(git_repo, NAME, local, remote, edit_base=base)
     assert result.returncode == 0, result.stdout + result.stderr
-    merged = notebook_io.read_notebook(repo / NAME)
+    merged = notebook_io.read_notebook(git_repo / NAME)
     assert merged["cells"][3]["source"] == "a = 1\nb = 2"

@@ -15,8 +15,8 @@ from nbmergesave import notebook_io
 from nbmergesave.cli import cli
 from nbmergesave.store import Store
 
-from .conftest import cell, notebook, write
-from .test_watcher import Project, base_notebook, edited, project, put, sources, wait_for  # noqa: F401
+from .conftest import cell, edited, notebook, numbered, wait_for, write
+from .test_watcher import Project, project, put, sources  # noqa: F401
 
 DEEP = ("[" * 100_000 + "]" * 100_000).encode()
 HOSTILE = {
@@ -78,9 +78,9 @@ def test_cli_100_mb_notebook(tmp_path: Path) -> None:
 
 def test_watcher_survives_hostile_files_and_touches_nothing_outside(project: Project, tmp_path: Path) -> None:  # noqa: F811
     outside = tmp_path / "outside.ipynb"
-    outside.write_text(notebook_io.dumps(base_notebook(2)))
+    outside.write_text(notebook_io.dumps(notebook(*numbered(2))))
     outside_before = outside.read_bytes()
-    v0 = base_notebook()
+    v0 = notebook(*numbered(10))
     put(project, "good.ipynb", v0)
     (project.root / "link.ipynb").symlink_to(outside)
     (project.root / "loop.ipynb").symlink_to(project.root / "loop.ipynb")
@@ -94,7 +94,7 @@ def test_watcher_survives_hostile_files_and_touches_nothing_outside(project: Pro
     os.unlink(project.root / "was-a-file.ipynb")
     (project.root / "was-a-file.ipynb").mkdir()  # a notebook replaced by a directory
     os.utime(outside)  # touching the target of the symlink: still not ours
-    (project.root / "link.ipynb").write_text(notebook_io.dumps(edited(base_notebook(2), 0, "via link")))
+    (project.root / "link.ipynb").write_text(notebook_io.dumps(edited(notebook(*numbered(2)), 0, "via link")))
     outside_before = outside.read_bytes()
 
     # the watcher still works: two writers merge as ever

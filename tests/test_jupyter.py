@@ -16,7 +16,7 @@ import pytest
 from nbmergesave import notebook_io, sync_file
 from nbmergesave.store import Store, sha256
 
-from .conftest import cell, notebook
+from .conftest import cell, edited, notebook, numbered, sources, write
 from .servers import JupyterProcess
 
 pytest.importorskip("jupyter_server")
@@ -62,17 +62,7 @@ def start(root: Path, started: list[Server]) -> Server:
 
 
 def base() -> dict[str, Any]:
-    return notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(8)], metadata={})
-
-
-def edit(nb: dict[str, Any], index: int, text: str) -> dict[str, Any]:
-    nb = copy.deepcopy(nb)
-    nb["cells"][index]["source"] = text
-    return nb
-
-
-def sources(path: Path) -> list[str]:
-    return [c["source"] for c in notebook_io.read_notebook(path)["cells"]]
+    return notebook(*numbered(8))
 
 
 def test_two_servers_each_save_their_edit(servers: tuple[Path, list[Server]]) -> None:
@@ -80,12 +70,12 @@ def test_two_servers_each_save_their_edit(servers: tuple[Path, list[Server]]) ->
     (root / "nb.ipynb").write_text(notebook_io.dumps(base()))
     a, b = start(root, started), start(root, started)
     nb_a, nb_b = a.get("nb.ipynb"), b.get("nb.ipynb")
-    a.put("nb.ipynb", edit(nb_a, 1, "edited through server A"))
-    b.put("nb.ipynb", edit(nb_b, 6, "edited through server B"))
+    a.put("nb.ipynb", edited(nb_a, 1, "edited through server A"))
+    b.put("nb.ipynb", edited(nb_b, 6, "edited through server B"))
     assert sources(root / "nb.ipynb")[1::5] == ["edited through server A", "edited through server B"]
     assert "merged cleanly" in b.output()
     # B's next save builds on what B holds, and A's edit survives it again
-    b.put("nb.ipynb", edit(edit(nb_b, 6, "edited through server B"), 7, "B again"))
+    b.put("nb.ipynb", edited(edited(nb_b, 6, "edited through server B"), 7, "B again"))
     assert sources(root / "nb.ipynb")[1::5] + sources(root / "nb.ipynb")[7:] == [
         "edited through server A", "edited through server B", "B again"]
     with Store.open(root) as store:
@@ -97,15 +87,14 @@ def test_a_watcher_takes_the_servers_saves_as_they_are(servers: tuple[Path, list
     """Each save is declared as the bytes the server wrote (Jupyter drops the cells' 'trusted'
     marks it served), so a watcher on the folder records them instead of merging them again."""
     root, started = servers
-    path = root / "nb.ipynb"
-    path.write_text(notebook_io.dumps(base()))
+    path = write(root / "nb.ipynb", base())
     with Store.open(root) as store:
         sync_file(store, path)  # the watcher knows the file as it was
         a, b = start(root, started), start(root, started)
         nb_a, nb_b = a.get("nb.ipynb"), b.get("nb.ipynb")
         assert "trusted" in json.dumps(nb_a), "the server marks trust on what it serves"
         for server, nb, cell_index, text in ((a, nb_a, 1, "A"), (b, nb_b, 6, "B")):  # B's is merged with A's
-            server.put("nb.ipynb", edit(nb, cell_index, text))
+            server.put("nb.ipynb", edited(nb, cell_index, text))
             written = path.read_bytes()
             assert sync_file(store, path).action == "recorded"
             assert path.read_bytes() == written
@@ -117,8 +106,8 @@ def test_save_merges_a_plain_file_write_and_reports_conflicts(servers: tuple[Pat
     (root / "nb.ipynb").write_text(notebook_io.dumps(base()))
     server = start(root, started)
     loaded = server.get("nb.ipynb")
-    (root / "nb.ipynb").write_text(notebook_io.dumps(edit(edit(base(), 0, "written on disk"), 3, "x3 = 'disk'")))
-    server.put("nb.ipynb", edit(edit(loaded, 5, "saved in the browser"), 3, "x3 = 'browser'"))
+    (root / "nb.ipynb").write_text(notebook_io.dumps(edited(edited(base(), 0, "written on disk"), 3, "x3 = 'disk'")))
+    server.put("nb.ipynb", edited(edited(loaded, 5, "saved in the browser"), 3, "x3 = 'browser'"))
     final = notebook_io.read_notebook(root / "nb.ipynb")
     notebook_io.validate(final)
     assert [c["source"] for c in final["cells"]][0] == "written on disk"
@@ -135,7 +124,7 @@ def test_other_files_are_untouched_and_a_failing_merge_still_saves(servers: tupl
     (root / "nb.ipynb").write_text(notebook_io.dumps(base()))
     loaded = server.get("nb.ipynb")
     (root / "nb.ipynb").write_text("{ this is not json")  # something broke the file on disk
-    mine = edit(loaded, 2, "my edit")
+    mine = edited(loaded, 2, "my edit")
     server.put("nb.ipynb", mine)
     assert sources(root / "nb.ipynb")[2] == "my edit"
     assert "could not merge the save of nb.ipynb" in server.output()
@@ -149,16 +138,15 @@ def test_other_files_are_untouched_and_a_failing_merge_still_saves(servers: tupl
 
 def test_the_base_travels_as_a_hash_and_survives_a_restart(servers: tuple[Path, list[Server]]) -> None:
     root, started = servers
-    path = root / "nb.ipynb"
-    path.write_text(notebook_io.dumps(base()))
+    path = write(root / "nb.ipynb", base())
     server = start(root, started)
     loaded = server.request("GET", "/api/contents/nb.ipynb")
     sha = loaded["nbmergesave"]["sha256"]
     assert sha == sha256(path.read_bytes())
     server.stop()
     server = start(root, started)  # a new process: nothing of the load in memory
-    path.write_text(notebook_io.dumps(edit(base(), 0, "written by someone else")))
-    reply = server.put("nb.ipynb", edit(loaded["content"], 6, "mine"), base=sha)["nbmergesave"]
+    path.write_text(notebook_io.dumps(edited(base(), 0, "written by someone else")))
+    reply = server.put("nb.ipynb", edited(loaded["content"], 6, "mine"), base=sha)["nbmergesave"]
     assert sources(path)[0] == "written by someone else" and sources(path)[6] == "mine"
     assert reply["merged"] is True and reply["sha256"] == sha256(path.read_bytes())
     assert reply["changes"] == {"added": 0, "changed": 1, "removed": 0} and reply["conflicts"] == []
@@ -168,26 +156,24 @@ def test_the_base_travels_as_a_hash_and_survives_a_restart(servers: tuple[Path, 
 
 def test_a_save_without_a_base_is_placed_from_the_store_and_logged(servers: tuple[Path, list[Server]]) -> None:
     root, started = servers
-    path = root / "nb.ipynb"
-    path.write_text(notebook_io.dumps(base()))
+    path = write(root / "nb.ipynb", base())
     server = start(root, started)
     loaded = server.get("nb.ipynb")  # stored on load
     server.stop()
     server = start(root, started)
-    path.write_text(notebook_io.dumps(edit(base(), 0, "written by someone else")))
-    server.put("nb.ipynb", edit(loaded, 6, "mine"))  # an old client: no base
+    path.write_text(notebook_io.dumps(edited(base(), 0, "written by someone else")))
+    server.put("nb.ipynb", edited(loaded, 6, "mine"))  # an old client: no base
     assert sources(path)[0] == "written by someone else" and sources(path)[6] == "mine"
     assert "came without a known base; base: inferred from the store" in server.output()
 
 
 def test_a_conflict_reply_names_the_cell(servers: tuple[Path, list[Server]]) -> None:
     root, started = servers
-    path = root / "nb.ipynb"
-    path.write_text(notebook_io.dumps(base()))
+    path = write(root / "nb.ipynb", base())
     server = start(root, started)
     loaded = server.request("GET", "/api/contents/nb.ipynb")
-    path.write_text(notebook_io.dumps(edit(base(), 2, "theirs")))
-    reply = server.put("nb.ipynb", edit(loaded["content"], 2, "mine"), base=loaded["nbmergesave"]["sha256"])
+    path.write_text(notebook_io.dumps(edited(base(), 2, "theirs")))
+    reply = server.put("nb.ipynb", edited(loaded["content"], 2, "mine"), base=loaded["nbmergesave"]["sha256"])
     assert reply["nbmergesave"]["conflicts"] == [
         {"cell": 2, "id": "c2", "kind": "source", "words": "both changed the same lines"}]
 
@@ -208,16 +194,15 @@ def raw(server: Server, path: str, token: bool = True) -> tuple[int, bytes]:
 
 def test_the_routes_need_the_token_and_a_notebook_under_the_root(servers: tuple[Path, list[Server]], tmp_path: Path) -> None:
     root, started = servers
-    path = root / "nb.ipynb"
-    path.write_text(notebook_io.dumps(base()))
+    path = write(root / "nb.ipynb", base())
     outside = tmp_path / "outside.ipynb"
-    outside.write_text(notebook_io.dumps(edit(base(), 0, "SECRET OUTSIDE")))
+    outside.write_text(notebook_io.dumps(edited(base(), 0, "SECRET OUTSIDE")))
     (root / "link.ipynb").symlink_to(outside)
     (root / "sub").mkdir()
     server = start(root, started)
     loaded = server.request("GET", "/api/contents/nb.ipynb")
-    path.write_text(notebook_io.dumps(edit(base(), 0, "theirs")))
-    server.put("nb.ipynb", edit(loaded["content"], 5, "mine"), base=loaded["nbmergesave"]["sha256"])
+    path.write_text(notebook_io.dumps(edited(base(), 0, "theirs")))
+    server.put("nb.ipynb", edited(loaded["content"], 5, "mine"), base=loaded["nbmergesave"]["sha256"])
 
     status, body = raw(server, "/nbmergesave/api/state?path=nb.ipynb")
     assert status == 200 and json.loads(body)["sha256"] == sha256(path.read_bytes())
@@ -235,6 +220,46 @@ def test_the_routes_need_the_token_and_a_notebook_under_the_root(servers: tuple[
             assert status == 404 and b"SECRET" not in body, (route, bad, status)
     status, _ = raw(server, "/nbmergesave/review?path=nb.ipynb&version=1")  # a version that is no merge
     assert status == 404
+
+
+def test_a_client_whose_merged_save_was_merged_again_is_placed_by_its_own_save_next_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client without the front end (no hash sent) saves over a changed file (merged), and another server's
+    save lands during our swap (merged again). The server must then take the client's own save for what it
+    holds, not the merge it built on: placed against that merge, the client's next save took its own earlier
+    line for the other side's and conflicted with itself (seen with two hosts on one folder, store away)."""
+    pytest.importorskip("jupyter_server")
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    from nbmergesave.jupyter import install
+
+    if notebook_io._renameat2 is None:
+        pytest.skip("no renameat2(RENAME_EXCHANGE) here: such a save is replaced (a window of microseconds)")
+    monkeypatch.setenv("NBMERGESAVE_HOME", str(tmp_path / "state"))
+    path = tmp_path / "nb.ipynb"
+    path.write_text(notebook_io.dumps(notebook(cell("a = 0", "a"), cell("b = 0", "b"), cell("c = 0", "c"))))
+    cm = FileContentsManager(root_dir=str(tmp_path))
+    merger = install(cm)
+    client = cm.get("nb.ipynb")["content"]
+    changed = edited(notebook_io.parse_notebook(path.read_bytes()), 2, "c = 5")
+    path.write_text(notebook_io.dumps(changed))  # someone else's edit: the client's first save is merged
+    other = notebook_io.dumps(edited(changed, 1, "b = 2")).encode()
+    real_exchange = notebook_io._exchange
+
+    def other_lands(a: str, b: Path) -> bool:  # another server's save, after our compare, before our swap
+        monkeypatch.setattr(notebook_io, "_exchange", real_exchange)
+        (tmp_path / "other.tmp").write_bytes(other)
+        (tmp_path / "other.tmp").replace(path)
+        return real_exchange(a, b)
+
+    monkeypatch.setattr(notebook_io, "_exchange", other_lands)
+    for line in ("a = 1", "a = 2"):
+        client["cells"][0]["source"] += "\n" + line
+        cm.save({"type": "notebook", "content": copy.deepcopy(client)}, "nb.ipynb")
+    assert notebook_io._exchange is real_exchange  # the other save did land during the first
+    assert sources(path) == ["a = 0\na = 1\na = 2", "b = 2", "c = 5"]  # clean: each line written once
+    for store in list(merger.stores.held.values()):
+        store.close()
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast path", "full path"])
@@ -257,7 +282,7 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
     cm = FileContentsManager(root_dir=str(tmp_path))
     merger = install(cm)
     tab = cm.get("nb.ipynb")
-    other = notebook_io.dumps(edit(notebook_io.parse_notebook(path.read_bytes()), 1, "b = 2")).encode()
+    other = notebook_io.dumps(edited(notebook_io.parse_notebook(path.read_bytes()), 1, "b = 2")).encode()
     seen: list[list[str]] = []  # what a reader finds right after each write of ours
     real_exchange, real_put_back = notebook_io._exchange, merger.writes.put_back
 
@@ -267,8 +292,8 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
         (tmp_path / "other.tmp").replace(path)
         return real_exchange(a, b)
 
-    def put_back(os_path: str, displaced: bytes, ours: bytes) -> bytes | None:
-        held = real_put_back(os_path, displaced, ours)
+    def put_back(os_path: str, displaced: bytes, ours: bytes, **how: bool) -> bytes | None:
+        held = real_put_back(os_path, displaced, ours, **how)
         seen.append(sources(path))
         return held
 

@@ -19,13 +19,9 @@ import pytest
 from nbmergesave import notebook_io
 from nbmergesave.store import Store
 
-from .conftest import cell, notebook
+from .conftest import cell, nbm, notebook
 
 pytest.importorskip("jupyter_server")
-
-
-def nbm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nbmergesave", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 @pytest.fixture

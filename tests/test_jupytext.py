@@ -379,9 +379,9 @@ def test_without_jupytext_a_paired_text_file_is_not_read(tmp_path: Path, monkeyp
 def test_browser_tab_saves_after_the_text_file_was_edited(tmp_path: Path) -> None:
     """JupyterLab with Jupytext: a person edits a cell, an agent edits the paired .py meanwhile, the person
     saves: no dialog, the tab shows both edits, and both files hold both."""
-    from .lab import CHROMIUM, CHROMIUM_ARGS, Lab, Tab
+    from .lab import CHROMIUM, Lab, Tab, chromium
 
-    playwright = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip("no Chromium at /usr/bin/chromium")
     root = tmp_path / "project"
@@ -389,19 +389,15 @@ def test_browser_tab_saves_after_the_text_file_was_edited(tmp_path: Path) -> Non
     ipynb, text = paired(root, "py:percent")
     lab = Lab(root, tmp_path / "home")
     try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                tab = Tab(browser.new_context(), lab, "nb.ipynb")
-                tab.edit(3, "z = 3  # typed in the tab")
-                edit_text(text, "y = 2", "y = 2  # written by an agent")
-                tab.save()
-                tab.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[2].getSource()"
-                         " === 'y = 2  # written by an agent'")
-                assert tab.sources()[2:] == ["y = 2  # written by an agent", "z = 3  # typed in the tab"]
-                assert tab.toast("merged").strip()
-            finally:
-                browser.close()
+        with chromium() as browser:
+            tab = Tab(browser.new_context(), lab, "nb.ipynb")
+            tab.edit(3, "z = 3  # typed in the tab")
+            edit_text(text, "y = 2", "y = 2  # written by an agent")
+            tab.save()
+            tab.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[2].getSource()"
+                     " === 'y = 2  # written by an agent'")
+            assert tab.sources()[2:] == ["y = 2  # written by an agent", "z = 3  # typed in the tab"]
+            assert tab.toast("merged").strip()
     finally:
         lab.stop()
     assert sources(ipynb)[2:] == ["y = 2  # written by an agent", "z = 3  # typed in the tab"]

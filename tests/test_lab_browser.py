@@ -8,8 +8,6 @@ the servers and the browser are shared by the tests of this module.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,30 +16,24 @@ import pytest
 
 from nbmergesave import notebook_io
 
-from .conftest import cell, notebook
-from .lab import CHROMIUM, CHROMIUM_ARGS, Lab, Tab
+from .conftest import nbm, sources
+from .lab import CHROMIUM, Lab, People, Tab, browsing, lab_notebook
 
 pytest.importorskip("jupyterlab")
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip("no Chromium (apt-get install chromium)", allow_module_level=True)
 
 
-class World:
+class World(People):
+    """Two JupyterLab servers on one folder (two hosts sharing it), and the people at one browser."""
+
     def __init__(self, tmp: Path, browser: Any) -> None:
+        super().__init__(browser)
         self.root = tmp / "project"
         self.root.mkdir()
-        self.browser = browser
         self.a = Lab(self.root, tmp / "home-a")
         self.b = Lab(self.root, tmp / "home-b")
-        self.contexts: list[Any] = []
-        self.errors: list[str] = []  # uncaught errors in any page
-
-    def person(self) -> Any:
-        context = self.browser.new_context(viewport={"width": 1200, "height": 900})
-        context.on("page", lambda page: page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}")))
-        self.contexts.append(context)
-        return context
 
     def write(self, name: str, nb: dict[str, Any]) -> Path:
         path = self.root / name
@@ -49,25 +41,14 @@ class World:
         return path
 
     def close(self) -> None:
-        for context in self.contexts:
-            try:
-                context.close()
-            except Exception:
-                pass
+        super().close()
         self.a.stop()
         self.b.stop()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        w = World(tmp_path_factory.mktemp("lab"), browser)
-        try:
-            yield w
-        finally:
-            w.close()
-            browser.close()
+    yield from browsing(World, tmp_path_factory.mktemp("lab"))
 
 
 @pytest.fixture(autouse=True)
@@ -79,23 +60,8 @@ def no_page_errors(world: World) -> Iterator[None]:
     assert [e for e in world.errors if not e.endswith("Kernel is dead")] == []
 
 
-def start(nb_cells: int = 6, **extra: Any) -> dict[str, Any]:
-    """A notebook as JupyterLab saves one (with the kernel's language_info, else opening it makes the tab dirty)."""
-    from ipykernel.ipkernel import IPythonKernel
-
-    nb = notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(nb_cells)],
-                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
-                            "language_info": IPythonKernel.language_info})
-    nb.update(extra)
-    return nb
-
-
-def on_disk(path: Path) -> list[str]:
-    return [c["source"] for c in notebook_io.read_notebook(path)["cells"]]
-
-
 def test_two_people_two_servers_clean_overlap(world: World) -> None:
-    path = world.write("clean.ipynb", start())
+    path = world.write("clean.ipynb", lab_notebook())
     alice, bob = Tab(world.person(), world.a, "clean.ipynb"), Tab(world.person(), world.b, "clean.ipynb")
     bob.js("() => { window.__marker = 1 }")
     bob.select(4)
@@ -104,10 +70,10 @@ def test_two_people_two_servers_clean_overlap(world: World) -> None:
     alice.edit(1, "alice = 1")
     alice.save()
     bob.save()  # no File Changed dialog
-    assert on_disk(path)[1] == "alice = 1" and on_disk(path)[4] == "bob = 2"
+    assert sources(path)[1] == "alice = 1" and sources(path)[4] == "bob = 2"
     # Bob's tab shows the merged notebook in place: no reload, same kernel, same active cell, not dirty
     bob.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[1].getSource() === 'alice = 1'", timeout=5)
-    assert bob.sources() == on_disk(path)
+    assert bob.sources() == sources(path)
     assert bob.js("() => window.__marker") == 1, "the page was not reloaded"
     assert bob.kernel_id() == kernel
     assert bob.active() == 4
@@ -128,7 +94,7 @@ def test_two_people_two_servers_clean_overlap(world: World) -> None:
 ])
 def test_a_conflict_is_settled_with_each_button(world: World, button: str, expected: list[str]) -> None:
     name = f"conflict-{button.split()[1]}.ipynb"
-    path = world.write(name, start(4))
+    path = world.write(name, lab_notebook(4))
     alice, bob = Tab(world.person(), world.a, name), Tab(world.person(), world.b, name)
     bob.edit(2, "x = 'bob'")
     alice.edit(2, "x = 'alice'")
@@ -146,14 +112,13 @@ def test_a_conflict_is_settled_with_each_button(world: World, button: str, expec
     bob.wait("() => !document.querySelector('.nbmergesave-conflict')")
     bob.page.locator(".Toastify__toast", has_text="1 conflict in cell 3").wait_for(state="detached")  # settled: gone
     bob.save()
-    assert on_disk(path) == ["x0 = 0", "x1 = 1", *expected, "x3 = 3"]
-    listed = subprocess.run([sys.executable, "-m", "nbmergesave", "conflicts", str(world.root / name), "--json"],
-                            capture_output=True, text=True, timeout=60)
+    assert sources(path) == ["x0 = 0", "x1 = 1", *expected, "x3 = 3"]
+    listed = nbm("conflicts", str(world.root / name), "--json")
     assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed
 
 
 def test_a_server_restart_between_load_and_save_keeps_the_other_save(world: World) -> None:
-    path = world.write("restart.ipynb", start())
+    path = world.write("restart.ipynb", lab_notebook())
     alice, bob = Tab(world.person(), world.a, "restart.ipynb"), Tab(world.person(), world.b, "restart.ipynb")
     port, token = world.b.port, world.b.token
     world.b.stop()
@@ -170,14 +135,14 @@ def test_a_server_restart_between_load_and_save_keeps_the_other_save(world: Worl
     alice.edit(0, "alice = 1")
     alice.save()
     bob.save()
-    assert on_disk(path)[0] == "alice = 1" and on_disk(path)[5] == "bob = 2"
+    assert sources(path)[0] == "alice = 1" and sources(path)[5] == "bob = 2"
     bob.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[0].getSource() === 'alice = 1'", timeout=5)
     assert "without a known base" not in world.b.output(), "the base travelled with the save"
     assert "restart.ipynb changed on disk since it was loaded; merged cleanly" in world.b.output()
 
 
 def test_two_tabs_on_one_server_follow_each_other(world: World) -> None:
-    path = world.write("tabs.ipynb", start())
+    path = world.write("tabs.ipynb", lab_notebook())
     person = world.person()
     one, two = Tab(person, world.a, "tabs.ipynb"), Tab(person, world.a, "tabs.ipynb")
     one.edit(2, "from_tab_one = 1")
@@ -188,13 +153,13 @@ def test_two_tabs_on_one_server_follow_each_other(world: World) -> None:
     two.edit(3, "from_tab_two = 2")
     two.save()
     one.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[3].getSource() === 'from_tab_two = 2'")
-    assert on_disk(path)[2:4] == ["from_tab_one = 1", "from_tab_two = 2"]
+    assert sources(path)[2:4] == ["from_tab_one = 1", "from_tab_two = 2"]
 
 
 def test_a_tab_dirty_only_from_opening_still_follows(world: World) -> None:
     """JupyterLab writes the kernel's language_info into a notebook without it, which marks the tab
     dirty on opening; with no cell edited, the tab still follows another tab's save."""
-    nb = start()
+    nb = lab_notebook()
     del nb["metadata"]["language_info"]
     path = world.write("opened.ipynb", nb)
     person = world.person()
@@ -204,12 +169,12 @@ def test_a_tab_dirty_only_from_opening_still_follows(world: World) -> None:
     one.save()
     two.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[1].getSource() === 'from_one = 1'")
     two.save()  # its language_info is saved, nothing else changes
-    assert on_disk(path)[1] == "from_one = 1"
+    assert sources(path)[1] == "from_one = 1"
     assert "language_info" in notebook_io.read_notebook(path)["metadata"]
 
 
 def test_a_dirty_tab_keeps_its_edits_and_merges_on_its_save(world: World) -> None:
-    path = world.write("dirty.ipynb", start())
+    path = world.write("dirty.ipynb", lab_notebook())
     person = world.person()
     dirty, other = Tab(person, world.a, "dirty.ipynb"), Tab(person, world.a, "dirty.ipynb")
     bob = Tab(world.person(), world.b, "dirty.ipynb")
@@ -222,13 +187,13 @@ def test_a_dirty_tab_keeps_its_edits_and_merges_on_its_save(world: World) -> Non
     dirty.toast("Your next save merges")
     assert dirty.dirty() and dirty.sources()[0] == "unsaved = 1" and dirty.sources()[5] == "x5 = 5"
     dirty.save()
-    assert on_disk(path) == ["unsaved = 1", "x1 = 1", "x2 = 2", "other = 3", "x4 = 4", "bob = 5"]
+    assert sources(path) == ["unsaved = 1", "x1 = 1", "x2 = 2", "other = 3", "x4 = 4", "bob = 5"]
     dirty.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[5].getSource() === 'bob = 5'")
     assert not dirty.dirty()
 
 
 def test_outputs_are_kept_and_shown(world: World) -> None:
-    path = world.write("outputs.ipynb", start())
+    path = world.write("outputs.ipynb", lab_notebook())
     alice, bob = Tab(world.person(), world.a, "outputs.ipynb"), Tab(world.person(), world.b, "outputs.ipynb")
     bob.edit(1, "print('from bob', 6 * 7)")
     bob.run(1)
@@ -245,7 +210,7 @@ def test_outputs_are_kept_and_shown(world: World) -> None:
 
 
 def test_a_file_that_is_no_longer_a_notebook_still_warns(world: World) -> None:
-    path = world.write("broken.ipynb", start())
+    path = world.write("broken.ipynb", lab_notebook())
     tab = Tab(world.person(), world.a, "broken.ipynb")
     path.write_text("this is not a notebook any more")
     tab.edit(0, "mine = 1")
@@ -257,7 +222,7 @@ def test_a_file_that_is_no_longer_a_notebook_still_warns(world: World) -> None:
 
 
 def test_scroll_and_active_cell_stay_where_they_were(world: World) -> None:
-    path = world.write("long.ipynb", start(40))
+    path = world.write("long.ipynb", lab_notebook(40))
     alice, bob = Tab(world.person(), world.a, "long.ipynb"), Tab(world.person(), world.b, "long.ipynb")
     bob.edit(30, "bob = 30")
     bob.select(33)
@@ -268,13 +233,13 @@ def test_scroll_and_active_cell_stay_where_they_were(world: World) -> None:
     alice.save()
     bob.save()
     bob.wait("() => window.jupyterapp.shell.currentWidget.model.sharedModel.cells[0].getSource() === 'alice = 0'")
-    assert on_disk(path)[0] == "alice = 0" and on_disk(path)[30] == "bob = 30"
+    assert sources(path)[0] == "alice = 0" and sources(path)[30] == "bob = 30"
     assert bob.active() == 33
     assert abs(bob.js(f"() => {scroller}.scrollTop") - before) < 5
 
 
 def test_deleted_versus_edited_and_cells_both_inserted_are_settled_in_place(world: World) -> None:
-    path = world.write("kinds.ipynb", start(4))
+    path = world.write("kinds.ipynb", lab_notebook(4))
     alice, bob = Tab(world.person(), world.a, "kinds.ipynb"), Tab(world.person(), world.b, "kinds.ipynb")
     cells = "window.jupyterapp.shell.currentWidget.model.sharedModel.cells"
     bob.edit(2, "x2 = 'bob edited'")
@@ -303,14 +268,14 @@ def test_deleted_versus_edited_and_cells_both_inserted_are_settled_in_place(worl
     bars.first.get_by_role("button", name="Keep both").click()  # both new cells, without marker cells
     bob.wait("() => !document.querySelector('.nbmergesave-conflict')")
     bob.save()
-    assert on_disk(path) == ["x0 = 0", "x1 = 1", "x2 = 'bob edited'", "x3 = 3", "alice_new = 1", "bob_new = 1"]
+    assert sources(path) == ["x0 = 0", "x1 = 1", "x2 = 'bob edited'", "x3 = 3", "alice_new = 1", "bob_new = 1"]
 
 
 def test_metadata_both_changed_merges_without_a_conflict(world: World) -> None:
     """Both change a cell's tags and the notebook's metadata (through the model: JupyterLab's
     property inspector is a sidebar): tags merge as sets, a key both set takes the later save's
     value (the merge's rule), so the tab shows a clean merge in place and nothing to settle."""
-    nb = start(3)
+    nb = lab_notebook(3)
     nb["cells"][1]["metadata"]["tags"] = ["x"]
     path = world.write("metadata.ipynb", nb)
     alice, bob = Tab(world.person(), world.a, "metadata.ipynb"), Tab(world.person(), world.b, "metadata.ipynb")

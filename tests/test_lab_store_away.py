@@ -11,11 +11,11 @@ from nbmergesave import notebook_io
 
 from . import pg
 from .conftest import cell, notebook, wait_for
-from .lab import CHROMIUM, CHROMIUM_ARGS, PANEL, Lab
+from .lab import CHROMIUM, PANEL, Lab, chromium
 
 pytest.importorskip("jupyterlab")
 pytest.importorskip("psycopg")
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip("no Chromium (apt-get install chromium)", allow_module_level=True)
 if pg.bindir() is None:
@@ -25,8 +25,7 @@ WORDS = "History store unreachable since"
 
 
 def test_the_notice_appears_while_the_store_is_away_and_goes_when_it_is_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = pg.Server()
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: pg.Server) -> None:
     root = tmp_path / "project"
     root.mkdir()
     (root / "nb.ipynb").write_text(notebook_io.dumps(notebook(cell("a = 1", "a"), cell("b = 1", "b"))))
@@ -35,30 +34,25 @@ def test_the_notice_appears_while_the_store_is_away_and_goes_when_it_is_back(
     database.stop()  # away from the start
     lab = Lab(root, tmp_path / "home")
     try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-                page.goto(lab.url("nb.ipynb"))
-                page.wait_for_function(f"() => window.jupyterapp && {PANEL} && {PANEL}.context && {PANEL}.context.isReady",
-                                       timeout=90_000, polling=100)
-                toast = page.locator(".Toastify__toast", has_text=WORDS).first
-                toast.wait_for(timeout=60_000)
-                assert toast.inner_text().endswith(
-                    "— saves are still merged on this server and will be recorded when it is back")
-                # a save while the store is away succeeds, merged from the spool
-                nb = lab.request("GET", "/api/contents/nb.ipynb")["content"]
-                nb["cells"][0]["source"] = "a = 2"
-                lab.request("PUT", "/api/contents/nb.ipynb", {"type": "notebook", "format": "json", "content": nb})
-                assert notebook_io.read_notebook(root / "nb.ipynb")["cells"][0]["source"] == "a = 2"
-                assert any((tmp_path / "state").glob("spool/*/index.sqlite"))
-                database.start()
-                toast.wait_for(state="detached", timeout=90_000)  # gone once the server has caught up
-                wait_for(lambda: not any((tmp_path / "state").glob("spool/*/index.sqlite")), "the spool replayed",
-                         timeout=30)
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+            page.goto(lab.url("nb.ipynb"))
+            page.wait_for_function(f"() => window.jupyterapp && {PANEL} && {PANEL}.context && {PANEL}.context.isReady",
+                                   timeout=90_000, polling=100)
+            toast = page.locator(".Toastify__toast", has_text=WORDS).first
+            toast.wait_for(timeout=60_000)
+            assert toast.inner_text().endswith(
+                "— saves are still merged on this server and will be recorded when it is back")
+            # a save while the store is away succeeds, merged from the spool
+            nb = lab.request("GET", "/api/contents/nb.ipynb")["content"]
+            nb["cells"][0]["source"] = "a = 2"
+            lab.request("PUT", "/api/contents/nb.ipynb", {"type": "notebook", "format": "json", "content": nb})
+            assert notebook_io.read_notebook(root / "nb.ipynb")["cells"][0]["source"] == "a = 2"
+            assert any((tmp_path / "state").glob("spool/*/index.sqlite"))
+            database.start()
+            toast.wait_for(state="detached", timeout=90_000)  # gone once the server has caught up
+            wait_for(lambda: not any((tmp_path / "state").glob("spool/*/index.sqlite")), "the spool replayed",
+                     timeout=30)
         assert "the history store is away" in lab.output() and "is back" in lab.output()
     finally:
         lab.stop()
-        database.close()

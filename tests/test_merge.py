@@ -7,7 +7,7 @@ import pytest
 
 from nbmergesave import Conflict, MergeOptions, merge, notebook_io
 
-from .conftest import CORPUS, FIXTURES, cell, notebook, numbered, triplets
+from .conftest import CORPUS, FIXTURES, cell, edited, notebook, numbered, triplets
 
 
 def read_triplet(folder, case):  # type: ignore[no-untyped-def]
@@ -49,9 +49,7 @@ def test_nbdimes_own_expected_merge() -> None:
 
 def test_edits_to_different_cells_merge_cleanly() -> None:
     base = notebook(*numbered(10))
-    local, remote = copy.deepcopy(base), copy.deepcopy(base)
-    local["cells"][2]["source"] = "local edit"
-    remote["cells"][7]["source"] = "remote edit"
+    local, remote = edited(base, 2, "local edit"), edited(base, 7, "remote edit")
     result = merge(base, local, remote)
     assert result.conflicts == ()
     assert [c["source"] for c in result.notebook["cells"]][2::5] == ["local edit", "remote edit"]
@@ -59,9 +57,7 @@ def test_edits_to_different_cells_merge_cleanly() -> None:
 
 def test_same_line_conflict_is_recorded_with_cell_number_and_id() -> None:
     base = notebook(*numbered(5))
-    local, remote = copy.deepcopy(base), copy.deepcopy(base)
-    local["cells"][3]["source"] = "x3 = 'local'"
-    remote["cells"][3]["source"] = "x3 = 'remote'"
+    local, remote = edited(base, 3, "x3 = 'local'"), edited(base, 3, "x3 = 'remote'")
     result = merge(base, local, remote)
     assert result.conflicts == (Conflict("source", 3, "c3", 3, "inline"),)
     assert result.unresolved == result.conflicts
@@ -71,9 +67,7 @@ def test_same_line_conflict_is_recorded_with_cell_number_and_id() -> None:
 @pytest.mark.parametrize(("strategy", "expected"), [("local", "x3 = 'local'"), ("remote", "x3 = 'remote'"), ("base", "x3 = 3")])
 def test_side_strategies_settle_conflicts(strategy: str, expected: str) -> None:
     base = notebook(*numbered(5))
-    local, remote = copy.deepcopy(base), copy.deepcopy(base)
-    local["cells"][3]["source"] = "x3 = 'local'"
-    remote["cells"][3]["source"] = "x3 = 'remote'"
+    local, remote = edited(base, 3, "x3 = 'local'"), edited(base, 3, "x3 = 'remote'")
     result = merge(base, local, remote, MergeOptions(strategy=strategy))  # type: ignore[arg-type]
     assert result.notebook["cells"][3]["source"] == expected
     assert result.unresolved == ()
@@ -120,9 +114,7 @@ def test_old_notebooks_get_no_ids_even_for_marker_cells() -> None:
 
 def test_inputs_are_not_modified() -> None:
     base = notebook(*numbered(4))
-    local, remote = copy.deepcopy(base), copy.deepcopy(base)
-    local["cells"][1]["source"] = "l"
-    remote["cells"][1]["source"] = "r"
+    local, remote = edited(base, 1, "l"), edited(base, 1, "r")
     snapshot = copy.deepcopy((base, local, remote))
     merge(base, local, remote)
     assert (base, local, remote) == snapshot

@@ -9,7 +9,6 @@ side is in tests/test_outside_writers_browser.py.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -24,26 +23,13 @@ import pytest
 from nbmergesave import notebook_io
 from nbmergesave.store import Store, sha256
 
-from .conftest import cell, notebook, stop_process, wait_for
+from .conftest import edited, notebook, numbered, sources, stop_process, wait_for
+from .git import git
 from .lab import Lab
 
 pytest.importorskip("jupyterlab")
 
 TIMEOUT = 30.0
-
-
-def start_nb(n: int = 6) -> dict[str, Any]:
-    return notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(n)])
-
-
-def edit(nb: dict[str, Any], index: int, text: str) -> dict[str, Any]:
-    nb = copy.deepcopy(nb)
-    nb["cells"][index]["source"] = text
-    return nb
-
-
-def sources(path: Path) -> list[str]:
-    return [c["source"] for c in notebook_io.read_notebook(path)["cells"]]
 
 
 class Tab:
@@ -55,11 +41,16 @@ class Tab:
         self.content, self.base = model["content"], model["nbmergesave"]["sha256"]
 
     def save(self, index: int, text: str) -> dict[str, Any]:
-        self.content = edit(self.content, index, text)
+        self.content = edited(self.content, index, text)
         reply = self.lab.request("PUT", f"/api/contents/{self.name}", {
             "type": "notebook", "format": "json", "content": self.content, "nbmergesave_base": self.base})
         self.base = reply["nbmergesave"]["sha256"]
         return reply  # type: ignore[no-any-return]
+
+    def save_recorded(self, index: int, text: str) -> dict[str, Any]:
+        """Save, then wait until the server's watcher has recorded that save: its state."""
+        self.save(index, text)
+        return wait_for(lambda: self.settled(), "the save recorded", TIMEOUT)  # type: ignore[no-any-return]
 
     def state(self) -> dict[str, Any]:
         return self.lab.request("GET", f"/nbmergesave/api/state?path={self.name}")  # type: ignore[no-any-return]
@@ -108,6 +99,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         server.stop()
 
 
+def opened(lab: Lab, name: str) -> tuple[Path, Tab, dict[str, Any]]:
+    """``name`` written with six numbered cells and open in a person's tab; with the notebook as an agent read it
+    then (before anything the tab saves)."""
+    path = lab.root / name
+    write_in_place(path, notebook(*numbered(6)))
+    return path, Tab(lab, name), notebook_io.parse_notebook(path.read_bytes())
+
+
 def ready(lab: Lab) -> None:
     wait_for(lambda: "for writes made outside Jupyter (ready in" in lab.output(), "the server's watcher", TIMEOUT)
 
@@ -121,13 +120,9 @@ def merges(root: Path, name: str) -> list[Any]:
 def test_an_outside_write_after_a_saved_edit_keeps_both(lab: Lab, how: str) -> None:
     ready(lab)
     name = f"agent-{how.replace('.', '-')}.ipynb"
-    path = lab.root / name
-    write_in_place(path, start_nb())
-    tab = Tab(lab, name)
-    loaded = notebook_io.parse_notebook(path.read_bytes())  # what the agent read, a little earlier
-    tab.save(1, "person = 1")
-    wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
-    WRITERS[how](path, edit(loaded, 4, "agent = 4"))  # the agent's version: made before the person's save
+    path, tab, loaded = opened(lab, name)  # loaded: what the agent read, a little earlier
+    tab.save_recorded(1, "person = 1")
+    WRITERS[how](path, edited(loaded, 4, "agent = 4"))  # the agent's version: made before the person's save
     wait_for(lambda: sources(path)[1] == "person = 1" and sources(path)[4] == "agent = 4",
              "the file holding both edits", TIMEOUT)
     notebook_io.validate(notebook_io.read_notebook(path))
@@ -143,12 +138,9 @@ def test_an_outside_write_after_a_saved_edit_keeps_both(lab: Lab, how: str) -> N
 def test_an_outside_write_made_from_the_saved_version_replaces_it(lab: Lab) -> None:
     """An agent that read the file after the person's save: nothing to merge; the tab follows, told who wrote."""
     ready(lab)
-    path = lab.root / "fresh.ipynb"
-    write_in_place(path, start_nb())
-    tab = Tab(lab, "fresh.ipynb")
-    tab.save(1, "person = 1")
-    wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
-    write_in_place(path, edit(notebook_io.read_notebook(path), 4, "agent = 4"))
+    path, tab, _ = opened(lab, "fresh.ipynb")
+    tab.save_recorded(1, "person = 1")
+    write_in_place(path, edited(notebook_io.read_notebook(path), 4, "agent = 4"))
     state = wait_for(lambda: (s := tab.settled()) and s["sha256"] == sha256(path.read_bytes()) and s,
                      "the write recorded", TIMEOUT)
     assert state["by"] == "outside" and state["merge"] is None
@@ -158,12 +150,9 @@ def test_an_outside_write_made_from_the_saved_version_replaces_it(lab: Lab) -> N
 
 def test_the_servers_own_saves_are_not_merged_again(lab: Lab) -> None:
     ready(lab)
-    path = lab.root / "own.ipynb"
-    write_in_place(path, start_nb())
-    tab = Tab(lab, "own.ipynb")
+    path, tab, _ = opened(lab, "own.ipynb")
     for i in range(3):
-        tab.save(i, f"save {i}")
-        state = wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
+        state = tab.save_recorded(i, f"save {i}")
         assert state["by"] == "jupyter" and state["sha256"] == tab.base
     assert merges(lab.root, "own.ipynb") == []
     assert sources(path)[:3] == ["save 0", "save 1", "save 2"]
@@ -171,13 +160,9 @@ def test_the_servers_own_saves_are_not_merged_again(lab: Lab) -> None:
 
 def test_a_conflicting_outside_write_is_marked_inline(lab: Lab) -> None:
     ready(lab)
-    path = lab.root / "clash.ipynb"
-    write_in_place(path, start_nb())
-    tab = Tab(lab, "clash.ipynb")
-    loaded = notebook_io.parse_notebook(path.read_bytes())
-    tab.save(2, "x2 = 'person'")
-    wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
-    write_in_place(path, edit(loaded, 2, "x2 = 'agent'"))
+    path, tab, loaded = opened(lab, "clash.ipynb")
+    tab.save_recorded(2, "x2 = 'person'")
+    write_in_place(path, edited(loaded, 2, "x2 = 'agent'"))
     state = wait_for(lambda: (s := tab.settled()) and s["merge"] and s, "the merge", TIMEOUT)
     assert state["by"] == "outside" and state["merge"]["conflicts"] == 1
     assert sources(path)[2] == "<<<<<<< local\nx2 = 'person'\n=======\nx2 = 'agent'\n>>>>>>> remote"
@@ -186,15 +171,15 @@ def test_a_conflicting_outside_write_is_marked_inline(lab: Lab) -> None:
 def test_other_files_and_symlinks_out_of_the_root_are_left_alone(lab: Lab, tmp_path: Path) -> None:
     ready(lab)
     outside = tmp_path / "elsewhere.ipynb"
-    write_in_place(outside, start_nb())
+    write_in_place(outside, notebook(*numbered(6)))
     link = lab.root / "link.ipynb"
     link.symlink_to(outside)
     text = lab.root / "notes.txt"
     text.write_text("not a notebook")
     text.write_text("still not a notebook")
     before = outside.read_bytes()
-    write_in_place(outside, edit(start_nb(), 1, "written through the real file"))
-    write_in_place(link, edit(start_nb(), 2, "written through the link"))  # follows the link: the target changes
+    write_in_place(outside, edited(notebook(*numbered(6)), 1, "written through the real file"))
+    write_in_place(link, edited(notebook(*numbered(6)), 2, "written through the link"))  # follows the link: the target changes
     wait_for(lambda: "link.ipynb: is a symlink to a file outside the watched folders; left alone" in lab.output(),
              "the watcher refusing the link", TIMEOUT)
     assert sources(outside)[2] == "written through the link" and sources(outside)[1] == "x1 = 1"
@@ -211,13 +196,9 @@ def test_a_cli_watcher_on_the_same_folder_never_merges_the_write_twice(lab: Lab,
                             stderr=subprocess.DEVNULL)
     try:
         wait_for(status.exists, "the CLI watcher", TIMEOUT)
-        path = lab.root / "both.ipynb"
-        write_in_place(path, start_nb())
-        tab = Tab(lab, "both.ipynb")
-        loaded = notebook_io.parse_notebook(path.read_bytes())
-        tab.save(1, "person = 1")
-        wait_for(lambda: tab.settled(), "the save recorded", TIMEOUT)
-        write_by_rename(path, edit(loaded, 4, "agent = 4"))
+        path, tab, loaded = opened(lab, "both.ipynb")
+        tab.save_recorded(1, "person = 1")
+        write_by_rename(path, edited(loaded, 4, "agent = 4"))
         wait_for(lambda: sources(path)[1] == "person = 1" and sources(path)[4] == "agent = 4", "both edits", TIMEOUT)
         written = time.time()
 
@@ -244,11 +225,11 @@ def test_the_trait_off_keeps_todays_behaviour(tmp_path: Path) -> None:
     try:
         assert "not watching the server's folder (c.NbMergeSave.watch_root = False)" in server.output()
         path = root / "nb.ipynb"
-        write_in_place(path, start_nb())
+        write_in_place(path, notebook(*numbered(6)))
         tab = Tab(server, "nb.ipynb")
         loaded = notebook_io.parse_notebook(path.read_bytes())
         tab.save(1, "person = 1")
-        write_in_place(path, edit(loaded, 4, "agent = 4"))
+        write_in_place(path, edited(loaded, 4, "agent = 4"))
         state = tab.state()
         assert state["by"] is None and state["settling"] is False and state["merge"] is None
         assert sources(path)[1] == "x1 = 1", "the person's saved edit is gone from the file, as before"
@@ -263,31 +244,17 @@ def test_the_trait_off_keeps_todays_behaviour(tmp_path: Path) -> None:
 
 # --- git under the server ----------------------------------------------------------------
 
-def git_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Ana", GIT_AUTHOR_EMAIL="ana@example.org",
-               GIT_COMMITTER_NAME="Ana", GIT_COMMITTER_EMAIL="ana@example.org")
-    return env
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=git_env(repo.parent),
-                          timeout=60)
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
 def test_git_checkout_and_pull_under_an_open_notebook(tmp_path: Path) -> None:
     """The server serves a git work tree (the store created in it): what git writes is shown as it is,
     recorded as git's, never merged; ``git status`` stays clean (the store keeps itself out of git)."""
     upstream = tmp_path / "upstream"
     upstream.mkdir()
     git(upstream, "init", "-q", "-b", "main")
-    write_in_place(upstream / "nb.ipynb", start_nb())
+    write_in_place(upstream / "nb.ipynb", notebook(*numbered(6)))
     git(upstream, "add", "nb.ipynb")
     git(upstream, "commit", "-qm", "one")
     git(upstream, "switch", "-qc", "other")
-    write_in_place(upstream / "nb.ipynb", edit(start_nb(), 2, "x2 = 'other branch'"))
+    write_in_place(upstream / "nb.ipynb", edited(notebook(*numbered(6)), 2, "x2 = 'other branch'"))
     git(upstream, "commit", "-qam", "other")
     git(upstream, "switch", "-q", "main")
     repo = tmp_path / "repo"
@@ -308,7 +275,7 @@ def test_git_checkout_and_pull_under_an_open_notebook(tmp_path: Path) -> None:
         assert git(repo, "status", "--porcelain") == ""
 
         git(repo, "checkout", "-q", "main")
-        write_in_place(upstream / "nb.ipynb", edit(start_nb(), 5, "x5 = 'pulled'"))
+        write_in_place(upstream / "nb.ipynb", edited(notebook(*numbered(6)), 5, "x5 = 'pulled'"))
         git(upstream, "commit", "-qam", "upstream")
         tab = Tab(server, "nb.ipynb")
         git(repo, "pull", "-q", "--ff-only")

@@ -10,8 +10,6 @@ notification says who changed the file.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,34 +21,16 @@ import pytest
 from nbmergesave import notebook_io
 from nbmergesave.store import Store
 
-from .conftest import cell, notebook, wait_for
-from .lab import CHROMIUM, CHROMIUM_ARGS, PANEL, Lab, NotebookSeven, Tab
+from .conftest import edited, sources, wait_for
+from .git import git
+from .lab import CHROMIUM, PANEL, Lab, NotebookSeven, People, Tab, browsing, lab_notebook
 
 pytest.importorskip("jupyterlab")
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip("no Chromium (apt-get install chromium)", allow_module_level=True)
 
 TIMEOUT = 30.0
-
-
-def start_nb(n: int = 6) -> dict[str, Any]:
-    """A notebook as JupyterLab saves one (with the kernel's language_info, else opening it makes the tab dirty)."""
-    from ipykernel.ipkernel import IPythonKernel
-
-    return notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(n)],
-                    metadata={"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
-                              "language_info": IPythonKernel.language_info})
-
-
-def edit(nb: dict[str, Any], index: int, text: str) -> dict[str, Any]:
-    nb = notebook_io.parse_notebook(notebook_io.dumps(nb).encode())
-    nb["cells"][index]["source"] = text
-    return nb
-
-
-def on_disk(path: Path) -> list[str]:
-    return [c["source"] for c in notebook_io.read_notebook(path)["cells"]]
 
 
 def write(path: Path, nb: dict[str, Any]) -> None:
@@ -72,35 +52,16 @@ def read_whole_bytes(data: bytes) -> dict[str, Any] | None:
         return None
 
 
-def git_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Ana", GIT_AUTHOR_EMAIL="ana@example.org",
-               GIT_COMMITTER_NAME="Ana", GIT_COMMITTER_EMAIL="ana@example.org")
-    return env
+class World(People):
+    """A JupyterLab server (more started by the tests that need them), and the people at one browser."""
 
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=git_env(repo.parent), timeout=60)
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
-class World:
     def __init__(self, tmp: Path, browser: Any) -> None:
+        super().__init__(browser)
         self.tmp = tmp
         self.root = tmp / "project"
         self.root.mkdir()
-        self.browser = browser
         self.lab = Lab(self.root, tmp / "home-lab")
         self.servers: list[Any] = [self.lab]
-        self.contexts: list[Any] = []
-        self.errors: list[str] = []
-
-    def person(self) -> Any:
-        context = self.browser.new_context(viewport={"width": 1200, "height": 900})
-        context.on("page", lambda page: page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}")))
-        self.contexts.append(context)
-        return context
 
     def server(self, kind: type, root: Path, home: str) -> Any:
         server = kind(root, self.tmp / home)
@@ -108,25 +69,14 @@ class World:
         return server
 
     def close(self) -> None:
-        for context in self.contexts:
-            try:
-                context.close()
-            except Exception:
-                pass
+        super().close()
         for server in self.servers:
             server.stop()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        w = World(tmp_path_factory.mktemp("outside-browser"), browser)
-        try:
-            yield w
-        finally:
-            w.close()
-            browser.close()
+    yield from browsing(World, tmp_path_factory.mktemp("outside-browser"))
 
 
 @pytest.fixture(autouse=True)
@@ -150,13 +100,13 @@ def saved_then_outside_write(world: World, server: Any, name: str) -> Tab:
     """A person saves cell 1; an agent that read the notebook before that writes cell 4."""
     watching(server)
     path = server.root / name
-    write(path, start_nb())
+    write(path, lab_notebook())
     tab = Tab(world.person(), server, name)
     loaded = notebook_io.read_notebook(path)
     tab.edit(1, "person = 1")
     tab.save()
     wait_for(lambda: (s := settled(server, name)) and s["by"] == "jupyter", "the save recorded", TIMEOUT)
-    write(path, edit(loaded, 4, "agent = 4"))
+    write(path, edited(loaded, 4, "agent = 4"))
     return tab
 
 
@@ -164,8 +114,8 @@ def test_lab_an_outside_write_after_a_saved_edit(world: World) -> None:
     tab = saved_then_outside_write(world, world.lab, "agent.ipynb")
     path = world.root / "agent.ipynb"
     tab.wait(f"() => {PANEL}.model.sharedModel.cells[4].getSource() === 'agent = 4'", timeout=TIMEOUT)
-    assert tab.sources() == on_disk(path)
-    assert on_disk(path)[1] == "person = 1" and on_disk(path)[4] == "agent = 4"
+    assert tab.sources() == sources(path)
+    assert sources(path)[1] == "person = 1" and sources(path)[4] == "agent = 4"
     assert not tab.dirty()
     words = tab.toast("changed outside Jupyter")
     assert "agent.ipynb was changed outside Jupyter; merged with your saved edits." in words
@@ -179,13 +129,13 @@ def test_lab_an_outside_write_after_a_saved_edit(world: World) -> None:
 def test_lab_a_conflicting_outside_write_gets_the_conflict_bar(world: World) -> None:
     watching(world.lab)
     path = world.root / "clash.ipynb"
-    write(path, start_nb())
+    write(path, lab_notebook())
     tab = Tab(world.person(), world.lab, "clash.ipynb")
     loaded = notebook_io.read_notebook(path)
     tab.edit(2, "x2 = 'person'")
     tab.save()
     wait_for(lambda: (s := settled(world.lab, "clash.ipynb")) and s["by"] == "jupyter", "the save recorded", TIMEOUT)
-    write(path, edit(loaded, 2, "x2 = 'agent'"))
+    write(path, edited(loaded, 2, "x2 = 'agent'"))
     words = tab.toast("1 conflict in cell 3")
     assert "1 conflict in cell 3. clash.ipynb was changed outside Jupyter; merged with your saved edits." in words
     bar = tab.page.locator(".nbmergesave-conflict")
@@ -196,7 +146,7 @@ def test_lab_a_conflicting_outside_write_gets_the_conflict_bar(world: World) -> 
     tab.wait("() => !document.querySelector('.nbmergesave-conflict')")
     assert tab.sources()[2] == "x2 = 'person'"
     tab.save()
-    assert on_disk(path)[2] == "x2 = 'person'"
+    assert sources(path)[2] == "x2 = 'person'"
 
 
 @pytest.mark.xfail(strict=False, reason=(
@@ -210,7 +160,7 @@ def test_lab_a_writer_every_second_while_a_person_types_and_saves(world: World) 
     watching(world.lab)
     name = "loop.ipynb"
     path = world.root / name
-    write(path, edit(start_nb(), 4, ""))
+    write(path, edited(lab_notebook(), 4, ""))
     tab = Tab(world.person(), world.lab, name)
     stop = threading.Event()
     written: list[str] = []
@@ -254,7 +204,7 @@ def test_lab_a_writer_every_second_while_a_person_types_and_saves(world: World) 
     assert len(written) >= 15 and len(typed) >= 5, (len(written), len(typed))
     want = (typed[-1], "\n".join(written))
     try:
-        wait_for(lambda: (on_disk(path)[1], on_disk(path)[4]) == want, f"the file holding {want}", TIMEOUT)
+        wait_for(lambda: (sources(path)[1], sources(path)[4]) == want, f"the file holding {want}", TIMEOUT)
     except AssertionError:  # what happened, for the failure's report
         with Store.open(world.root) as store:
             for v in store.history(path):
@@ -265,7 +215,7 @@ def test_lab_a_writer_every_second_while_a_person_types_and_saves(world: World) 
     wait_for(lambda: (s := settled(world.lab, name)) and s["sha256"] is not None, "the watcher idle", TIMEOUT)
     tab.wait(f"([a, b]) => {PANEL}.model.sharedModel.cells[1].getSource() === a"
              f" && {PANEL}.model.sharedModel.cells[4].getSource() === b", arg=list(want), timeout=TIMEOUT)
-    assert tab.sources() == on_disk(path)
+    assert tab.sources() == sources(path)
     final = notebook_io.read_notebook(path)
     notebook_io.validate(final)
     assert not any("<<<<<<<" in c["source"] for c in final["cells"])
@@ -282,12 +232,12 @@ def test_lab_git_checkout_and_pull_under_an_open_tab(world: World) -> None:
     upstream = world.tmp / "upstream"
     upstream.mkdir()
     git(upstream, "init", "-q", "-b", "main")
-    write(upstream / "nb.ipynb", start_nb())
+    write(upstream / "nb.ipynb", lab_notebook())
     (upstream / ".gitignore").write_text(".ipynb_checkpoints/\n")  # JupyterLab's own folder, as projects ignore it
     git(upstream, "add", "nb.ipynb", ".gitignore")
     git(upstream, "commit", "-qm", "one")
     git(upstream, "switch", "-qc", "other")
-    write(upstream / "nb.ipynb", edit(start_nb(), 2, "x2 = 'other branch'"))
+    write(upstream / "nb.ipynb", edited(lab_notebook(), 2, "x2 = 'other branch'"))
     git(upstream, "commit", "-qam", "other")
     git(upstream, "switch", "-q", "main")
     repo = world.tmp / "repo"
@@ -300,18 +250,18 @@ def test_lab_git_checkout_and_pull_under_an_open_tab(world: World) -> None:
 
     git(repo, "checkout", "-q", "other")
     tab.wait(f"() => {PANEL}.model.sharedModel.cells[2].getSource() === \"x2 = 'other branch'\"", timeout=TIMEOUT)
-    assert tab.sources() == on_disk(path)
+    assert tab.sources() == sources(path)
     assert path.read_bytes() == git(repo, "show", "other:nb.ipynb").encode()
     assert "nb.ipynb was replaced by git; this tab now shows it." in tab.toast("replaced by git")
     assert not tab.dirty()
 
     git(repo, "checkout", "-q", "main")
     tab.wait(f"() => {PANEL}.model.sharedModel.cells[2].getSource() === 'x2 = 2'", timeout=TIMEOUT)
-    write(upstream / "nb.ipynb", edit(start_nb(), 5, "x5 = 'pulled'"))
+    write(upstream / "nb.ipynb", edited(lab_notebook(), 5, "x5 = 'pulled'"))
     git(upstream, "commit", "-qam", "upstream")
     git(repo, "pull", "-q", "--ff-only")
     tab.wait(f"() => {PANEL}.model.sharedModel.cells[5].getSource() === \"x5 = 'pulled'\"", timeout=TIMEOUT)
-    assert tab.sources() == on_disk(path)
+    assert tab.sources() == sources(path)
     assert path.read_bytes() == git(repo, "show", "HEAD:nb.ipynb").encode()
     assert git(repo, "status", "--porcelain") == ""
     with Store.open(repo) as store:
@@ -327,7 +277,7 @@ def test_notebook7_an_outside_write_after_a_saved_edit(world: World) -> None:
         assert tab.js("p => window.jupyterapp.isPluginActivated(p)", plugin), plugin
     path = root / "agent7.ipynb"
     tab.wait(f"() => {PANEL}.model.sharedModel.cells[4].getSource() === 'agent = 4'", timeout=TIMEOUT)
-    assert tab.sources() == on_disk(path)
-    assert on_disk(path)[1] == "person = 1" and on_disk(path)[4] == "agent = 4"
+    assert tab.sources() == sources(path)
+    assert sources(path)[1] == "person = 1" and sources(path)[4] == "agent = 4"
     assert not tab.dirty()
     assert "agent7.ipynb was changed outside Jupyter; merged with your saved edits." in tab.toast("changed outside Jupyter")

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +28,7 @@ from . import pg
 from .conftest import cell, notebook, wait_for, write
 from .servers import free_port
 
-
-@pytest.fixture(autouse=True)
-def _fresh_config() -> Iterator[None]:
-    configure(url="", project_root="", roots=[])
-    yield
-    configure(url="", project_root="", roots=[])
+pytestmark = pytest.mark.usefixtures("fresh_config")
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -119,27 +112,6 @@ def test_a_notebook_has_one_history_through_two_mount_paths(postgres_url: str, t
 
 
 # --- two servers, two paths, concurrent writers --------------------------------------------------
-
-@pytest.fixture
-def two_paths(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
-    """The project folder and a second path to it: a bind mount where we may mount, else a symlink."""
-    real, alias = tmp_path / "volume", tmp_path / "elsewhere"
-    real.mkdir()
-    how = "symlink"
-    if os.geteuid() == 0:
-        alias.mkdir()
-        if subprocess.run(["mount", "--bind", str(real), str(alias)], capture_output=True).returncode == 0:
-            how = "bind mount"
-        else:
-            alias.rmdir()
-    if how == "symlink":
-        alias.symlink_to(real, target_is_directory=True)
-    try:
-        yield real, alias, how
-    finally:
-        if how == "bind mount":
-            subprocess.run(["umount", str(alias)], capture_output=True, timeout=30)
-
 
 def _get(server: Any, name: str) -> dict[str, Any]:
     """GET a notebook; a 400 means another server was rewriting it in place at that moment: ask again."""
@@ -233,11 +205,8 @@ def test_two_servers_through_two_paths_keep_every_edit_in_one_history(
 # --- the database goes away mid-run --------------------------------------------------------------
 
 def test_saves_reach_the_disk_while_the_database_is_down_and_the_store_catches_up(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: pg.Server) -> None:
     pytest.importorskip("jupyter_server")
-    if pg.bindir() is None:
-        pytest.skip("no PostgreSQL server binaries")
-    database = pg.Server()  # our own: this test stops it
     root = tmp_path / "project"
     root.mkdir()
     write(root / "nb.ipynb", notebook(cell("# a", "a"), cell("# b", "b")))
@@ -288,7 +257,6 @@ def test_saves_reach_the_disk_while_the_database_is_down_and_the_store_catches_u
     finally:
         for server in servers:
             server.stop()
-        database.close()
 
 
 def _answers(url: str) -> bool:
@@ -421,12 +389,9 @@ def test_a_watcher_of_one_subfolder_leaves_the_rest_of_the_project_alone(postgre
             store.close()
 
 
-def test_a_watcher_outlives_the_database_and_catches_up_when_it_returns(tmp_path: Path) -> None:
+def test_a_watcher_outlives_the_database_and_catches_up_when_it_returns(tmp_path: Path, database: pg.Server) -> None:
     from nbmergesave.watcher import Watcher
 
-    if pg.bindir() is None:
-        pytest.skip("no PostgreSQL server binaries")
-    database = pg.Server()  # our own: this test stops it
     url = database.url("watcher")
     root = tmp_path / "project"
     root.mkdir()
@@ -459,7 +424,6 @@ def test_a_watcher_outlives_the_database_and_catches_up_when_it_returns(tmp_path
         watcher.stop()
         for store in watcher.stores.values():
             store.close()
-        database.close()
 
 
 def test_pause_with_a_postgresql_store_marks_this_host_only_and_writes_nothing_in_the_project(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from nbmergesave import notebook_io
@@ -88,3 +89,38 @@ def test_a_declared_save_that_follows_unseen_saves_is_not_merged_backwards(tmp_p
     with Store.open(tmp_path) as store:
         assert sync_file(store, path).action == "recorded"
     assert path.read_bytes() == second
+
+
+def test_a_write_marked_by_a_merging_server_is_recorded_never_merged_again(tmp_path: Path) -> None:
+    """Another host's Jupyter server, its store away (its declarations are not in this store), merged a save
+    and wrote it with compare-then-swap, leaving its mark on the file: a watcher here records it as that
+    server's and never merges it again from an inferred base (that server puts back what its swap displaced,
+    and merges it in). An in-place write over the marked file keeps the inode's mark but not its bytes: it
+    is judged as any other write."""
+    from nbmergesave.sync import sync_file
+
+    path = write(tmp_path / "nb.ipynb", notebook(cell("a = 0", "a"), cell("b = 0", "b")))
+    with Store.open(tmp_path) as store:
+        assert sync_file(store, path).action == "recorded"  # v1
+        write(path, notebook(cell("a = 0\na = 1", "a"), cell("b = 0", "b")))
+        assert sync_file(store, path).action == "recorded"  # v2, on disk
+        # made from v1, without v2's 'a = 1': on its own, a save to merge with v2
+        other = notebook_io.dumps(notebook(cell("a = 0", "a"), cell("b = 0\nb = 1", "b"))).encode()
+        notebook_io.write_atomic(path, other, mark=True)
+        if not notebook_io.marked(path, sha256(other)):
+            pytest.skip("this file system keeps no user extended attributes")
+        outcome = sync_file(store, path)
+        assert (outcome.action, outcome.writer) == ("recorded", "jupyter")
+        assert path.read_bytes() == other
+        assert store.on_disk(path).sha256 == sha256(other)
+        assert store.declared_writer(path, sha256(other)) == "jupyter"
+
+        # made from v2 (without the other host's 'b = 1'), written in place: same inode, the mark still on it
+        again = notebook_io.dumps(notebook(cell("a = 0\na = 1", "a"), cell("b = 0", "b"), cell("c = 1", "c"))).encode()
+        with open(path, "r+b") as f:
+            f.write(again)
+            f.truncate()
+        assert not notebook_io.marked(path, sha256(again))
+        outcome = sync_file(store, path)
+        assert (outcome.action, outcome.writer) == ("merged", None)
+        assert [c["source"] for c in notebook_io.read_notebook(path)["cells"]] == ["a = 0", "b = 0\nb = 1", "c = 1"]

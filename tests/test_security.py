@@ -16,8 +16,7 @@ import pytest
 from nbmergesave import notebook_io, private, sync_file
 from nbmergesave.store import Store
 
-from .conftest import cell, notebook
-from .test_watcher import wait_for
+from .conftest import cell, notebook, wait_for
 
 
 def mode(path: Path) -> int:

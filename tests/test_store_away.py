@@ -10,20 +10,19 @@ notebook once and saving its own cell again and again.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nbmergesave import notebook_io
+from nbmergesave.errors import StoreUnavailable
 from nbmergesave.store import Store
 from nbmergesave.store.where import configure
 
@@ -31,47 +30,10 @@ from . import pg
 from .conftest import cell, notebook, wait_for, write
 from .servers import JupyterProcess, free_port
 
-pytestmark = pytest.mark.skipif(pg.bindir() is None, reason="no PostgreSQL server binaries")
+pytestmark = [pytest.mark.skipif(pg.bindir() is None, reason="no PostgreSQL server binaries"),
+              pytest.mark.usefixtures("fresh_config")]
 WRITERS = 4
 AWAY = "the history store is away"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_config() -> Iterator[None]:
-    configure(url="", project_root="", roots=[])
-    yield
-    configure(url="", project_root="", roots=[])
-
-
-@pytest.fixture
-def database() -> Iterator[pg.Server]:
-    pytest.importorskip("psycopg")
-    server = pg.Server()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def two_paths(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
-    """The project folder and a second path to it: a bind mount where we may mount, else a symlink."""
-    real, alias = tmp_path / "volume", tmp_path / "elsewhere"
-    real.mkdir()
-    how = "symlink"
-    if os.geteuid() == 0:
-        alias.mkdir()
-        if subprocess.run(["mount", "--bind", str(real), str(alias)], capture_output=True).returncode == 0:
-            how = "bind mount"
-        else:
-            alias.rmdir()
-    if how == "symlink":
-        alias.symlink_to(real, target_is_directory=True)
-    try:
-        yield real, alias, how
-    finally:
-        if how == "bind mount":
-            subprocess.run(["umount", str(alias)], capture_output=True, timeout=30)
 
 
 class Host(JupyterProcess):
@@ -167,17 +129,25 @@ def _caught_up(hosts: list[Host], name: str) -> bool:
     return all(h.state_of(name)["degraded"] is None and not h.spooled() for h in hosts)
 
 
-def _check(team: Team, real: Path, url: str, hosts: list[Host], *, outages: int) -> list[Any]:
-    """0 failed saves, 0 lost edits, every save in the store's history and in order, told once per outage."""
+def _nothing_lost(team: Team, real: Path, url: str, hosts: list[Host]) -> tuple[str, list[Any], list[str]]:
+    """No save failed, no edit is missing from the file, no conflict (each writer edits its own cell: a conflict's
+    message shows what the ``hosts`` said of their merges); the file's text, and the store's history of it with
+    each version's text."""
     assert team.failed == [], team.failed
     final = (real / team.name).read_text()
-    notebook_io.validate(json.loads(final))
     assert [line for line in team.all_lines() if line not in final] == [], "edits lost"
     assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right\n" + _merges(hosts)
     configure(project_root=str(real))
     with Store.open(real, url) as store:
         history = store.history(real / team.name)
         texts = [store.content(v).decode() if v.sha256 else "" for v in history]
+    return final, history, texts
+
+
+def _check(team: Team, real: Path, url: str, hosts: list[Host], *, outages: int) -> list[Any]:
+    """0 failed saves, 0 lost edits, every save in the store's history and in order, told once per outage."""
+    final, history, texts = _nothing_lost(team, real, url, hosts)
+    notebook_io.validate(json.loads(final))
     for k, lines in team.lines.items():
         # when the writer-k cell first ended with save n's line: every save is in the history, at the time it
         # was made (a spool replayed later keeps its versions' times), so in the order the writer made them.
@@ -321,14 +291,7 @@ def test_a_store_refused_at_start_keeps_merging_and_catches_up_once_fixed(
 
 
 def _check_refused(team: Team, real: Path, url: str, hosts: list[Host]) -> None:
-    assert team.failed == [], team.failed
-    final = (real / team.name).read_text()
-    assert [line for line in team.all_lines() if line not in final] == [], "edits lost"
-    assert "<<<<<<<" not in final, "each writer edits its own cell: no conflict is right\n" + _merges(hosts)
-    configure(project_root=str(real))
-    with Store.open(real, url) as store:
-        history = store.history(real / team.name)
-        texts = [store.content(v).decode() if v.sha256 else "" for v in history]
+    _, history, texts = _nothing_lost(team, real, url, hosts)
     for k, lines in team.lines.items():
         firsts = [min((v.time for v, t in zip(history, texts) if _cell_ends(t, k, line)), default=None)
                   for line in lines]
@@ -357,3 +320,56 @@ def test_a_free_port_is_refused_fast_and_a_save_still_succeeds(tmp_path: Path) -
         assert host.spooled()
     finally:
         host.stop()
+
+
+# --- the watcher (nbmergesave watch, the daemon, the Jupyter server's) ----------------------------------------
+
+def test_the_watcher_merges_from_the_spool_while_its_store_is_away_and_catches_up(
+        database: pg.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nbmergesave watch` with a PostgreSQL store that stops mid-run: an agent's write made from an older
+    version than the file's is still merged with what the file held (from the spool, seeded with what the
+    watcher saw), never obeyed; once the database is back, the next look replays the spool, and the history
+    holds the outage's versions."""
+    from nbmergesave.watcher import Watcher
+
+    monkeypatch.setenv("NBMERGESAVE_HOME", str(tmp_path / "state"))
+    root = tmp_path / "project"
+    root.mkdir()
+    url = database.url("watch")
+    configure(url=url, roots=[str(root)])
+    nb = write(root / "nb.ipynb", notebook(cell("a = 0", "a"), cell("b = 0", "b"), cell("c = 0", "c")))
+    said: list[str] = []
+    watcher = Watcher([root], log=said.append, store_location=url, debounce=0.01)
+    watcher.start()
+    try:
+        def history() -> list[Any]:
+            try:
+                with Store.open(root, url) as store:
+                    return store.history(nb)
+            except StoreUnavailable:  # (this process has just seen it away: it is asked again after a while)
+                return []
+
+        wait_for(lambda: len(history()) == 1, "the first sighting")
+        write(nb, notebook(cell("a = 1", "a"), cell("b = 0", "b"), cell("c = 0", "c")))  # a person's save
+        wait_for(lambda: len(history()) == 2, "the person's save recorded")
+        read_by_agent = nb.read_bytes()  # an agent reads the notebook now, and works on it for a while
+        write(nb, notebook(cell("a = 2", "a"), cell("b = 0", "b"), cell("c = 0", "c")))  # the person saves again
+        wait_for(lambda: len(history()) == 3, "the person's second save recorded")
+        database.stop("fast")
+        agent = notebook_io.parse_notebook(read_by_agent)
+        agent["cells"][1]["source"] = "b = 1"  # made from what it read before the person's second save
+        (root / "agent.tmp").write_text(notebook_io.dumps(agent))
+        (root / "agent.tmp").replace(nb)
+        wait_for(lambda: [c["source"] for c in notebook_io.read_notebook(nb)["cells"]] == ["a = 2", "b = 1", "c = 0"],
+                 f"the agent's write merged with the person's save, from the spool (the watcher said: {said})", timeout=60)
+        assert any(AWAY in line for line in said), said
+        database.start_when_possible()
+        write(nb, notebook(cell("a = 2", "a"), cell("b = 1", "b"), cell("c = 2", "c")))  # the next save: catch-up
+        wait_for(lambda: len(history()) >= 6, "the spool replayed into the store, then the save", timeout=60)
+        kinds = [v.kind for v in history()]
+        assert "merged" in kinds, kinds
+        wait_for(lambda: not any((tmp_path / "state").glob("spool/*/index.sqlite")), "the spool emptied after its replay")
+        assert any("is back" in line for line in said), said
+        assert watcher.stats.errors == 0, watcher.stats.last_error
+    finally:
+        watcher.stop()

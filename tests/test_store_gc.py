@@ -290,24 +290,19 @@ def test_a_running_watcher_applies_the_retention_rule_once_a_day(tmp_path: Path)
         assert [v.version for v in store.history(nb)] == [4] and not store.gc_due()
 
 
-def test_daemon_status_reports_each_store_size(tmp_path: Path) -> None:
-    import os
+def test_daemon_status_reports_each_store_size(tmp_path: Path, daemon_env: dict[str, str]) -> None:
+    from .conftest import nbm
 
-    from .test_daemon import nbm
-
-    env = {**os.environ, "NBMERGESAVE_HOME": str(tmp_path / "state")}
+    env = daemon_env
     root = tmp_path / "project"
     root.mkdir()
     (root / "nb.ipynb").write_bytes(_nb(1))
-    try:
-        started = nbm("daemon", "start", str(root), "--json", env=env)
-        assert started.returncode == 0, started.stderr
-        status = json.loads(nbm("daemon", "status", "--json", env=env).stdout)
-        location = str(root.resolve() / ".nbmergesave")
-        size = status["store_sizes"][location]
-        assert (size["notebooks"], size["versions"]) == (1, 1)
-        assert size["size_bytes"] > 0 and size["reclaimable_bytes"] >= 0
-        table = nbm("daemon", "status", env=env).stdout
-        assert f"store {location}: " in table and "1 notebook, 1 version, reclaimable by gc" in table
-    finally:
-        nbm("daemon", "stop", env=env)
+    started = nbm("daemon", "start", str(root), "--json", env=env)
+    assert started.returncode == 0, started.stderr
+    status = json.loads(nbm("daemon", "status", "--json", env=env).stdout)
+    location = str(root.resolve() / ".nbmergesave")
+    size = status["store_sizes"][location]
+    assert (size["notebooks"], size["versions"]) == (1, 1)
+    assert size["size_bytes"] > 0 and size["reclaimable_bytes"] >= 0
+    table = nbm("daemon", "status", env=env).stdout
+    assert f"store {location}: " in table and "1 notebook, 1 version, reclaimable by gc" in table

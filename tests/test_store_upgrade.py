@@ -118,12 +118,17 @@ def test_an_upgrade_killed_half_way_resumes_and_loses_nothing(tmp_path: Path) ->
     _check(tmp_path, expected)
 
 
-def test_an_old_store_in_use_by_many_processes_is_upgraded_once(tmp_path: Path) -> None:
-    expected = _old_store(tmp_path)
-    script = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from nbmergesave.store import Store; Store.open({str(tmp_path)!r}).close()"
+def _open_from_three_processes_at_once(root: Path) -> None:
+    """Three processes open the store at ``root`` together (each as a tool does when it starts), each must succeed."""
+    script = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from nbmergesave.store import Store; Store.open({str(root)!r}).close()"
     procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()  # type: ignore[union-attr]
+
+
+def test_an_old_store_in_use_by_many_processes_is_upgraded_once(tmp_path: Path) -> None:
+    expected = _old_store(tmp_path)
+    _open_from_three_processes_at_once(tmp_path)
     _check(tmp_path, expected)
     assert os.stat(tmp_path / ".nbmergesave").st_mode & 0o077 == 0
 
@@ -162,10 +167,7 @@ def test_a_store_of_schema_3_gains_the_engine_column_in_place(tmp_path: Path) ->
 
 def test_a_schema_3_store_opened_by_many_processes_at_once_gains_one_column(tmp_path: Path) -> None:
     expected = _schema_3_store(tmp_path)
-    script = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from nbmergesave.store import Store; Store.open({str(tmp_path)!r}).close()"
-    procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    for p in procs:
-        assert p.wait(timeout=120) == 0, p.stderr.read()  # type: ignore[union-attr]
+    _open_from_three_processes_at_once(tmp_path)
     with Store.open(tmp_path) as store:
         assert [x.to_dict() for x in store.history(tmp_path / "nb.ipynb")] == expected
 

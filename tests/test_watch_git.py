@@ -32,26 +32,11 @@ from nbmergesave.store import Store
 from nbmergesave.sync import sync_file
 
 from .conftest import cell, notebook, stop_process, wait_for
+from .git import git, git_env
 
 TIMEOUT = 30.0
 NOTEBOOKS = ("a.ipynb", "b.ipynb", "sub/c.ipynb")
 SENTINEL = "zz-sentinel.ipynb"
-
-
-def git_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Ana", GIT_AUTHOR_EMAIL="ana@example.org",
-               GIT_COMMITTER_NAME="Ana", GIT_COMMITTER_EMAIL="ana@example.org",
-               GIT_AUTHOR_DATE="2026-01-01T00:00:00+00:00", GIT_COMMITTER_DATE="2026-01-01T00:00:00+00:00")
-    return env
-
-
-def git(repo: Path, *args: str, check: bool = True) -> str:
-    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=git_env(repo.parent),
-                            timeout=60)
-    if check and result.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed in {repo.name}: {result.stderr}")
-    return result.stdout
 
 
 def nb(*sources: str, ids: str = "c") -> dict[str, Any]:
@@ -174,6 +159,28 @@ class Watched:
     def stop(self) -> None:
         stop_process(self.proc)
 
+    def __enter__(self) -> Watched:
+        """Idle once (the first sweep done), for the block; stopped when the block ends, however it ends."""
+        try:
+            self.idle()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository holding the histories of :func:`build`, in a folder of its own (``tmp_path / "w"``: the
+    watcher's status and log files go beside it, and it is git's HOME)."""
+    (tmp_path / "w").mkdir()
+    made = tmp_path / "w" / "repo"
+    build(made)
+    return made
+
 
 @pytest.fixture
 def twins(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
@@ -196,11 +203,8 @@ def test_git_writes_are_recorded_never_merged(twins: tuple[Path, Path]) -> None:
     watched, twin = twins
     for repo in twins:  # the nbmergesave merge driver, for the merges that ask for it
         git(repo, "config", "merge.nbmergesave.driver", f"{sys.executable} -m nbmergesave git-driver run %O %A %B %P")
-    watcher = Watched(watched)
     steps: list[str] = []
-    try:
-        watcher.idle()
-
+    with Watched(watched) as watcher:
         def step(*args: str, check: bool = True) -> None:
             """Run one git command in both repositories, then compare them."""
             for repo in (watched, twin):
@@ -292,8 +296,6 @@ def test_git_writes_are_recorded_never_merged(twins: tuple[Path, Path]) -> None:
         step("commit", "-qam", "here")
         step("pull", "-q", "--no-rebase", "--no-edit", str(upstream), "main")
         assert len(git(watched, "log", "--merges", "--format=%H").split()) >= 2  # true merges happened
-    finally:
-        watcher.stop()
     log = watcher.output()
     assert "merged " not in log, log
     assert "error " not in log and "deleted " not in log, log  # git's remove-then-write is no deletion
@@ -303,10 +305,8 @@ def test_git_writes_are_recorded_never_merged(twins: tuple[Path, Path]) -> None:
     assert len(steps) > 50
 
 
-def test_content_alone_would_merge_these_checkouts(tmp_path: Path) -> None:
+def test_content_alone_would_merge_these_checkouts(tmp_path: Path, repo: Path) -> None:
     """Why git must be asked: the same checkouts, judged on content alone, give a merge."""
-    repo = tmp_path / "repo"
-    build(repo)
     path = repo / "a.ipynb"
     repos = GitRepos()
     try:
@@ -322,11 +322,8 @@ def test_content_alone_would_merge_these_checkouts(tmp_path: Path) -> None:
         repos.close()
 
 
-def test_a_save_during_git_pull_is_still_merged_and_undone_exactly(tmp_path: Path) -> None:
+def test_a_save_during_git_pull_is_still_merged_and_undone_exactly(tmp_path: Path, repo: Path) -> None:
     """An editor saves one notebook while `git pull` writes others: the save waits for git, then merges."""
-    repo = tmp_path / "w" / "repo"
-    (tmp_path / "w").mkdir()
-    build(repo)
     # A slow file git checks out last, so the pull holds index.lock long enough to save into.
     (repo / "zz.dat").write_text("v1\n")
     (repo / ".gitattributes").write_text("zz.dat filter=slow\n")
@@ -340,9 +337,7 @@ def test_a_save_during_git_pull_is_still_merged_and_undone_exactly(tmp_path: Pat
     git(upstream, "commit", "-qam", "upstream")
     git(repo, "config", "filter.slow.smudge", "sleep 1.5; cat")
     git(repo, "config", "filter.slow.clean", "cat")
-    watcher = Watched(repo)
-    try:
-        watcher.idle()
+    with Watched(repo) as watcher:
         mine = with_line(A2, 3, "x3 = 'writer one'")  # a first writer saves ...
         put(repo, "a.ipynb", mine)
         watcher.idle()
@@ -374,8 +369,6 @@ def test_a_save_during_git_pull_is_still_merged_and_undone_exactly(tmp_path: Pat
         assert undo.returncode == 0, undo.stderr
         watcher.idle()
         assert (repo / "a.ipynb").read_bytes() == saved  # exactly the save the merge took in
-    finally:
-        watcher.stop()
 
 
 def test_repositories_are_found_per_notebook(tmp_path: Path) -> None:
@@ -420,9 +413,7 @@ def test_repositories_are_found_per_notebook(tmp_path: Path) -> None:
         repos.close()
 
 
-def test_a_crlf_checkout_is_a_blob_too(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    build(repo)
+def test_a_crlf_checkout_is_a_blob_too(repo: Path) -> None:
     git(repo, "config", "core.autocrlf", "true")
     (repo / "a.ipynb").unlink()
     git(repo, "checkout", "--", "a.ipynb")
@@ -435,14 +426,9 @@ def test_a_crlf_checkout_is_a_blob_too(tmp_path: Path) -> None:
         repos.close()
 
 
-def test_saves_wait_while_git_holds_the_index_lock(tmp_path: Path) -> None:
+def test_saves_wait_while_git_holds_the_index_lock(repo: Path) -> None:
     """A stale writer's save made while index.lock exists is held, then merged once the lock is gone."""
-    repo = tmp_path / "w" / "repo"
-    (tmp_path / "w").mkdir()
-    build(repo)
-    watcher = Watched(repo)
-    try:
-        watcher.idle()
+    with Watched(repo) as watcher:
         put(repo, "a.ipynb", with_line(A2, 3, "x3 = 'one'"))
         watcher.idle()
         lock = repo / ".git" / "index.lock"
@@ -453,22 +439,13 @@ def test_saves_wait_while_git_holds_the_index_lock(tmp_path: Path) -> None:
         lock.unlink()
         watcher.idle()
         assert [m.split()[0] for m in watcher.merges()] == ["a.ipynb"], watcher.output()
-    finally:
-        watcher.stop()
 
 
-def test_stopping_keeps_saves_held_for_git(tmp_path: Path) -> None:
-    repo = tmp_path / "w" / "repo"
-    (tmp_path / "w").mkdir()
-    build(repo)
-    watcher = Watched(repo)
-    try:
-        watcher.idle()
+def test_stopping_keeps_saves_held_for_git(repo: Path) -> None:
+    with Watched(repo) as watcher:
         (repo / ".git" / "index.lock").touch()
         data = put(repo, "a.ipynb", with_line(A2, 5, "x5 = 'held'"))
         wait_for(lambda: (s := watcher.read_status()) and s["pending"] >= 1, "the save to be held")
-    finally:
-        watcher.stop()
     assert "kept in the store" in watcher.output()
     with Store.open(repo) as store:
         assert store.latest_with(repo / "a.ipynb", hashlib.sha256(data).hexdigest()) is not None
@@ -479,9 +456,7 @@ def test_a_repository_made_while_watching_is_found(tmp_path: Path) -> None:
     """`git init` and a checkout after the watcher started: the new repository answers too."""
     root = tmp_path / "w" / "root"
     root.mkdir(parents=True)
-    watcher = Watched(root)
-    try:
-        watcher.idle()
+    with Watched(root) as watcher:
         repo = root / "repo"
         put(repo, "a.ipynb", A2)  # the watcher sees these folders before they are in a repository
         put(repo, "sub/c.ipynb", C1_)
@@ -496,15 +471,10 @@ def test_a_repository_made_while_watching_is_found(tmp_path: Path) -> None:
             assert git(repo, "status", "--porcelain") == "", watcher.output()
         assert watcher.merges() == []
         assert "git" in watcher.kinds("repo/a.ipynb")  # the new repository was asked
-    finally:
-        watcher.stop()
 
 
-def test_a_conflicted_new_notebook_is_left_alone_not_retried(tmp_path: Path) -> None:
+def test_a_conflicted_new_notebook_is_left_alone_not_retried(repo: Path) -> None:
     """Both branches add the same notebook and git writes conflict markers; the watcher starts then."""
-    repo = tmp_path / "w" / "repo"
-    (tmp_path / "w").mkdir()
-    build(repo)
     git(repo, "switch", "-qc", "one", "c1")
     put(repo, "new.ipynb", A_OLD)
     git(repo, "add", "new.ipynb")
@@ -515,23 +485,18 @@ def test_a_conflicted_new_notebook_is_left_alone_not_retried(tmp_path: Path) -> 
     git(repo, "commit", "-qm", "two")
     git(repo, "merge", "-q", "one", check=False)
     assert "AA new.ipynb" in git(repo, "status", "--porcelain")
-    watcher = Watched(repo)  # started in the middle of the conflicted merge
-    try:
-        watcher.idle()
+    with Watched(repo) as watcher:  # started in the middle of the conflicted merge
         time.sleep(0.5)  # time for retries, if there were any
         watcher.idle()
         assert "skipped" in watcher.output() and "new.ipynb" in watcher.output()
         assert watcher.read_status()["pending"] == 0  # type: ignore[index]  # not retried again and again
-    finally:
-        watcher.stop()
 
 
-def test_a_git_that_does_not_answer_is_given_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_git_that_does_not_answer_is_given_up(
+        tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A hung `git cat-file` (a stuck file system, a partial clone fetching) must not stop the watcher."""
     from nbmergesave import gitrepo
 
-    repo = tmp_path / "repo"
-    build(repo)
     real = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
     fake = tmp_path / "bin" / "git"
     fake.parent.mkdir()
@@ -608,11 +573,8 @@ def test_a_work_tree_named_by_git_dir_and_git_work_tree(tmp_path: Path) -> None:
         repos.close()
 
 
-def test_checkouts_through_a_smudge_filter_are_gits(tmp_path: Path) -> None:
+def test_checkouts_through_a_smudge_filter_are_gits(repo: Path) -> None:
     """A filter rewrites what checkout writes (as git lfs does): no blob, but git's index knows the file."""
-    (tmp_path / "w").mkdir()
-    repo = tmp_path / "w" / "repo"
-    build(repo)
     smudge = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read() + b'\\\\n')"
     clean = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read().rstrip(b'\\\\n') + b'\\\\n')"
     git(repo, "config", "filter.pad.smudge", f"{sys.executable} -c \"{smudge}\"")
@@ -621,9 +583,7 @@ def test_checkouts_through_a_smudge_filter_are_gits(tmp_path: Path) -> None:
     git(repo, "checkout", "-q", "-f", "old")
     git(repo, "checkout", "-q", "-f", "main")  # every notebook now as the filter writes it
     assert (repo / "a.ipynb").read_bytes().endswith(b"\n\n")
-    watcher = Watched(repo)
-    try:
-        watcher.idle()
+    with Watched(repo) as watcher:
         for target in ("c1", "main", "old", "c1", "old", "main"):
             git(repo, "checkout", "-q", target)
             watcher.idle()
@@ -636,8 +596,6 @@ def test_checkouts_through_a_smudge_filter_are_gits(tmp_path: Path) -> None:
         put(repo, "a.ipynb", with_line(A2, 5, "x5 = 'two'"))
         watcher.idle()
         assert [m.split()[0] for m in watcher.merges()] == ["a.ipynb"]
-    finally:
-        watcher.stop()
 
 
 def test_a_revert_read_late_is_still_recorded(tmp_path: Path) -> None:
@@ -711,15 +669,13 @@ def _is(path: object, target: Path) -> bool:
     return isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(target)
 
 
-def test_git_ending_between_the_watchers_looks_is_no_deletion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_git_ending_between_the_watchers_looks_is_no_deletion(
+        tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The flake of test_git_writes_are_recorded_never_merged, made certain: git removes b.ipynb, and finishes
     writing it anew (its lock gone) right after the watcher's first look that shows git at work, before its
     next look. The watcher looked at the file (missing), then at the lock (gone), and recorded a deletion."""
     from nbmergesave.watcher import Watcher
 
-    repo = tmp_path / "w" / "repo"
-    (tmp_path / "w").mkdir()
-    build(repo)
     gate = Gate(repo, tmp_path)
     path, lock = repo / "b.ipynb", repo / ".git" / "index.lock"
     looks: list[str] = []
@@ -775,11 +731,10 @@ def test_git_ending_between_the_watchers_looks_is_no_deletion(tmp_path: Path, mo
     assert not any(line.startswith("deleted ") for line in lines), lines
 
 
-def test_gone_asks_again_when_git_ran_between_its_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gone_asks_again_when_git_ran_between_its_looks(
+        tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """GitRepo.gone, against a git that starts right after it found no lock and ends right after it found the file
     missing (looking at the lock first and then at the file would call this a deletion), and the plain cases."""
-    repo = tmp_path / "repo"
-    build(repo)
     gate = Gate(repo, tmp_path)
     path, lock = repo / "b.ipynb", repo / ".git" / "index.lock"
     repos = GitRepos()
@@ -824,18 +779,13 @@ def test_gone_asks_again_when_git_ran_between_its_looks(tmp_path: Path, monkeypa
         repos.close()
 
 
-def test_real_deletions_in_a_work_tree_are_recorded(tmp_path: Path) -> None:
+def test_real_deletions_in_a_work_tree_are_recorded(repo: Path) -> None:
     """A person removing a notebook, `git rm`, and a checkout of a branch without the file are deletions."""
-    repo = tmp_path / "w" / "repo"
-    (tmp_path / "w").mkdir()
-    build(repo)
     git(repo, "switch", "-qc", "no-b", "main")
     git(repo, "rm", "-q", "b.ipynb")
     git(repo, "commit", "-qm", "no b")
     git(repo, "switch", "-q", "main")
-    watcher = Watched(repo)
-    try:
-        watcher.idle()
+    with Watched(repo) as watcher:
         (repo / "a.ipynb").unlink()  # a person
         git(repo, "rm", "-q", "sub/c.ipynb")
         git(repo, "checkout", "-q", "no-b")  # carries the two removals along
@@ -847,5 +797,3 @@ def test_real_deletions_in_a_work_tree_are_recorded(tmp_path: Path) -> None:
         for name in ("a.ipynb", "b.ipynb", "sub/c.ipynb"):
             assert watcher.kinds(name)[-1] == "git", (name, watcher.kinds(name), watcher.output())
         assert git(repo, "status", "--porcelain") == "" and watcher.merges() == []
-    finally:
-        watcher.stop()

@@ -19,7 +19,7 @@ from nbmergesave import notebook_io
 from nbmergesave.cli import cli
 from nbmergesave.store import Store
 
-from .conftest import cell, notebook, stop_process, wait_for
+from .conftest import cell, edited, notebook, numbered, stop_process, wait_for
 
 TIMEOUT = 20.0
 
@@ -40,6 +40,13 @@ class Project:
                 stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         wait_for(lambda: "watching" in self.output(), "the watcher to start")
+
+    def start_with(self, name: str, nb: dict[str, Any]) -> dict[str, Any]:
+        """Write ``nb`` at ``name`` before the watcher runs (what it finds there at start), then start it;
+        ``nb`` returned, as the base both writers loaded."""
+        (self.root / name).write_text(notebook_io.dumps(nb), encoding="utf-8")
+        self.start()
+        return nb
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
@@ -89,16 +96,6 @@ def project(tmp_path: Path) -> Iterator[Project]:
     p.stop()
 
 
-def base_notebook(n: int = 10) -> dict[str, Any]:
-    return notebook(*[cell(f"x{i} = {i}", f"c{i}") for i in range(n)])
-
-
-def edited(nb: dict[str, Any], index: int, text: str) -> dict[str, Any]:
-    out = copy.deepcopy(nb)
-    out["cells"][index]["source"] = text
-    return out
-
-
 def sources(nb: dict[str, Any]) -> list[str]:
     return [c["source"] for c in nb["cells"]]
 
@@ -108,9 +105,7 @@ def put(project: Project, name: str, nb: dict[str, Any]) -> None:
 
 
 def test_two_writers_take_turns(project: Project) -> None:
-    v0 = base_notebook()
-    put(project, "nb.ipynb", v0)
-    project.start()
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(10)))
     w1 = edited(v0, 2, "w1 edit of cell 2")
     project.save("nb.ipynb", w1)
     w2 = edited(v0, 7, "w2 edit of cell 7")
@@ -128,9 +123,7 @@ def test_two_writers_take_turns(project: Project) -> None:
 
 
 def test_editor_save_after_git_pull(project: Project) -> None:
-    v0 = base_notebook()
-    put(project, "nb.ipynb", v0)
-    project.start()
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(10)))
     pulled = edited(edited(v0, 1, "from git, cell 1"), 4, "from git, cell 4")
     project.save("nb.ipynb", pulled, style="rename")  # git checkout writes a new file and renames it
     project.save("nb.ipynb", edited(v0, 6, "editor, cell 6"))
@@ -139,7 +132,7 @@ def test_editor_save_after_git_pull(project: Project) -> None:
 
 
 def test_single_writer_is_never_merged(project: Project) -> None:
-    nb = base_notebook(6)
+    nb = notebook(*numbered(6))
     for c in nb["cells"]:
         c["outputs"] = [{"name": "stdout", "output_type": "stream", "text": "out\n"}]
         c["execution_count"] = 1
@@ -182,9 +175,7 @@ def test_single_writer_is_never_merged(project: Project) -> None:
 
 
 def test_revert_to_an_earlier_version_is_not_merged(project: Project) -> None:
-    v0 = base_notebook()
-    put(project, "nb.ipynb", v0)
-    project.start()
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(10)))
     project.save("nb.ipynb", edited(v0, 2, "edit"))
     project.save("nb.ipynb", v0, style="rename")  # git checkout -- nb.ipynb
     time.sleep(0.3)
@@ -193,9 +184,7 @@ def test_revert_to_an_earlier_version_is_not_merged(project: Project) -> None:
 
 
 def test_same_line_conflict_is_marked_listed_and_undone(project: Project) -> None:
-    v0 = base_notebook()
-    put(project, "nb.ipynb", v0)
-    project.start()
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(10)))
     w1 = edited(v0, 5, "x5 = 'w1'")
     project.save("nb.ipynb", w1)
     w2 = edited(v0, 5, "x5 = 'w2'")
@@ -221,7 +210,7 @@ def test_new_subfolders_renames_deletions_and_skips(project: Project) -> None:
     project.start()
     sub = project.root / "later" / "deeper"
     sub.mkdir(parents=True)
-    v0 = base_notebook(3)
+    v0 = notebook(*numbered(3))
     put(project, "later/deeper/nb.ipynb", v0)
     wait_for(lambda: project.versions("later/deeper/nb.ipynb"), "a notebook in a folder created after start")
 
@@ -240,9 +229,7 @@ def test_new_subfolders_renames_deletions_and_skips(project: Project) -> None:
 
 
 def test_partial_write_is_waited_out_never_overwritten(project: Project) -> None:
-    v0 = base_notebook(3)
-    put(project, "nb.ipynb", v0)
-    project.start()
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(3)))
     data = notebook_io.dumps(edited(v0, 1, "finished")).encode()
     path = project.root / "nb.ipynb"
     with open(path, "wb") as f:  # half a file, closed: the watcher must not touch it
@@ -259,9 +246,7 @@ def test_partial_write_is_waited_out_never_overwritten(project: Project) -> None
     "nb (Ana's conflicted copy 2026-11-30).ipynb",  # Dropbox
 ])
 def test_sync_tool_conflict_copy_is_merged_then_removed(project: Project, copy_name: str) -> None:
-    v0 = base_notebook()
-    put(project, "nb.ipynb", v0)
-    project.start()
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(10)))
     project.save("nb.ipynb", edited(v0, 1, "this device"), style="rename")
     put(project, copy_name, edited(v0, 8, "the other device"))  # the sync tool keeps the loser beside the file
     wait_for(lambda: not (project.root / copy_name).exists(), "the copy to be merged and removed")
@@ -275,9 +260,7 @@ def test_sync_tool_conflict_copy_is_merged_then_removed(project: Project, copy_n
 def test_declared_base_is_used_instead_of_inference(project: Project) -> None:
     from nbmergesave import declare
 
-    v0 = base_notebook()
-    put(project, "nb.ipynb", v0)
-    project.start()
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(10)))
     mine = edited(v0, 1, "mine")
     project.save("nb.ipynb", mine)
     # A sync tool writes a version that already holds "mine" (so inference would call it an
@@ -333,9 +316,7 @@ def _taken_in(project: Project, name: str, before: int, data: bytes) -> None:
 
 
 def test_pause_runs_a_tool_whose_writes_are_never_merged_then_resumes(project: Project) -> None:
-    v0 = base_notebook()
-    put(project, "nb.ipynb", v0)
-    project.start()
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(10)))
     project.save("nb.ipynb", edited(v0, 2, "w1 edit of cell 2"))
     restored = notebook_io.dumps(edited(v0, 7, "from the backup")).encode()  # looks like a stale writer's save
     before = len(project.versions("nb.ipynb"))
@@ -357,7 +338,7 @@ def test_pause_runs_a_tool_whose_writes_are_never_merged_then_resumes(project: P
 
 
 def test_pause_exit_code_is_the_tools(project: Project) -> None:
-    put(project, "nb.ipynb", base_notebook())
+    put(project, "nb.ipynb", notebook(*numbered(10)))
     project.start()
     run = subprocess.run([sys.executable, "-m", "nbmergesave", "pause", str(project.root), "--",
                           sys.executable, "-c", "raise SystemExit(3)"], capture_output=True, text=True, timeout=60)
@@ -367,7 +348,7 @@ def test_pause_exit_code_is_the_tools(project: Project) -> None:
 
 def test_pause_while_a_path_exists_in_event_order(project: Project) -> None:
     """The marker is removed right after the tool's write: the write is still the tool's."""
-    v0 = base_notebook()
+    v0 = notebook(*numbered(10))
     put(project, "nb.ipynb", v0)
     marker = project.root / ".restoring"
     project.start("--pause-while", str(marker))

@@ -70,7 +70,12 @@ def watch(roots: tuple[str, ...], rescan: float, ignore: tuple[str, ...], store_
 
     from ..store.where import configure
 
-    configure(project_root=project_root or "", roots=list(roots))
+    from ..store.where import is_url
+
+    # a database named by --store is the store in effect for the whole process (the local spool that stands
+    # in for it while it is away is named after it)
+    configure(project_root=project_root or "", roots=list(roots),
+              url=store_location if store_location and is_url(store_location) else None)
     try:
         watcher = Watcher(roots, log=log, rescan=rescan, ignore=ignore, store_location=store_location,
                           pause_while=pause_while, engine=engine, engines=engine_for)

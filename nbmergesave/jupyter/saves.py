@@ -11,6 +11,7 @@ from .. import fastpath, notebook_io
 from ..merge import merge
 from ..report import describe
 from ..store import Store, sha256
+from .bases import base_of
 from .files import as_written, mergeable, pair_hash, plain, read, with_paired_text
 from .replies import BASE_KEY, REPLY_KEY, changes, conflict_cells
 from .stores import Stores
@@ -172,7 +173,10 @@ class SaveMerger:
             again = self._prepare(model, path, ours, None, base=base, disk=displaced,
                                   expected=holds if holds is not None else ours)
             if again is not None:
-                again["incoming"] = done["incoming"]  # the person's save, as they sent it
+                # the person's save, as they sent it, with its own hash: what this server then takes for the
+                # version that client holds (not 'ours', the save merged in here: a later save of that client,
+                # placed against 'ours', would take edits it made as the other side's, and conflict)
+                again.update(incoming=done["incoming"], incoming_sha=_incoming_sha(done))
         else:
             done["_final"] = True  # what was meant is what the write put on disk
         return again
@@ -203,42 +207,6 @@ class SaveMerger:
             done["spooled"] = True
         return done
 
-    def _base(self, store: Store, path: str, os_path: str, sent: str | None, incoming_nb: dict[str, Any],
-              disk: bytes | None) -> tuple[bytes | None, str]:
-        """The version the save was made from, and how it was found (for the log)."""
-        if sent:
-            found = store.latest_with(os_path, sent)
-            if found is not None:
-                return store.content(found), "sent by the client"
-            self.log.warning("nbmergesave: the base %s… sent with the save of %s is not in the store; inferring one",
-                             sent[:12], path)
-        served = [v for s in self.served.get(path, []) if (v := store.latest_with(os_path, s)) is not None]
-        if len(served) == 1:
-            return store.content(served[0]), "the version this server served"
-        if served:
-            from ..lineage import distance, tokens
-            from ..sync import tokens_of
-
-            new = tokens(incoming_nb)  # each served version's tokens come from sync's cache, not a parse per save
-            scored = [(distance(t, new), -i, v) for i, v in enumerate(served) if (t := tokens_of(store, v)) is not None]
-            if scored:
-                return store.content(min(scored, key=lambda t: t[:2])[2]), "the closest of the versions this server served"
-        if disk is None:
-            return None, "none (no file on disk)"
-        return self._infer(store, os_path, incoming_nb, disk)
-
-    def _infer(self, store: Store, os_path: str, save: dict[str, Any], disk: bytes) -> tuple[bytes | None, str]:
-        """Search the store for the version the save was made from, as the watcher does."""
-        from ..sync import infer_base
-
-        before = store.latest_with(os_path, sha256(disk))
-        if before is None:
-            before = store.add(os_path, disk, "observed", on_disk=False)
-        base = infer_base(store, os_path, save, before)
-        if base is None:
-            return disk, "inferred from the store: made from the version on disk"
-        return store.content(base), f"inferred from the store: version {base.version}"
-
     def _merge_into(self, store: Store, model: dict[str, Any], path: str, os_path: str, incoming: bytes,
                     sent: str | None, *, base: bytes | None = None, disk: bytes | None = None,
                     cut: tuple[list[bytes], list[bytes]] | None = None, disk_sha: str | None = None) -> dict[str, Any]:
@@ -263,7 +231,7 @@ class SaveMerger:
         if paired is not disk:  # a Jupytext pair's text edits taken in: another notebook, hashed again
             disk, disk_sha = paired, sha256(paired) if paired is not None else None
         if base is None:
-            base, how = self._base(store, path, os_path, sent, incoming_nb, disk)
+            base, how = base_of(store, path, os_path, sent, self.served.get(path, []), incoming_nb, disk, self.log)
             if not (sent and how == "sent by the client"):
                 self.log.info("nbmergesave: the save of %s came without a known base; base: %s", path, how)
             if store.is_spool:
@@ -323,12 +291,14 @@ class SaveMerger:
         fast = done.pop("fast", None)
         final = done.pop("_final", False)
         incoming = done.pop("incoming", None)
+        sent_sha = done.pop("incoming_sha", None)
         for internal in ("_base", "_disk", "sent"):
             done.pop(internal, None)
         if incoming is not None:
             # What a client without the front end now holds. Remembered (and kept for a spool) only now:
             # while the save is merged, the save itself must never be taken for its own base.
-            incoming_sha = fast if incoming is meant and fast is not None else done.get("remote") or sha256(incoming)
+            incoming_sha = _incoming_sha({**done, "incoming": incoming, "incoming_sha": sent_sha,
+                                          "declared": meant, "fast": fast})
             self.remember(path, incoming_sha)
             self.stores.keep(path, incoming, incoming_sha)
         try:
@@ -357,3 +327,13 @@ class SaveMerger:
                 saved[REPLY_KEY] = {**done, "sha256": sha}
         except Exception:
             self.log.error("nbmergesave: could not record the save of %s", path, exc_info=True)
+
+
+def _incoming_sha(done: dict[str, Any]) -> str:
+    """The sha256 of the save a client sent (``done["incoming"]``), from what the save's steps hashed already."""
+    incoming = done["incoming"]
+    if done.get("incoming_sha"):  # carried over from an earlier attempt of the save
+        return done["incoming_sha"]  # type: ignore[no-any-return]
+    if incoming is done.get("declared") and done.get("fast") is not None:
+        return done["fast"]  # type: ignore[no-any-return]
+    return done.get("remote") or sha256(incoming)

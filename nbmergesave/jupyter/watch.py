@@ -75,6 +75,8 @@ class ServerWatcher(Watcher):
         store = _root_store(root)
         super().__init__([root], log=log, rescan=self.RESCAN if rescan is None else rescan, stores={root: store},
                          engine=engine)
+        if server_log is not None:
+            self.standin.logger = server_log  # the outage and the catch-up said as the save hook says them
         self.root = root
         from ..store.where import store_url
 
@@ -141,14 +143,8 @@ class ServerWatcher(Watcher):
     # --- what the server and its routes ask ------------------------------------------
 
     def sync(self, path: Path, data: bytes | None = None, hint: str | None = None, repo: Any = None) -> Any:
-        if self._away(path):
-            # The save hook spools while the store is away, and declares its saves there: a write seen now
-            # would look like nobody's (an outside write, merged with a stale "on disk"). Look again once
-            # the spool is replayed into the store; this look is what replays it if no save does first.
-            with self._lock:
-                self._stale.add(path)
-            self.schedule(path, self.AWAY_RETRY)
-            return None
+        # While the store is away, the sync goes to the spool the save hook uses too (its saves and their
+        # declarations are there), seeded with what this watcher saw last (:mod:`nbmergesave.watcher.away`).
         with self._lock:
             stale = path in self._stale
             self._stale.discard(path)

@@ -133,27 +133,31 @@ class Writes:
         guard = getattr(self.cm, "perm_to_403", None)
         with guard(os_path) if guard is not None else nothing():
             try:
-                replaced = notebook_io.write_atomic(os_path, payload, expected=expected)
+                # marked: merged with what it replaces, so no watcher (another host's, whose store cannot
+                # see this server's declarations while the database is away) merges it again
+                replaced = notebook_io.write_atomic(os_path, payload, expected=expected, mark=True)
             except notebook_io.Changed:
                 self._outcome[os_path] = ("changed", None, None)
                 return
         unexpected = replaced.unexpected if replaced is not None else None
+        was_marked = replaced is not None and replaced.marked()
         if replaced is not None:
             replaced.close()
         if unexpected is None:
             self._outcome[os_path] = ("written", None, None)
             return
-        self._outcome[os_path] = ("displaced", unexpected, self.put_back(os_path, unexpected, payload))
+        self._outcome[os_path] = ("displaced", unexpected, self.put_back(os_path, unexpected, payload, mark=was_marked))
 
-    def put_back(self, os_path: str, displaced: bytes, ours: bytes) -> bytes | None:
+    def put_back(self, os_path: str, displaced: bytes, ours: bytes, *, mark: bool = False) -> bytes | None:
         """Our swap took off the disk a save that landed after the compare: put it back at once, so that no
         reader (another server's GET, a tab reloading) sees the file without a save that was done, and build
         on it; ours is merged into it next (:meth:`save_again`). What the file holds now (``None``: ours,
-        the save could not be put back, and the merge goes on as before)."""
+        the save could not be put back, and the merge goes on as before). ``mark``: it came with a merging
+        writer's mark, and goes back with it."""
         guard = getattr(self.cm, "perm_to_403", None)
         try:
             with guard(os_path) if guard is not None else nothing():
-                back = notebook_io.write_atomic(os_path, displaced, expected=ours)
+                back = notebook_io.write_atomic(os_path, displaced, expected=ours, mark=mark)
         except Exception:  # changed again meanwhile (a third writer): merge with what is there, as before
             return None
         later = back.unexpected if back is not None else None

@@ -23,6 +23,7 @@ from ..merge.options import engine_name
 from ..pairs import Pairs
 from ..store import Store
 from ..sync import Session
+from .away import StandIn
 from .events import SKIP_DIRS, Events, is_notebook, scan
 from .events import _pair_moves_promptly  # noqa: F401 (the tests reach it here)
 from .gate import PAUSE_FILE, Gate, Held, Pauses, pause, pause_file, resume
@@ -62,6 +63,7 @@ class Watcher(Events, Gate, Worker):
         self.git = GitRepos() if git else None
         self.pauses = Pauses(self.roots, self.stores, pause_while, log)
         self.pairs = Pairs()  # Jupytext's paired text files (none without Jupytext)
+        self.standin = StandIn(log)  # the local spool, while a store is away
         self._due: dict[Path, float] = {}
         self._snapshots: dict[Path, list[Held]] = {}
         self._held: dict[Path, tuple[GitRepo, list[Held]]] = {}  # saves waiting for git to finish

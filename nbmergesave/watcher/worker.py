@@ -19,6 +19,7 @@ from ..pairs import Pairs
 from ..store import Store
 from ..sync import Outcome, Session, conflict_copy_of, merge_copy, sync_file
 from .events import scan
+from .away import StandIn
 from .gate import Held, Pauses
 
 
@@ -46,6 +47,7 @@ class Worker:
     session: Session
     pauses: Pauses
     pairs: Pairs
+    standin: StandIn
     changed: threading.Event
     _due: dict[Path, float]
     _snapshots: dict[Path, list[Held]]
@@ -76,24 +78,18 @@ class Worker:
         store = self._store_for(path)
         if store is None:
             return None
-        later: list[tuple[Path, Outcome]] = []
         try:
-            with self._work:
-                if path.suffix != ".ipynb":  # a Jupytext pair's text file: a save of its notebook
-                    outcome = self.pairs.sync_text(store, path, data=data, session=self.session,
-                                                   writer_for=self._notebook_writer, engine_for=self._engine_for)
-                    if outcome is None:
-                        return None
-                elif conflict_copy_of(path) is not None:
-                    outcome = merge_copy(store, path, session=self.session, engine=self._engine_for(path))
-                else:
-                    outcome = sync_file(store, path, data=data, session=self.session,
-                                        writer_of=self._writer_of(path, repo, hint), engine=self._engine_for(path))
-                    later = self.pairs.check(store, path, session=self.session, writer_for=self._notebook_writer,
-                                             engine_for=self._engine_for,
-                                             follow=outcome.writer is None and outcome.action != "skipped")
+            outcome, later = self._sync_in(store, path, data, hint, repo)
         except Exception as e:  # a watcher never stops for one bad file
-            self._failed(f"{path}: {e}")
+            if not self.standin.away(path, e):
+                self._failed(f"{path}: {e}")
+                return None
+            try:  # the store went away during this sync: once more, on the spool standing in for it
+                outcome, later = self._sync_in(store, path, data, hint, repo)
+            except Exception as again:
+                self._failed(f"{path}: {again}")
+                return None
+        if outcome is None:
             return None
         if repo is not None and repo.broken is not None and repo not in self._said_broken:
             self._said_broken.add(repo)
@@ -104,6 +100,32 @@ class Worker:
         for where, step in [(path, outcome), *later]:
             self._report(where, step, repo)
         return outcome
+
+    def _sync_in(self, store: Store, path: Path, data: bytes | None, hint: str | None,
+                 repo: GitRepo | None) -> tuple[Outcome | None, list[tuple[Path, Outcome]]]:
+        """One sync of ``path`` in ``store``, or in the spool standing in for it while it is away."""
+        later: list[tuple[Path, Outcome]] = []
+        with self._work, self.standin.using(path, store) as using:
+            if path.suffix != ".ipynb":  # a Jupytext pair's text file: a save of its notebook
+                outcome = self.pairs.sync_text(using, path, data=data, session=self.session,
+                                               writer_for=self._notebook_writer, engine_for=self._engine_for)
+            elif conflict_copy_of(path) is not None:
+                outcome = merge_copy(using, path, session=self.session, engine=self._engine_for(path))
+            else:
+                outcome = sync_file(using, path, data=data, session=self.session,
+                                    writer_of=self._writer_of(path, repo, hint), engine=self._engine_for(path))
+                later = self.pairs.check(using, path, session=self.session, writer_for=self._notebook_writer,
+                                         engine_for=self._engine_for,
+                                         follow=outcome.writer is None and outcome.action != "skipped")
+                if data is not None and outcome.action in ("recorded", "unchanged"):
+                    self.standin.saw(path, data)  # what the file holds now: a spool's "on disk", should one be needed
+        return outcome, later
+
+    def _look_again(self, path: Path) -> None:
+        store = self._store_for(path)
+        if store is not None:
+            with self._work, self.standin.using(path, store):
+                pass
 
     def _notebook_writer(self, notebook: Path) -> Callable[[bytes], str | None] | None:
         """Who wrote a paired notebook's ``.ipynb`` whole, asked before its text file is taken in."""
@@ -249,6 +271,8 @@ class Worker:
             if time.monotonic() >= next_rescan:
                 self._guarded(self._rescan)
                 next_rescan = time.monotonic() + self.rescan_every
+            for path in self.standin.due():  # a store away: is it back? (then the spool is replayed into it)
+                self._guarded(self._look_again, path)
             if not ready:
                 if self.session.replaced:
                     wait = min(wait, 0.1)  # a writer caught mid-save: look at the inode it writes into
