@@ -24,111 +24,41 @@ interface (:class:`~.backend.Backend`): SQLite (:mod:`.sqlite`) by default, Post
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
 from . import files, pieces
 from .backend import Backend, Version
-from .retention import Retention, parse_time
+from .check import FsckMixin
+from .collection import GC_EVERY, GcReport, RetentionMixin, StoreStats  # noqa: F401  (GC_EVERY: its name here too)
+from .contents import Prepared, put_content, sha256
+from .contents import prepare as _prepare  # add() and put_blob() look it up here (a test acts between its two halves)
+from .declarations import DeclarationsMixin
+from .retention import Retention, time_text
 
 #: Per thread: the stores (by id) whose save lock the thread holds (:meth:`Store.save_lock`).
 _HELD = threading.local()
 
 STORE_DIR = ".nbmergesave"
 ENV_STORE = "NBMERGESAVE_STORE"
-GC_EVERY = timedelta(days=1)  # automatic collections (watcher, daemon) at most this often
 UPGRADE_BATCH = 32  # old blobs turned into pieces per transaction
 
 __all__ = ["ENV_STORE", "STORE_DIR", "Backend", "GcReport", "Retention", "Store", "StoreStats", "Version", "sha256"]
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class GcReport:
-    """What a collection removed (or, with ``dry_run``, would remove)."""
-
-    dry_run: bool
-    versions_removed: int
-    versions_kept: int
-    contents_removed: int
-    pieces_removed: int
-    bytes_freed: int  # on disk, measured (dry run: the pieces' bytes plus space already unused)
-    retention: Retention
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "retention": asdict(self.retention)}
-
-
-@dataclass(frozen=True)
-class StoreStats:
-    """The size of a store and what a collection would give back."""
-
-    location: str
-    size_bytes: int
-    notebooks: int
-    versions: int
-    contents: int
-    pieces: int
-    reclaimable_bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class _Prepared:
-    parts: list[bytes]
-    digests: list[bytes]
-    encoded: dict[bytes, tuple[int, bytes]]
-
-
-def _cut(data: bytes) -> _Prepared:
-    parts = pieces.split(data)
-    return _Prepared(parts, [hashlib.sha256(p).digest() for p in parts], {})
-
-
-def _prepare(backend: Backend, data: bytes, cut: _Prepared | None = None) -> _Prepared:
-    """Cut ``data`` (unless ``cut`` is that cut, done already) and encode the pieces the store does not hold yet
-    (outside any transaction)."""
-    cut = cut or _cut(data)
-    known = backend.piece_ids(set(cut.digests))
-    cut.encoded.update((d, pieces.encode(p)) for d, p in zip(cut.digests, cut.parts) if d not in known)
-    return cut
-
-
-def _put_content(backend: Backend, sha: str, data: bytes, prepared: _Prepared | None = None) -> None:
-    """Store content ``data`` (digest ``sha``) as a manifest over pieces; inside a transaction.
-
-    What was prepared before the transaction is checked again inside it: a piece
-    collected meanwhile is stored again, so no manifest ever points at nothing.
-    """
-    prepared = prepared or _cut(data)
-    ids = backend.piece_ids(set(prepared.digests))
-    for digest, part in zip(prepared.digests, prepared.parts):
-        if digest not in ids:
-            codec, stored = prepared.encoded.get(digest) or pieces.encode(part)
-            ids[digest] = backend.put_piece(digest, codec, len(part), stored)
-    backend.put_content(sha, len(data), pieces.pack_ids([ids[d] for d in prepared.digests]))
+    return time_text(datetime.now(timezone.utc))
 
 
 def _upgrade(backend: Any) -> None:
     """Turn a store of nbmergesave 0.1 (one zlib blob per content) into pieces, a batch per transaction."""
-    from .sqlite import legacy_decompress
+    from .sqlite_schema import legacy_decompress
 
     while True:
         with backend.transaction():
@@ -136,7 +66,7 @@ def _upgrade(backend: Any) -> None:
             for sha, packed in batch:
                 data = legacy_decompress(packed)
                 if data is not None and sha256(data) == sha and not backend.has_content(sha):
-                    _put_content(backend, sha, data)
+                    put_content(backend, sha, data)
                 # a blob already damaged is dropped too: fsck reports its versions, as before
                 backend.drop_legacy_blob(sha)
         if not batch:
@@ -144,7 +74,11 @@ def _upgrade(backend: Any) -> None:
     backend.finish_upgrade()
 
 
-class Store:
+# The store's methods, by job: opening, keys, contents, versions and the save lock here; declarations and the
+# base search's index in declarations.py, retention, pins, collection and size in collection.py, the check and
+# repair in check.py. Mixins rather than delegating methods: each public method keeps one signature and one
+# docstring, where its code is, and callers (and the API docs) still find every one of them on Store.
+class Store(DeclarationsMixin, RetentionMixin, FsckMixin):
     """A root's version store. Paths are kept relative to the root, with '/'."""
 
     is_spool = False  # a stand-in for a store that is away (:mod:`.spool`)
@@ -216,6 +150,11 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _clock(self) -> datetime:
+        """Now, in UTC: the clock of every part of the store (``datetime`` is looked up in this module, where a
+        test sets the time a collection runs at)."""
+        return datetime.now(timezone.utc)
+
     @property
     def _db(self) -> Any:
         """The SQLite connection (tests and debugging only)."""
@@ -242,7 +181,7 @@ class Store:
             prepared = _prepare(self.backend, data)
             with self.backend.transaction():
                 if not self.backend.has_content(digest):
-                    _put_content(self.backend, digest, data, prepared)
+                    put_content(self.backend, digest, data, prepared)
         return digest
 
     def blob(self, digest: str) -> bytes:
@@ -293,13 +232,13 @@ class Store:
         key = self.key(path)
         now = time or _now()
         digest = sha256(data) if data is not None else None
-        given = _Prepared(cut[0], cut[1], {}) if cut is not None else None
+        given = Prepared(cut[0], cut[1], {}) if cut is not None else None
         prepared = given
         if data is not None and not self._batches and not self.backend.has_content(digest):  # type: ignore[arg-type]
             prepared = _prepare(self.backend, data, given)  # in a batch, the transaction is ours already: cut once, inside
         with self.backend.transaction():
             if data is not None and not self.backend.has_content(digest):  # type: ignore[arg-type]
-                _put_content(self.backend, digest, data, prepared)  # type: ignore[arg-type]
+                put_content(self.backend, digest, data, prepared)  # type: ignore[arg-type]
             if cells is not None and digest is not None:
                 self.backend.record_cells(digest, cells)
             if declare is not None and digest is not None:
@@ -370,221 +309,3 @@ class Store:
                 yield
             finally:
                 held.discard(id(self))
-
-    # --- declarations: writers saying which version a save was made from ----
-
-    def declare(self, path: str | os.PathLike[str], sha: str, base_sha: str, writer: str | None = None) -> None:
-        with self.backend.transaction():
-            self.backend.declare(self.key(path), sha, base_sha, writer, _now())
-
-    def declared_base(self, path: str | os.PathLike[str], sha: str) -> Version | None:
-        """The stored version a declaration names as the base of content ``sha``, if both are known."""
-        return self.backend.declared_base(self.key(path), sha)
-
-    def declared_writer(self, path: str | os.PathLike[str], sha: str) -> str | None:
-        """Who declared content ``sha`` of ``path`` (``"jupyter"``, ``"git"``, a tool's name), if anyone did."""
-        return self.backend.declared_writer(self.key(path), sha)
-
-    def descends(self, path: str | os.PathLike[str], sha: str, ancestor: str, *, steps: int = 64) -> bool:
-        """Whether content ``sha`` was made, through declarations and recorded merges, from ``ancestor``."""
-        key, seen, frontier = self.key(path), set(), [sha]
-        while frontier and len(seen) < steps:
-            current = frontier.pop()
-            if current == ancestor:
-                return True
-            if current in seen:
-                continue
-            seen.add(current)
-            frontier += self.backend.parents(key, current)
-        return False
-
-    # --- the base search's index: which contents hold which cells ------------
-
-    def record_cells(self, sha: str, cells: dict[str, str]) -> None:
-        """Note that content ``sha`` holds, for each cell key, a source with that digest (once per content)."""
-        self.backend.record_cells(sha, cells)
-
-    def sharing_cells(self, path: str | os.PathLike[str], cells: dict[str, str], limit: int) -> list[Version]:
-        """The versions of ``path`` with the most cells identical to ``cells`` (newest first at a tie)."""
-        if not cells:
-            return []
-        return self.backend.sharing_cells(self.key(path), cells, limit)
-
-    def latest_with(self, path: str | os.PathLike[str], sha: str) -> Version | None:
-        return self.backend.latest_with(self.key(path), sha)
-
-    # --- retention, pins, collection ---------------------------------------------
-
-    def retention(self) -> Retention:
-        """The store's retention rule (the default until one is saved with :meth:`set_retention`)."""
-        return Retention.from_json(self.backend.setting("retention"))
-
-    def set_retention(self, policy: Retention) -> None:
-        self.backend.set_setting("retention", policy.to_json())
-
-    def pin(self, path: str | os.PathLike[str], version: int, pinned: bool = True) -> Version:
-        """Keep ``version`` of ``path`` whatever the retention rule says (``pinned=False`` lets it go again)."""
-        found = self.get(path, version)
-        with self.backend.transaction():
-            self.backend.set_pin(found.path, found.version, pinned)
-        return found
-
-    def pinned(self, path: str | os.PathLike[str] | None = None) -> list[tuple[str, int]]:
-        key = self.key(path) if path is not None else None
-        return sorted(p for p in self.backend.pins() if key is None or p[0] == key)
-
-    def _protected(self, policy: Retention, now: datetime) -> set[tuple[str, int]]:
-        since = (now - timedelta(days=policy.keep_all)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        keep = set(self.backend.pins())
-        versions = self.backend.all_versions()
-        declared = self.backend.declared_bases_since(since)
-        for key in self.backend.tracked():
-            v = self.backend.on_disk(key)
-            if v is not None:
-                keep.add((v.path, v.version))
-        for v in versions:
-            if v.kind == "merged" and v.time >= since:
-                keep.update((v.path, n) for n in (v.version, v.base, v.local, v.remote) if n is not None)
-            if v.sha256 is not None and (v.path, v.sha256) in declared:
-                keep.add((v.path, v.version))
-        return keep
-
-    def _plan(self, policy: Retention, now: datetime) -> list[Version]:
-        from .retention import drop
-
-        return drop(self.backend.all_versions(), policy, now=now, protected=self._protected(policy, now))
-
-    def _unreferenced(self, dropped: set[tuple[str, int]] | None = None) -> tuple[list[str], dict[int, int]]:
-        """The contents no version needs (once the versions ``dropped`` are gone), and ``id -> bytes`` of the
-        pieces no other content uses."""
-        contents = list(self.backend.contents())  # every manifest, read once
-        if dropped is None:
-            gone = self.backend.unreferenced_contents()
-        else:
-            live = {v.sha256 for v in self.backend.all_versions() if v.sha256 is not None and
-                    (v.path, v.version) not in dropped}
-            gone = [sha for sha, _, _ in contents if sha not in live]
-        gone_set, needed = set(gone), set()
-        for sha, _, manifest in contents:
-            if sha not in gone_set:
-                needed.update(pieces.unpack_ids(manifest))
-        sizes = self.backend.piece_sizes()
-        return gone, {i: n for i, n in sizes.items() if i not in needed}
-
-    def gc(self, policy: Retention | None = None, *, dry_run: bool = False, now: datetime | None = None,
-           progress: Callable[[str], None] | None = None) -> GcReport:
-        """Thin old versions by ``policy`` (default: the store's) and collect what no version needs.
-
-        Safe while writers run: versions are dropped in one transaction, then
-        contents and pieces no remaining version refers to are found and
-        removed in a second one; both are serialised with every writer's
-        transaction, so a save landing meanwhile either commits first (and its
-        pieces count as needed) or finds the pieces gone and stores them again.
-        A crash at any point leaves a consistent store (the next gc finishes
-        the job).
-
-        >>> # report = store.gc(Retention(keep_all=14), dry_run=True); report.bytes_freed
-        """
-        policy = policy or self.retention()
-        now = now or datetime.now(timezone.utc)
-        step = progress or (lambda _: None)
-        if dry_run:
-            plan = self._plan(policy, now)
-            contents, orphan = self._unreferenced({(v.path, v.version) for v in plan})
-            total = len(self.backend.all_versions())
-            return GcReport(True, len(plan), total - len(plan), len(contents), len(orphan),
-                            sum(orphan.values()) + self.backend.free_bytes(), policy)
-        before = self.backend.disk_usage()
-        with self.backend.transaction():
-            plan = self._plan(policy, now)
-            step(f"removing {len(plan)} versions")
-            self.backend.drop_versions((v.path, v.version) for v in plan)
-        with self.backend.transaction():
-            contents, orphan = self._unreferenced()
-            step(f"removing {len(contents)} contents and {len(orphan)} pieces")
-            self.backend.drop_contents(contents)
-            self.backend.drop_pieces(orphan)
-        step("compacting")
-        self.backend.compact()
-        self.backend.set_setting("last_gc", _now())
-        return GcReport(False, len(plan), len(self.backend.all_versions()), len(contents), len(orphan),
-                        max(0, before - self.backend.disk_usage()), policy)
-
-    def gc_due(self, now: datetime | None = None) -> bool:
-        """Whether an automatic collection is due (none in the last :data:`GC_EVERY`)."""
-        last = self.backend.setting("last_gc")
-        return last is None or (now or datetime.now(timezone.utc)) - parse_time(last) >= GC_EVERY
-
-    def maybe_gc(self, now: datetime | None = None) -> GcReport | None:
-        """Collect with the store's retention rule if :meth:`gc_due`; what the watcher and the daemon call."""
-        if not self.gc_due(now):
-            return None
-        return self.gc(now=now)
-
-    def stats(self) -> StoreStats:
-        """The store's size, what it holds, and the bytes a collection would free now."""
-        versions = self.backend.all_versions()
-        report = self.gc(dry_run=True)
-        return StoreStats(str(self.location), self.backend.disk_usage(), len({v.path for v in versions}),
-                          len(versions), sum(1 for _ in self.backend.contents()), len(self.backend.piece_sizes()),
-                          report.bytes_freed)
-
-    # --- checking ---------------------------------------------------------------------
-
-    def fsck(self, *, repair: bool = True) -> dict[str, Any]:
-        """Check the store; with ``repair``, mend what can be mended.
-
-        Runs the database's integrity check, verifies every piece against its
-        sha256 and every manifest (its pieces present, the bytes they join to
-        matching the content's sha256), and finds versions whose content is
-        missing or damaged. A damaged piece is dropped; a content that cannot
-        be read is taken back from the notebook on disk when the file still
-        holds those bytes, otherwise its versions are marked ``lost`` (and are
-        no longer the current one). Returns what was found and done.
-        """
-        report: dict[str, Any] = {"integrity": self.backend.integrity(), "contents": 0, "pieces": 0,
-                                  "damaged": [], "missing": [], "restored": [], "lost": []}
-        bad_pieces = []
-        for i, digest, codec, stored in self.backend.iter_pieces():
-            report["pieces"] += 1
-            try:
-                ok = hashlib.sha256(pieces.decode(codec, stored)).digest() == digest
-            except Exception:  # zlib.error, unknown codec
-                ok = False
-            if not ok:
-                bad_pieces.append(i)
-                report["damaged"].append(f"piece {digest.hex()[:12]}")
-        unreadable = set()
-        for sha, _, _ in list(self.backend.contents()):
-            report["contents"] += 1
-            try:
-                ok = sha256(self.blob(sha)) == sha
-            except StoreError:
-                ok = False
-            if not ok:
-                unreadable.add(sha)
-                report["damaged"].append(f"content {sha[:12]}")
-        with self.backend.transaction():
-            if repair:
-                self.backend.drop_pieces(bad_pieces)
-                self.backend.drop_contents(unreadable)
-            present = {sha for sha, _, _ in self.backend.contents()} - unreadable
-            for v in self.backend.all_versions():
-                if v.sha256 is None or v.kind == "lost" or v.sha256 in present:
-                    continue
-                report["missing"].append(f"{v.path} v{v.version}")
-                if not repair:
-                    continue
-                try:
-                    data = (self.root / v.path).read_bytes()
-                except OSError:
-                    data = b""
-                if sha256(data) == v.sha256:
-                    _put_content(self.backend, v.sha256, data)
-                    present.add(v.sha256)
-                    report["restored"].append(f"{v.path} v{v.version}")
-                else:
-                    self.backend.mark_lost(v.path, v.version)
-                    report["lost"].append(f"{v.path} v{v.version}")
-        report["ok"] = report["integrity"] == "ok" and not report["damaged"] and not report["missing"]
-        return report

@@ -61,6 +61,11 @@ class Version:
         return asdict(self)
 
 
+def as_version(row: Sequence[Any] | None) -> Version | None:
+    """The :class:`Version` of a ``versions`` row (its columns in their order), or ``None`` for no row."""
+    return Version(*row) if row else None
+
+
 Buffer = Union[bytes, memoryview]  # a piece's stored bytes: a memoryview where a backend maps them
 
 

@@ -22,9 +22,10 @@ from typing import Any
 
 from .. import notebook_io
 from ..errors import StoreError
-from . import STORE_DIR, Store, _put_content, sha256
+from . import STORE_DIR, Store
 from .backend import COPIED
 from .cells import cell_digests
+from .contents import put_content, sha256
 from .pg_connect import Location, check_url, is_url
 from .postgres import open_backend
 
@@ -82,7 +83,7 @@ def copy_store(source: str | os.PathLike[str], target: str | os.PathLike[str], *
             if sha256(data) != sha:
                 raise StoreError(f"content {sha[:12]} of the source is damaged (hint: nbmergesave fsck)")
             with dst_backend.transaction():
-                _put_content(dst_backend, sha, data)
+                put_content(dst_backend, sha, data)
             _index_cells(dst, sha, data)
             copied_bytes += len(data)
             batch += 1

@@ -57,6 +57,12 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def time_text(when: datetime) -> str:
+    """``when`` (in UTC) as the store records times: to the millisecond, with ``Z``, so that the text sorts as
+    the times do (the collection compares them as text, in SQL and here)."""
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def drop(versions: Iterable[Version], policy: Retention, *, now: datetime,
          protected: set[tuple[str, int]]) -> list[Version]:
     """The versions ``policy`` removes from ``versions`` (any number of notebooks), oldest first."""
