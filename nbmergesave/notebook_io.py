@@ -321,12 +321,7 @@ class Replaced:
         """Whether the bytes handed back (``unexpected``) were written with a merging writer's mark (:func:`marked`)."""
         import hashlib
 
-        if self.unexpected is None:
-            return False
-        try:
-            return os.getxattr(self.fd, MARK_ATTR) == hashlib.sha256(self.unexpected).hexdigest().encode()
-        except OSError:
-            return False
+        return self.unexpected is not None and marked(self.fd, hashlib.sha256(self.unexpected).hexdigest())
 
     def changed(self) -> bool:
         st = os.fstat(self.fd)
@@ -345,8 +340,8 @@ class Replaced:
 MARK_ATTR = "user.nbmergesave.merged"
 
 
-def marked(path: str | os.PathLike[str], digest: str) -> bool:
-    """Whether ``path`` was written, holding the bytes whose sha256 is ``digest``, by a writer that merged them
+def marked(path: str | os.PathLike[str] | int, digest: str) -> bool:
+    """Whether ``path`` (or the open file ``path``, a descriptor) was written, holding the bytes whose sha256 is ``digest``, by a writer that merged them
     with what it replaced (``write_atomic(..., mark=True)``: the Jupyter extension's compare-then-swap).
 
     The mark travels with the file, not with a store: a watcher on another host whose store cannot see that

@@ -254,13 +254,12 @@ def open_or_spool(path: str | os.PathLike[str], opener: Callable[[str | os.PathL
     """``opener(path)``'s store, or, while it is away, the spool of it (:class:`Spool`).
 
     A store found back after an outage (or with a spool left by another process) is first caught up
-    (:func:`catch_up`); until that has been done, the spool is used, so the history stays in order.
+    (:func:`caught_up`); until that has been done, the spool is used, so the history stays in order.
     With ``catch_up_now=False`` (a load, on the server's event loop) a store that answers is used as
     it is, and the catch-up left to the next save.
     """
     target = target_of(path)
-    away = outage(target)
-    if away is not None and time.monotonic() < away.retry_at:
+    if spooling(target):
         return Spool(target)
     try:
         store = opener(path)
@@ -273,23 +272,42 @@ def open_or_spool(path: str | os.PathLike[str], opener: Callable[[str | os.PathL
             raise
         note_away(target, e, log)
         return Spool(target)
-    if away is None and not pending(target):
-        return store
     if not catch_up_now:
         return store
     try:
+        ready = caught_up(store, target, log)
+    except BaseException:
+        store.close()
+        raise
+    if ready:
+        return store
+    store.close()
+    return Spool(target)
+
+
+def spooling(target: Target) -> bool:
+    """Whether ``target`` is away and not due to be tried again yet: its spool is to be used as it is."""
+    away = outage(target)
+    return away is not None and time.monotonic() < away.retry_at
+
+
+def caught_up(store: Store, target: Target, log: Any = None) -> bool:
+    """Whether ``store`` (open, standing for ``target``) can be used now: it has nothing waiting in the spool, or
+    the spool has just been replayed into it (and that said). ``False``: it is still away (noted), or the spool is
+    being replayed or used elsewhere: use the spool meanwhile."""
+    if outage(target) is None and not pending(target):
+        return True
+    try:
         replayed = catch_up(store, target, log)
     except Exception as e:
-        store.close()
         if not is_trouble(e):
             raise
         note_away(target, e, log)
-        return Spool(target)
+        return False
     if replayed is None:  # another process is catching up, or a save of ours is in the spool: spool on
-        store.close()
-        return Spool(target)
+        return False
     note_back(target, replayed, log)
-    return store
+    return True
 
 
 def pending(target: Target) -> bool:

@@ -103,29 +103,15 @@ class StandIn:
     def using(self, path: Path, store: Store) -> Iterator[Store]:
         """``store``, or while it is away the spool standing in for it (seeded with what was seen of ``path``);
         a store back after an outage is caught up from the spool first."""
-        from ..store.spool import Spool, catch_up, is_trouble, note_away, note_back, outage, pending, target_of
+        from ..store.spool import Spool, caught_up, spooling, target_of
 
         try:
             target = target_of(path)
         except Exception:
             yield store
             return
-        away = outage(target)
-        spooled = away is not None and time.monotonic() < away.retry_at
-        if not spooled and (away is not None or pending(target)):
-            try:
-                replayed = catch_up(store, target, self.logger)
-            except Exception as e:
-                if not is_trouble(e):
-                    raise
-                note_away(target, e, self.logger)
-                replayed = None
-            if replayed is None:  # still away, or the spool is in use (a save of the hook): spool on
-                spooled = True
-            else:
-                note_back(target, replayed, self.logger)
-                self._away.pop(target.ident, None)
-        if not spooled:
+        if not spooling(target) and caught_up(store, target, self.logger):
+            self._away.pop(target.ident, None)
             yield store
             return
         with Spool(target) as spool:
