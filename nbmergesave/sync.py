@@ -376,6 +376,8 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         return Outcome("recorded", key, store.add(path, data, "observed").version)
     history = store.history(path, last=HISTORY_WINDOW + 1)
     latest = history[-1]
+    if match is None and not displaced:
+        before = _landed(store, path, before, history)
     if match is not None and digest in session.own_writes:
         # The file holds an older write of ours, and the current version (a merge
         # whose write found a newer save in the way) never reached it: write it now.
@@ -410,6 +412,24 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         store.add_on_disk(path, saved.version)
         return Outcome("recorded", key, saved.version)
     return _merge_and_write(store, path, base, before, save, saved, on_disk, session, engine)
+
+
+def _landed(store: Store, path: str | os.PathLike[str], before: Version, history: list[Version]) -> Version:
+    """The version on disk, counting the saves a Jupyter server wrote that no watcher has read.
+
+    The server records a save, declared as made from the version on disk, before it writes it (under the
+    save lock this sync holds now), and leaves marking it on disk to whoever reads the file next. A write
+    that replaced it before anyone read it was made over that save: merged against the version before it,
+    it would undo the save (an agent writing just after a person's Ctrl+S)."""
+    current = before
+    for v in history:
+        if v.version > current.version and v.sha256 and store.declared_writer(path, v.sha256) == "jupyter":
+            base = store.declared_base(path, v.sha256)
+            if base is not None and base.sha256 == current.sha256:
+                current = v
+    if current is not before:
+        store.add_on_disk(path, current.version)
+    return current
 
 
 def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any], before: Version,

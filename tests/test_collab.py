@@ -166,6 +166,16 @@ def _sources_now(path: Path) -> list[str]:
         return []
 
 
+def _story(world: World, name: str) -> str:
+    """For a failure message: the store's history of ``name`` and what the server said of it."""
+    with Store.find(world.root / name) as store:
+        lines = [f"v{v.version} {v.kind} base={v.base} local={v.local} remote={v.remote} "
+                 f"{[c['source'] for c in notebook_io.parse_notebook(store.content(v))['cells']][2:3] if v.sha256 else '-'}"
+                 for v in store.history(world.root / name)]
+    said = [line for line in world.a.output().splitlines() if "nbmergesave" in line]
+    return "\n".join(["history:", *lines, "server:", *said[-30:]])
+
+
 def _changed(data: bytes, index: int, source: str) -> dict[str, Any]:
     nb = notebook_io.parse_notebook(data)
     nb["cells"][index]["source"] = source
@@ -495,7 +505,7 @@ def test_a_conflict_with_an_outside_writer_shows_in_the_room_and_is_settled_with
                 bar = tab.page.locator(".nbmergesave-conflict")
                 bar.wait_for(timeout=30_000)
                 assert [b.inner_text() for b in bar.locator("button").all()] == ["Keep mine", "Keep theirs", "Keep both"]
-                assert "x = 'agent'" in tab.sources()[2] and "x = 'room'" in tab.sources()[2]
+                assert "x = 'agent'" in tab.sources()[2] and "x = 'room'" in tab.sources()[2], _story(world, "conflict.ipynb")
             wait_for(lambda: "<<<<<<<" in "".join(_sources_now(path)[2:3]), "the conflict in the file")
             bob.page.locator(".nbmergesave-conflict").get_by_role("button", name="Keep mine").click()
             for tab in tabs:
