@@ -30,6 +30,10 @@ HISTORY_WINDOW = 200
 #: ... and how many more, of any age, sharing the most cells with the save.
 SHARING_CELLS = 40
 
+#: How recent (s) a ``NAME.invalid`` beside a notebook must be to be taken for a save jupyter_server
+#: stepped back (:func:`stepped_back`); an older one is a crash's leftover, for a person to look at.
+STEPPED_BACK_WINDOW = 600
+
 #: Crash-safety tests set this to slow every merge down, to kill the watcher mid-merge.
 _TEST_DELAY = float(os.environ.get("NBMERGESAVE_TEST_MERGE_DELAY", "0") or 0)
 
@@ -311,6 +315,9 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
     key = store.key(path)
     # Work in order: saves our own writes swapped off the disk (merged first, they are older),
     # then this save, then the file again whenever a newer save got in the way of a write.
+    forward = stepped_back(store, path)
+    if forward is not None:  # a save put aside by a read: merged first, as a save our own write displaced
+        session.displaced.setdefault(key, []).insert(0, forward)
     queue: list[tuple[bytes | None, bool]] = [(d, True) for d in session.displaced.pop(key, [])] + [(data, False)]
     done: list[Outcome] = []
     rereads = 0
@@ -327,6 +334,10 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
             outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of, engine)
         queue[:0] = [(d, True) for d in session.displaced.pop(key, [])]
         if outcome is not None:
+            if forward is not None and data is forward:
+                outcome = replace(outcome, message=f"jupyter_server had put an older version back over a save "
+                                                   f"(kept as '{os.path.basename(path)}.invalid'); that save is "
+                                                   f"merged forward")
             done.append(outcome)
         elif rereads < attempts:  # a newer save replaced the file while we merged: merge it against our result
             rereads += 1
@@ -412,6 +423,27 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         store.add_on_disk(path, saved.version)
         return Outcome("recorded", key, saved.version)
     return _merge_and_write(store, path, base, before, save, saved, on_disk, session, engine)
+
+
+def stepped_back(store: Store, path: str | os.PathLike[str]) -> bytes | None:
+    """A save jupyter_server stepped back, not yet in the store: the bytes of ``NAME.invalid``.
+
+    jupyter_server, reading a notebook that does not parse while its ``.~NAME`` copy of the version before
+    is beside it, takes the file for a write that crashed: it renames the file ``NAME.invalid`` and puts the
+    copy back. When the file was a save still being written in place (another server, a script), that
+    save finishes into ``NAME.invalid``, and the notebook is a version behind. A recent, whole notebook
+    there that the store has never seen is that save (an old one is a crash's leftover, left alone)."""
+    aside = Path(f"{os.fspath(path)}.invalid")
+    try:
+        if time.time() - aside.stat().st_ctime > STEPPED_BACK_WINDOW:  # (the rename sets the ctime)
+            return None
+        data = aside.read_bytes()
+        notebook_io.parse_notebook(data)
+    except (OSError, BadInput):
+        return None  # none, or still being written: its close event brings the watcher back
+    if store.on_disk(path) is None or store.latest_with(path, sha256(data)) is not None:
+        return None
+    return data
 
 
 def _landed(store: Store, path: str | os.PathLike[str], before: Version, history: list[Version]) -> Version:

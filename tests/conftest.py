@@ -238,3 +238,19 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:  # type
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def stepped_back_by_a_plain_server(folder: Path, before: bytes, save: bytes) -> Path:
+    """What jupyter_server's read does to a notebook it finds half written beside its ``.~`` copy: the
+    file goes aside as ``NAME.invalid`` and the copy comes back; the writer then finishes into the file it
+    had open (``NAME.invalid``)."""
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    path = folder / "nb.ipynb"
+    (folder / ".~nb.ipynb").write_bytes(before)  # the plain server's copy, made before it writes in place
+    with open(path, "wb") as f:
+        f.write(save[:100])
+        f.flush()
+        FileContentsManager(root_dir=str(folder)).get("nb.ipynb")  # a plain server's GET, meanwhile
+        f.write(save[100:])
+    return path

@@ -16,7 +16,7 @@ import pytest
 from nbmergesave import notebook_io, sync_file
 from nbmergesave.store import Store, sha256
 
-from .conftest import cell, edited, notebook, numbered, sources, write
+from .conftest import cell, edited, notebook, numbered, sources, stepped_back_by_a_plain_server, write
 from .servers import JupyterProcess
 
 pytest.importorskip("jupyter_server")
@@ -309,3 +309,73 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
         store.close()
     with Store.open(tmp_path) as store:
         assert store.latest_with(path, sha256(other)) is not None  # the other save is in the history too
+
+
+def test_a_read_waits_for_a_write_in_place_instead_of_stepping_the_notebook_back(tmp_path: Path) -> None:
+    """A plain jupyter_server (another host) writes a save in place, its ``.~`` copy beside it; a GET through
+    this server meanwhile waits for the write to end and serves it, instead of putting the copy back over it."""
+    import threading
+    import time
+
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    from nbmergesave.jupyter import install
+
+    before = notebook_io.dumps(notebook(*numbered(4))).encode()
+    save = notebook_io.dumps(edited(notebook(*numbered(4)), 2, "x2 = 'saved'")).encode()
+    path = tmp_path / "nb.ipynb"
+    path.write_bytes(before)
+    (tmp_path / ".~nb.ipynb").write_bytes(before)
+    cm = FileContentsManager(root_dir=str(tmp_path))
+    install(cm)
+    f = open(path, "wb")
+    f.write(save[:100])
+    f.flush()
+
+    def finish() -> None:
+        time.sleep(0.3)
+        f.write(save[100:])
+        f.close()
+        (tmp_path / ".~nb.ipynb").unlink()  # as the plain server does once its write is done
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    model = cm.get("nb.ipynb")
+    writer.join()
+    assert [c["source"] for c in model["content"]["cells"]][2] == "x2 = 'saved'"
+    assert path.read_bytes() == save
+    assert not (tmp_path / "nb.ipynb.invalid").exists()
+
+    # and a plain server's read, which does step it back, is what the merge forward below is about
+    (tmp_path / "plain").mkdir()
+    stepped = stepped_back_by_a_plain_server(tmp_path / "plain", before, save)
+    assert stepped.read_bytes() == before
+    assert Path(f"{stepped}.invalid").read_bytes() == save
+
+
+def test_a_save_a_read_stepped_back_is_merged_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notebook jupyter_server stepped back (the save it put aside as ``NAME.invalid``, finished there) is
+    merged forward by the next look at the file: the save is on disk again, both edits made since are kept."""
+    v1 = notebook(*numbered(4))
+    before = notebook_io.dumps(v1).encode()
+    save = notebook_io.dumps(edited(v1, 2, "x2 = 'saved'")).encode()
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "nb.ipynb").write_bytes(before)
+    with Store.open(root) as store:
+        assert sync_file(store, root / "nb.ipynb").action == "recorded"
+    path = stepped_back_by_a_plain_server(root, before, save)
+    assert path.read_bytes() == before
+    with Store.open(root) as store:
+        outcome = sync_file(store, path)
+        assert any("merged forward" in o.message for o in (*outcome.earlier, outcome)), outcome
+        assert path.read_bytes() == save
+        assert store.on_disk(path).sha256 == sha256(save)
+        assert sync_file(store, path).action == "unchanged"  # once: the save is in the store now
+    # a NAME.invalid older than the window (a crash long ago) is left alone
+    path.write_bytes(before)
+    Path(f"{path}.invalid").write_bytes(notebook_io.dumps(edited(v1, 3, "long ago")).encode())
+    monkeypatch.setattr("nbmergesave.sync.STEPPED_BACK_WINDOW", -1)  # (a file's ctime cannot be set back)
+    with Store.open(root) as store:
+        assert sync_file(store, path).action == "recorded"  # the file's own change, a revert to v1
+    assert path.read_bytes() == before

@@ -149,10 +149,6 @@ def test_lab_a_conflicting_outside_write_gets_the_conflict_bar(world: World) -> 
     assert sources(path)[2] == "x2 = 'person'"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "about 1 run in 3 loses one agent write: the agent writes the file in place between the save hook's read "
-    "of the disk and Jupyter's own in-place write of the save (no lock is shared with an outside writer), "
-    "and the watcher does not get that write back; see the report of issue 23"))
 def test_lab_a_writer_every_second_while_a_person_types_and_saves(world: World) -> None:
     """For 20 s an agent changes cell 4 every second (reading the file, then writing a little later, so
     some of its writes are made from a version older than the person's last save); meanwhile a person

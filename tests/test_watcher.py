@@ -19,7 +19,7 @@ from nbmergesave import notebook_io
 from nbmergesave.cli import cli
 from nbmergesave.store import Store
 
-from .conftest import cell, edited, notebook, numbered, stop_process, wait_for
+from .conftest import cell, edited, notebook, numbered, stepped_back_by_a_plain_server, stop_process, wait_for
 
 TIMEOUT = 20.0
 
@@ -379,3 +379,16 @@ def test_pause_and_resume_commands(tmp_path: Path) -> None:
     assert result.output == f"resumed: {root}\n"
     result = runner.invoke(cli, ["resume", str(root)], catch_exceptions=False)
     assert result.exit_code == 0 and result.output == f"{root} was not paused\n"
+
+
+def test_a_save_a_plain_servers_read_stepped_back_is_merged_forward(project: Project) -> None:
+    """A plain jupyter_server's GET found a save half written in place and put its ``.~`` copy back; the save
+    finished into ``nb.ipynb.invalid``. The watcher puts it back on disk, recorded, not merged."""
+    v0 = project.start_with("nb.ipynb", notebook(*numbered(4)))
+    wait_for(lambda: project.settled("nb.ipynb"), "the first sighting")
+    save = notebook_io.dumps(edited(v0, 2, "x2 = 'saved'")).encode()
+    stepped_back_by_a_plain_server(project.root, notebook_io.dumps(v0).encode(), save)
+    wait_for(lambda: (project.root / "nb.ipynb").read_bytes() == save and project.settled("nb.ipynb"),
+             "the save merged forward")
+    assert "merged forward" in project.output()
+    assert not any(v.kind == "merged" for v in project.versions("nb.ipynb"))

@@ -62,6 +62,9 @@ from .saves import SAVING, SaveMerger
 #: How often, and how long apart (s), a notebook that does not parse is read again before a tab is told
 #: a save cannot be merged with it (another program may be writing it in place).
 MERGEABLE_RETRIES, MERGEABLE_WAIT = 10, 0.05
+#: How long (s) a read waits for a notebook that another program is writing in place to be whole, before
+#: jupyter_server's own rule for it (:func:`_wait_out_writes`).
+MID_WRITE_WAIT = 2.0
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -200,7 +203,44 @@ def install(contents_manager: Any, log: Any = None, engine: str = "cells") -> Sa
 
     contents_manager.get, contents_manager.save = get, save
     _share_serialisation(contents_manager, merger)
+    _wait_out_writes(contents_manager)
     return merger
+
+
+def _wait_out_writes(contents_manager: Any) -> None:
+    """Let a read wait for a write in progress instead of stepping the notebook back.
+
+    jupyter_server, reading a notebook that does not parse while its ``.~NAME`` copy of the version before
+    is beside it, takes the file for a write that crashed: it renames it ``NAME.invalid`` and puts the copy
+    back. When another server or a script is writing that file in place, the read steps the notebook back
+    over a save that succeeded (the watchers merge it forward: :func:`nbmergesave.sync.stepped_back`). Here
+    the read first waits, up to :data:`MID_WRITE_WAIT`, for the file to be whole; only a file that stays
+    broken gets jupyter_server's rule."""
+    import os
+    import time
+
+    original = getattr(contents_manager, "_read_notebook", None)
+    if original is None:
+        return
+    from jupyter_server.services.contents.fileio import path_to_intermediate
+
+    def writing(os_path: str) -> bool:
+        return os.path.exists(path_to_intermediate(os_path)) and not mergeable(os_path)
+
+    if inspect.iscoroutinefunction(original):
+        async def _read_notebook(os_path: str, *args: Any, **kwargs: Any) -> Any:
+            deadline = time.monotonic() + MID_WRITE_WAIT
+            while writing(os_path) and time.monotonic() < deadline:
+                await asyncio.sleep(MERGEABLE_WAIT / 2)
+            return await original(os_path, *args, **kwargs)
+    else:
+        def _read_notebook(os_path: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            deadline = time.monotonic() + MID_WRITE_WAIT
+            while writing(os_path) and time.monotonic() < deadline:
+                time.sleep(MERGEABLE_WAIT / 2)
+            return original(os_path, *args, **kwargs)
+
+    contents_manager._read_notebook = _read_notebook
 
 
 def _share_serialisation(contents_manager: Any, merger: SaveMerger) -> None:

@@ -128,6 +128,9 @@ class Events:
         the first one saved must still reach the store (and the merge).
         """
         p = Path(os.fsdecode(path))
+        if p.name.endswith(".ipynb.invalid"):  # a save jupyter_server put aside (sync.stepped_back)
+            self.schedule(p.with_suffix(""), 0)
+            return
         if not self._watched(p):
             return
         try:

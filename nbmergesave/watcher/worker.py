@@ -136,6 +136,8 @@ class Worker:
         for step in (*outcome.earlier, outcome):
             if step.action == "merged":
                 self._merged(path, step, repo)
+            elif step.action == "recorded" and "merged forward" in step.message:
+                self.log(f"{path}: {step.message} (v{step.version})")
             elif step.action == "recorded" and step.writer is not None:
                 self.stats.single_writer[step.writer] = self.stats.single_writer.get(step.writer, 0) + 1
             elif step.action == "skipped":
