@@ -24,6 +24,7 @@ from .merge import merge
 from .merge.options import engine_name
 from .store import Store, Version, sha256
 from .store.cells import cell_digests
+from .store.retention import parse_time
 
 #: How many of the newest versions the base search looks at ...
 HISTORY_WINDOW = 200
@@ -33,6 +34,14 @@ SHARING_CELLS = 40
 #: How recent (s) a ``NAME.invalid`` beside a notebook must be to be taken for a save jupyter_server
 #: stepped back (:func:`stepped_back`); an older one is a crash's leftover, for a person to look at.
 STEPPED_BACK_WINDOW = 600
+
+#: What a sync's outcome says of such a save (the watchers log it).
+STEPPED_BACK = "jupyter_server had put an older version back over a save"
+#: ... brought back once neither it nor the notebook has changed for this long (s: a writer still saving in
+#: place would race the write that brings it back, and jupyter_server puts its copy back just after moving
+#: the file aside); and how long an older version back in the file is taken for that step back, not for a
+#: revert to record.
+STEP_BACK_QUIET, STEPPING_BACK = 1.0, 5.0
 
 #: Crash-safety tests set this to slow every merge down, to kill the watcher mid-merge.
 _TEST_DELAY = float(os.environ.get("NBMERGESAVE_TEST_MERGE_DELAY", "0") or 0)
@@ -315,11 +324,9 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
     key = store.key(path)
     # Work in order: saves our own writes swapped off the disk (merged first, they are older),
     # then this save, then the file again whenever a newer save got in the way of a write.
-    forward = stepped_back(store, path)
-    if forward is not None:  # a save put aside by a read: merged first, as a save our own write displaced
-        session.displaced.setdefault(key, []).insert(0, forward)
+    data, forwarded = _forward(store, path, key, data, session, engine)
     queue: list[tuple[bytes | None, bool]] = [(d, True) for d in session.displaced.pop(key, [])] + [(data, False)]
-    done: list[Outcome] = []
+    done: list[Outcome] = [forwarded] if forwarded is not None else []
     rereads = 0
     while queue:
         data, displaced = queue.pop(0)
@@ -334,10 +341,6 @@ def sync_file(store: Store, path: str | os.PathLike[str], *, data: bytes | None 
             outcome = _sync_once(store, path, key, data, session, displaced, None if displaced else writer_of, engine)
         queue[:0] = [(d, True) for d in session.displaced.pop(key, [])]
         if outcome is not None:
-            if forward is not None and data is forward:
-                outcome = replace(outcome, message=f"jupyter_server had put an older version back over a save "
-                                                   f"(kept as '{os.path.basename(path)}.invalid'); that save is "
-                                                   f"merged forward")
             done.append(outcome)
         elif rereads < attempts:  # a newer save replaced the file while we merged: merge it against our result
             rereads += 1
@@ -387,8 +390,6 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         return Outcome("recorded", key, store.add(path, data, "observed").version)
     history = store.history(path, last=HISTORY_WINDOW + 1)
     latest = history[-1]
-    if match is None and not displaced:
-        before = _landed(store, path, before, history)
     if match is not None and digest in session.own_writes:
         # The file holds an older write of ours, and the current version (a merge
         # whose write found a newer save in the way) never reached it: write it now.
@@ -402,6 +403,11 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
         return Outcome("recorded", key, match.version)
     elif match is not None and latest.kind == "merged" and latest.remote == match.version:
         return _write_merged(store, path, latest, data, session)  # a merge recorded but not yet written
+    elif match is not None and _stepping_back(path):
+        # jupyter_server's read has just put an older version back and the save it moved aside is still being
+        # written there: not a revert, a step back to undo once that save is whole (stepped_back)
+        return Outcome("partial", key, message=f"'{key}' was just put back to an older version by a read; "
+                                               f"looking again shortly")
     elif match is not None:
         # equal to an earlier version: an intentional revert (undo, git checkout), never merged
         return Outcome("recorded", key, store.add(path, data, "observed").version)
@@ -432,7 +438,8 @@ def stepped_back(store: Store, path: str | os.PathLike[str]) -> bytes | None:
     is beside it, takes the file for a write that crashed: it renames the file ``NAME.invalid`` and puts the
     copy back. When the file was a save still being written in place (another server, a script), that
     save finishes into ``NAME.invalid``, and the notebook is a version behind. A recent, whole notebook
-    there that the store has never seen is that save (an old one is a crash's leftover, left alone)."""
+    there that the store has never seen is that save, and so is the store's version on disk when the file
+    no longer holds it (an old one is a crash's leftover, left alone)."""
     aside = Path(f"{os.fspath(path)}.invalid")
     try:
         if time.time() - aside.stat().st_ctime > STEPPED_BACK_WINDOW:  # (the rename sets the ctime)
@@ -441,27 +448,84 @@ def stepped_back(store: Store, path: str | os.PathLike[str]) -> bytes | None:
         notebook_io.parse_notebook(data)
     except (OSError, BadInput):
         return None  # none, or still being written: its close event brings the watcher back
-    if store.on_disk(path) is None or store.latest_with(path, sha256(data)) is not None:
+    on_disk, digest = store.on_disk(path), sha256(data)
+    if on_disk is None:
         return None
-    return data
+    if store.latest_with(path, digest) is None:
+        return data
+    # ... or the version on disk, which the watcher read whole before the read moved it aside
+    return data if on_disk.sha256 == digest and _read_or_empty(path) != data else None
 
 
-def _landed(store: Store, path: str | os.PathLike[str], before: Version, history: list[Version]) -> Version:
-    """The version on disk, counting the saves a Jupyter server wrote that no watcher has read.
+def _stepping_back(path: str | os.PathLike[str]) -> bool:
+    """Whether a read moved ``path`` aside as ``NAME.invalid`` within the last :data:`STEPPING_BACK` seconds."""
+    try:
+        return time.time() - os.stat(f"{os.fspath(path)}.invalid").st_ctime < STEPPING_BACK
+    except OSError:
+        return False
 
-    The server records a save, declared as made from the version on disk, before it writes it (under the
-    save lock this sync holds now), and leaves marking it on disk to whoever reads the file next. A write
-    that replaced it before anyone read it was made over that save: merged against the version before it,
-    it would undo the save (an agent writing just after a person's Ctrl+S)."""
-    current = before
-    for v in history:
-        if v.version > current.version and v.sha256 and store.declared_writer(path, v.sha256) == "jupyter":
-            base = store.declared_base(path, v.sha256)
-            if base is not None and base.sha256 == current.sha256:
-                current = v
-    if current is not before:
-        store.add_on_disk(path, current.version)
-    return current
+
+def _forward(store: Store, path: str | os.PathLike[str], key: str, data: bytes | None, session: Session,
+             engine: str) -> tuple[bytes | None, Outcome | None]:
+    """Bring back a save a read stepped back (:func:`stepped_back`), before anything else is done; what is
+    left of ``data`` to sync, and what was done.
+
+    When the file still holds what the read put back (older than the save), the save is merged with it: a
+    merge whose local side is that version, so a snapshot of it read at its event and handled late is known
+    for what it was, not taken for a revert (``data`` is dropped if it is that version). When nothing came
+    back in the file's place (the writer removed its copy first), the save is the file again. When the file
+    was written after the save was finished (the writer saved again), the save is only kept in the history."""
+    forward = stepped_back(store, path)
+    if forward is None:
+        return data, None
+    aside = f"{os.fspath(path)}.invalid"
+    try:  # a writer still at work in place (the one the read stepped back, most often): not while it writes
+        quiet = time.time() - max(os.stat(aside).st_mtime, os.stat(aside).st_ctime,
+                                  os.stat(path).st_mtime if os.path.lexists(path) else 0.0)
+    except OSError:
+        return data, None
+    if quiet < STEP_BACK_QUIET:  # (nor when the notebook is missing: its copy may be on its way back)
+        return data, Outcome("partial", key, message=f"'{key}': a save a read put aside waits until its writer "
+                                                     f"is done; looking again shortly")
+    note = f"{STEPPED_BACK} (kept as '{os.path.basename(aside)}')"
+    save = notebook_io.parse_notebook(forward)
+    with store.save_lock(path):
+        before, on_file = store.on_disk(path), _read_or_empty(path)
+        if not os.path.lexists(path):
+            try:
+                notebook_io.write_atomic(path, forward, expected=b"")  # (only where no file has come since)
+            except (notebook_io.Changed, OSError):
+                return data, None
+            outcome = Outcome("recorded", key, _add_save(store, path, forward, save, True).version)
+            store.add_on_disk(path, outcome.version)  # type: ignore[arg-type]
+            return data, replace(outcome, message=f"{note}; that save is merged forward")
+        try:
+            newer = os.stat(aside).st_mtime >= os.stat(path).st_mtime  # (a restored copy keeps its old mtime)
+        except OSError:
+            return data, None
+        if not newer:  # written again since the read put the older version back
+            kept = store.latest_with(path, sha256(forward)) or _add_save(store, path, forward, save, True)
+            if store.latest_with(path, sha256(on_file)) is None and before is not None \
+                    and parse_time(before.time).timestamp() < os.stat(aside).st_mtime:
+                # ... and that write is yet to be synced, and nothing was since the save: it was made over the
+                # save, not over the older version (which no writer chose), so it is judged against the save
+                store.add_on_disk(path, kept.version)
+            return data, Outcome("recorded", key, kept.version, message=f"{note}; the file was saved again since, "
+                                                                       f"and is judged against that save")
+        if before is not None and before.sha256 == sha256(on_file):
+            saved = _add_save(store, path, forward, save, True)  # (durable at once: NAME.invalid is its only copy)
+            base = infer_base(store, path, save, before, saved) or before
+            outcome = _merge_and_write(store, path, base, before, save, saved, on_file, session, engine)
+        elif before is not None and before.sha256 == sha256(forward) \
+                and (back := store.latest_with(path, sha256(on_file))) is not None:
+            # the save was the version on disk already, and the read put an older version back over it
+            outcome = _merge_and_write(store, path, back, back, save, before, on_file, session, engine)
+        else:  # the file holds what the store has not seen: merged in as a save our own write displaced
+            session.displaced.setdefault(key, []).insert(0, forward)
+            outcome = None
+    if data is not None and store.latest_with(path, sha256(data)) is not None:
+        data = None
+    return data, replace(outcome, message=f"{note}; that save is merged forward") if outcome is not None else None
 
 
 def infer_base(store: Store, path: str | os.PathLike[str], save: dict[str, Any], before: Version,

@@ -85,7 +85,8 @@ def test_two_servers_each_save_their_edit(servers: tuple[Path, list[Server]]) ->
 
 def test_a_watcher_takes_the_servers_saves_as_they_are(servers: tuple[Path, list[Server]]) -> None:
     """Each save is declared as the bytes the server wrote (Jupyter drops the cells' 'trusted'
-    marks it served), so a watcher on the folder records them instead of merging them again."""
+    marks it served), and marked as the file's, so a watcher on the folder finds it there and never
+    merges it again."""
     root, started = servers
     path = write(root / "nb.ipynb", base())
     with Store.open(root) as store:
@@ -96,9 +97,11 @@ def test_a_watcher_takes_the_servers_saves_as_they_are(servers: tuple[Path, list
         for server, nb, cell_index, text in ((a, nb_a, 1, "A"), (b, nb_b, 6, "B")):  # B's is merged with A's
             server.put("nb.ipynb", edited(nb, cell_index, text))
             written = path.read_bytes()
-            assert sync_file(store, path).action == "recorded"
+            assert sync_file(store, path).action == "unchanged"
             assert path.read_bytes() == written
+            assert store.on_disk(path).sha256 == sha256(written)
         assert sources(path)[1::5] == ["A", "B"]
+        assert [v.kind for v in store.history(path)] == ["observed", "observed", "observed", "merged"]
 
 
 def test_save_merges_a_plain_file_write_and_reports_conflicts(servers: tuple[Path, list[Server]]) -> None:
@@ -355,7 +358,7 @@ def test_a_read_waits_for_a_write_in_place_instead_of_stepping_the_notebook_back
 
 def test_a_save_a_read_stepped_back_is_merged_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The notebook jupyter_server stepped back (the save it put aside as ``NAME.invalid``, finished there) is
-    merged forward by the next look at the file: the save is on disk again, both edits made since are kept."""
+    merged forward by the next look at the file once its writer is done: the save is on disk again."""
     v1 = notebook(*numbered(4))
     before = notebook_io.dumps(v1).encode()
     save = notebook_io.dumps(edited(v1, 2, "x2 = 'saved'")).encode()
@@ -367,6 +370,9 @@ def test_a_save_a_read_stepped_back_is_merged_forward(tmp_path: Path, monkeypatc
     path = stepped_back_by_a_plain_server(root, before, save)
     assert path.read_bytes() == before
     with Store.open(root) as store:
+        outcome = sync_file(store, path)  # the writer may still be at work: not yet
+        assert [o.action for o in (*outcome.earlier, outcome)][0] == "partial" and path.read_bytes() == before
+        monkeypatch.setattr("nbmergesave.sync.STEP_BACK_QUIET", 0)  # (rather than a second's wait)
         outcome = sync_file(store, path)
         assert any("merged forward" in o.message for o in (*outcome.earlier, outcome)), outcome
         assert path.read_bytes() == save
@@ -376,6 +382,57 @@ def test_a_save_a_read_stepped_back_is_merged_forward(tmp_path: Path, monkeypatc
     path.write_bytes(before)
     Path(f"{path}.invalid").write_bytes(notebook_io.dumps(edited(v1, 3, "long ago")).encode())
     monkeypatch.setattr("nbmergesave.sync.STEPPED_BACK_WINDOW", -1)  # (a file's ctime cannot be set back)
+    monkeypatch.setattr("nbmergesave.sync.STEPPING_BACK", -1)
     with Store.open(root) as store:
         assert sync_file(store, path).action == "recorded"  # the file's own change, a revert to v1
     assert path.read_bytes() == before
+
+
+def test_a_save_a_read_moved_aside_with_no_copy_to_put_back_is_put_back(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two plain servers: one's read moved the half-written notebook aside (``NAME.invalid``), but the writer had
+    removed its ``.~`` copy meanwhile, so nothing came back in its place (seen by hand: the notebook was gone and
+    the writer's next save failed with 404). The next look at the notebook puts the save back."""
+    v1 = notebook(*numbered(4))
+    save = notebook_io.dumps(edited(v1, 2, "x2 = 'saved'")).encode()
+    path = write(tmp_path / "nb.ipynb", v1)
+    with Store.open(tmp_path) as store:
+        assert sync_file(store, path).action == "recorded"
+        path.rename(f"{path}.invalid")
+        Path(f"{path}.invalid").write_bytes(save)  # the writer finishes into the file it had open
+        monkeypatch.setattr("nbmergesave.sync.STEP_BACK_QUIET", 0)  # (rather than a second's wait)
+        outcome = sync_file(store, path)
+        assert [(o.action, "merged forward" in o.message) for o in (*outcome.earlier, outcome)] == \
+            [("recorded", True), ("unchanged", False)], outcome
+        assert path.read_bytes() == save
+        assert store.on_disk(path).sha256 == sha256(save)
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["a save from the file", "a merged save"])
+def test_an_outside_write_just_after_a_save_is_merged_with_that_save(tmp_path: Path, overlap: bool) -> None:
+    """A person saves (made from the file, or meeting another save and merged); an agent that read the notebook
+    before writes its version at once, before any watcher has read the person's save. The agent's write is
+    merged with that save (the server marked it as the file's before letting go of the save lock), not with
+    the version before it, which would undo the person's edit."""
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    from nbmergesave.jupyter import install
+
+    path = write(tmp_path / "nb.ipynb", notebook(*numbered(6)))
+    cm = FileContentsManager(root_dir=str(tmp_path))
+    install(cm)
+    loaded = cm.get("nb.ipynb")
+    read_by_agent = path.read_bytes()
+    if overlap:  # someone else saved since the person loaded: the person's save is merged on the server
+        other = cm.get("nb.ipynb")
+        cm.save({**other, "content": edited(other["content"], 0, "x0 = 'other'"),
+                 "nbmergesave_base": other["nbmergesave"]["sha256"]}, "nb.ipynb")
+    reply = cm.save({**loaded, "content": edited(loaded["content"], 2, "x2 = 'person'"),
+                     "nbmergesave_base": loaded["nbmergesave"]["sha256"]}, "nb.ipynb")
+    assert bool(reply["nbmergesave"]["merged"]) == overlap
+    write(path, edited(notebook_io.parse_notebook(read_by_agent), 4, "x4 = 'agent'"))  # at once, in place
+    with Store.open(tmp_path) as store:
+        outcome = sync_file(store, path)
+    assert outcome.action == "merged", outcome
+    assert [sources(path)[i] for i in (0, 2, 4)] == ["x0 = 'other'" if overlap else "x0 = 0", "x2 = 'person'",
+                                                      "x4 = 'agent'"]

@@ -124,23 +124,3 @@ def test_a_write_marked_by_a_merging_server_is_recorded_never_merged_again(tmp_p
         outcome = sync_file(store, path)
         assert (outcome.action, outcome.writer) == ("merged", None)
         assert [c["source"] for c in notebook_io.read_notebook(path)["cells"]] == ["a = 0", "b = 0\nb = 1", "c = 1"]
-
-
-def test_an_outside_write_that_replaced_a_jupyter_save_before_any_watcher_read_it_keeps_that_save(tmp_path: Path) -> None:
-    """A Jupyter server records a save as made from the version on disk (declared, not yet seen on disk), writes
-    it, and an agent that read the notebook earlier writes its version at once: no watcher ever read the save's
-    bytes. The agent's write is merged with that save (both edits stay), not with the version before it."""
-    from nbmergesave.sync import sync_file
-
-    path = write(tmp_path / "nb.ipynb", nb())
-    read_by_agent = path.read_bytes()
-    with Store.open(tmp_path) as store:
-        assert sync_file(store, path).action == "recorded"  # v1, on disk
-        saved = notebook_io.dumps(nb((2, "person"))).encode()
-        store.add(path, saved, "observed", on_disk=False, declare=(sha256(read_by_agent), "jupyter"))
-        path.write_bytes(saved)  # the server's write ...
-        write(path, nb((4, "agent")))  # ... replaced at once by the agent's
-        outcome = sync_file(store, path)
-        assert outcome.action == "merged", outcome
-        assert [c["source"] for c in notebook_io.read_notebook(path)["cells"]][2:5] == ["person", "x3 = 3", "agent"]
-        assert store.get(path, outcome.local).sha256 == sha256(saved)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from nbmergesave import notebook_io
 from nbmergesave.cli import cli
-from nbmergesave.store import Store
+from nbmergesave.store import Store, sha256
 
 from .conftest import cell, edited, notebook, numbered, stepped_back_by_a_plain_server, stop_process, wait_for
 
@@ -383,12 +383,21 @@ def test_pause_and_resume_commands(tmp_path: Path) -> None:
 
 def test_a_save_a_plain_servers_read_stepped_back_is_merged_forward(project: Project) -> None:
     """A plain jupyter_server's GET found a save half written in place and put its ``.~`` copy back; the save
-    finished into ``nb.ipynb.invalid``. The watcher puts it back on disk, recorded, not merged."""
+    finished into ``nb.ipynb.invalid``. The watcher merges it forward: on disk again, and in the history."""
     v0 = project.start_with("nb.ipynb", notebook(*numbered(4)))
     wait_for(lambda: project.settled("nb.ipynb"), "the first sighting")
-    save = notebook_io.dumps(edited(v0, 2, "x2 = 'saved'")).encode()
-    stepped_back_by_a_plain_server(project.root, notebook_io.dumps(v0).encode(), save)
-    wait_for(lambda: (project.root / "nb.ipynb").read_bytes() == save and project.settled("nb.ipynb"),
-             "the save merged forward")
+    save, before = notebook_io.dumps(edited(v0, 2, "x2 = 'saved'")).encode(), notebook_io.dumps(v0).encode()
+    stepped_back_by_a_plain_server(project.root, before, save)
+    try:
+        wait_for(lambda: (project.root / "nb.ipynb").read_bytes() == save and project.settled("nb.ipynb"),
+                 "the save merged forward", timeout=15)
+    except AssertionError as e:
+        files = sorted(p.name for p in project.root.iterdir())
+        raise AssertionError(f"{e}\nfiles: {files}\nwatcher:\n{project.output()}\nhistory: "
+                             f"{[(v.version, v.kind, v.sha256[:8]) for v in project.versions('nb.ipynb')]}; "
+                             f"before {sha256(before)[:8]}, save {sha256(save)[:8]}, "
+                             f"file {sha256((project.root / 'nb.ipynb').read_bytes())[:8]}") from None
     assert "merged forward" in project.output()
-    assert not any(v.kind == "merged" for v in project.versions("nb.ipynb"))
+    # a merge whose local side is the version put back: a late look at that version is not taken for a revert
+    first, *_, last = project.versions("nb.ipynb")
+    assert (last.kind, last.base, last.local, last.conflicts) == ("merged", first.version, first.version, 0)

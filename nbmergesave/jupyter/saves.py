@@ -12,7 +12,7 @@ from ..merge import merge
 from ..report import describe
 from ..store import Store, sha256
 from .bases import base_of
-from .files import as_written, mergeable, pair_hash, plain, read, with_paired_text
+from .files import as_written, mergeable, nothing, pair_hash, plain, read, with_paired_text
 from .replies import BASE_KEY, REPLY_KEY, changes, conflict_cells
 from .stores import Stores
 from .writes import Writes
@@ -306,6 +306,7 @@ class SaveMerger:
                 # the server wrote the text we made (install's _save_notebook), swapped in as it was meant:
                 # it is what was declared, and no need to read it back
                 self.stores.keep(path, meant, fast)
+                self._on_disk(path, os_path, fast)
                 if isinstance(saved, dict):
                     saved[REPLY_KEY] = {**done, "sha256": fast}
                 return
@@ -313,6 +314,8 @@ class SaveMerger:
             if written is None:
                 return
             self.stores.keep(path, written)
+            if written == meant:
+                self._on_disk(path, os_path, sha256(meant) if fast is None else fast)
             if written != meant:
                 self.writes.serialiser.forget(os_path)
 
@@ -321,12 +324,27 @@ class SaveMerger:
                     if declared is not None and declared.sha256:
                         store.declare(os_path, sha256(written), declared.sha256, "jupyter")
 
-                self.stores.run(path, os_path, declare)
+                self.stores.run(path, os_path, declare, catch_up=False)
             sha = sha256(written)
             if isinstance(saved, dict):
                 saved[REPLY_KEY] = {**done, "sha256": sha}
         except Exception:
             self.log.error("nbmergesave: could not record the save of %s", path, exc_info=True)
+
+
+    def _on_disk(self, path: str, os_path: str, sha: str) -> None:
+        """Mark the version this save wrote as the file's, still under the save lock: a write that replaces it
+        before any watcher reads it (an agent writing just after a person's Ctrl+S) is then judged against this
+        save, not the version before it, which would undo the save. A commit that does not wait for the disk:
+        lost in a crash, the next look at the file marks it again."""
+        def mark(store: Store) -> None:
+            version = store.latest_with(os_path, sha)
+            if version is not None:
+                lax = getattr(store.backend, "lax", None)
+                with lax() if lax is not None else nothing():
+                    store.add_on_disk(os_path, version.version)
+
+        self.stores.run(path, os_path, mark, catch_up=False)  # (the save lock is held: no catch-up here)
 
 
 def _incoming_sha(done: dict[str, Any]) -> str:

@@ -146,14 +146,15 @@ class Stores:
         store.close = close  # type: ignore[method-assign]
         return self.seed(store, path, os_path)
 
-    def run(self, path: str, os_path: str, work: Any) -> Any:
+    def run(self, path: str, os_path: str, work: Any, *, catch_up: bool = True) -> Any:
         """``work(store)`` on the notebook's store; if the store fails (away, refused, not writable, a kept
         store that stopped answering), again on the spool; if that fails too, on a scratch store. Only the
-        notebook's own errors pass."""
+        notebook's own errors pass. ``catch_up``: a store back after an outage is caught up first (not while
+        this thread holds a save lock that catch-up would take through another store object)."""
         from ..store.spool import is_trouble
 
         try:
-            with self.using(path, os_path) as store:
+            with self.using(path, os_path, catch_up=catch_up) as store:
                 return work(store)
         except Exception as e:
             if not is_trouble(e):

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..gitrepo import GitRepo
 from ..pairs import Pairs
 from ..store import Store
-from ..sync import Outcome, Session, conflict_copy_of, merge_copy, sync_file
+from ..sync import STEPPED_BACK, Outcome, Session, conflict_copy_of, merge_copy, sync_file
 from .events import scan
 from .away import StandIn
 from .gate import Held, Pauses
@@ -95,7 +95,8 @@ class Worker:
             self._said_broken.add(repo)
             self.log(f"git cannot be asked in {repo.work_tree} ({repo.broken}): saves there are judged on content"
                      f" alone, as outside git, until it answers again")
-        if outcome.action == "partial" and path.exists():
+        if any(step.action == "partial" for step in (*outcome.earlier, outcome)) \
+                and (path.exists() or Path(f"{path}.invalid").exists()):  # (sync.stepped_back)
             self.schedule(path, self.retry)
         for where, step in [(path, outcome), *later]:
             self._report(where, step, repo)
@@ -134,10 +135,10 @@ class Worker:
     def _report(self, path: Path, outcome: Outcome, repo: GitRepo | None) -> None:
         """Count and log what a sync of ``path`` did."""
         for step in (*outcome.earlier, outcome):
+            if STEPPED_BACK in step.message:
+                self.log(f"{path}: {step.message} (v{step.version})")
             if step.action == "merged":
                 self._merged(path, step, repo)
-            elif step.action == "recorded" and "merged forward" in step.message:
-                self.log(f"{path}: {step.message} (v{step.version})")
             elif step.action == "recorded" and step.writer is not None:
                 self.stats.single_writer[step.writer] = self.stats.single_writer.get(step.writer, 0) + 1
             elif step.action == "skipped":
