@@ -126,8 +126,7 @@ def _add_save(store: Store, path: str | os.PathLike[str], data: bytes, save: dic
     so for a save our own write swapped off the disk (``displaced``): the store is then its only copy."""
     if not fastpath.FAST or not isinstance(store, Store):  # (the benchmarks' store of nbmergesave 0.1)
         return store.add(path, data, "observed", on_disk=False)
-    lax = getattr(store.backend, "lax", None)
-    with lax() if lax is not None and not displaced else contextlib.nullcontext():
+    with store.lax() if not displaced else contextlib.nullcontext():
         saved = store.add(path, data, "observed", on_disk=False, cells=cell_digests(save))
     if saved.sha256 is not None:
         key = (str(store.location), saved.sha256)
@@ -431,6 +430,12 @@ def _sync_once(store: Store, path: str | os.PathLike[str], key: str, data: bytes
     return _merge_and_write(store, path, base, before, save, saved, on_disk, session, engine)
 
 
+def put_aside(path: str | os.PathLike[str]) -> Path:
+    """Where jupyter_server moves a notebook it cannot read, when it puts its ``.~`` copy back (its
+    ``path_to_invalid``): ``NAME.invalid``."""
+    return Path(f"{os.fspath(path)}.invalid")
+
+
 def stepped_back(store: Store, path: str | os.PathLike[str]) -> bytes | None:
     """A save jupyter_server stepped back, not yet in the store: the bytes of ``NAME.invalid``.
 
@@ -440,7 +445,7 @@ def stepped_back(store: Store, path: str | os.PathLike[str]) -> bytes | None:
     save finishes into ``NAME.invalid``, and the notebook is a version behind. A recent, whole notebook
     there that the store has never seen is that save, and so is the store's version on disk when the file
     no longer holds it (an old one is a crash's leftover, left alone)."""
-    aside = Path(f"{os.fspath(path)}.invalid")
+    aside = put_aside(path)
     try:
         if time.time() - aside.stat().st_ctime > STEPPED_BACK_WINDOW:  # (the rename sets the ctime)
             return None
@@ -460,7 +465,7 @@ def stepped_back(store: Store, path: str | os.PathLike[str]) -> bytes | None:
 def _stepping_back(path: str | os.PathLike[str]) -> bool:
     """Whether a read moved ``path`` aside as ``NAME.invalid`` within the last :data:`STEPPING_BACK` seconds."""
     try:
-        return time.time() - os.stat(f"{os.fspath(path)}.invalid").st_ctime < STEPPING_BACK
+        return time.time() - put_aside(path).stat().st_ctime < STEPPING_BACK
     except OSError:
         return False
 
@@ -478,16 +483,17 @@ def _forward(store: Store, path: str | os.PathLike[str], key: str, data: bytes |
     forward = stepped_back(store, path)
     if forward is None:
         return data, None
-    aside = f"{os.fspath(path)}.invalid"
+    aside = put_aside(path)
     try:  # a writer still at work in place (the one the read stepped back, most often): not while it writes
-        quiet = time.time() - max(os.stat(aside).st_mtime, os.stat(aside).st_ctime,
+        aside_st = aside.stat()
+        quiet = time.time() - max(aside_st.st_mtime, aside_st.st_ctime,
                                   os.stat(path).st_mtime if os.path.lexists(path) else 0.0)
     except OSError:
         return data, None
     if quiet < STEP_BACK_QUIET:  # (nor when the notebook is missing: its copy may be on its way back)
         return data, Outcome("partial", key, message=f"'{key}': a save a read put aside waits until its writer "
                                                      f"is done; looking again shortly")
-    note = f"{STEPPED_BACK} (kept as '{os.path.basename(aside)}')"
+    note = f"{STEPPED_BACK} (kept as '{aside.name}')"
     save = notebook_io.parse_notebook(forward)
     with store.save_lock(path):
         before, on_file = store.on_disk(path), _read_or_empty(path)
@@ -500,13 +506,13 @@ def _forward(store: Store, path: str | os.PathLike[str], key: str, data: bytes |
             store.add_on_disk(path, outcome.version)  # type: ignore[arg-type]
             return data, replace(outcome, message=f"{note}; that save is merged forward")
         try:
-            newer = os.stat(aside).st_mtime >= os.stat(path).st_mtime  # (a restored copy keeps its old mtime)
+            newer = aside_st.st_mtime >= os.stat(path).st_mtime  # (a restored copy keeps its old mtime)
         except OSError:
             return data, None
         if not newer:  # written again since the read put the older version back
             kept = store.latest_with(path, sha256(forward)) or _add_save(store, path, forward, save, True)
             if store.latest_with(path, sha256(on_file)) is None and before is not None \
-                    and parse_time(before.time).timestamp() < os.stat(aside).st_mtime:
+                    and parse_time(before.time).timestamp() < aside_st.st_mtime:
                 # ... and that write is yet to be synced, and nothing was since the save: it was made over the
                 # save, not over the older version (which no writer chose), so it is judged against the save
                 store.add_on_disk(path, kept.version)

@@ -12,7 +12,7 @@ from ..merge import merge
 from ..report import describe
 from ..store import Store, sha256
 from .bases import base_of
-from .files import as_written, mergeable, nothing, pair_hash, plain, read, with_paired_text
+from .files import as_written, mergeable, pair_hash, plain, read, with_paired_text
 from .replies import BASE_KEY, REPLY_KEY, changes, conflict_cells
 from .stores import Stores
 from .writes import Writes
@@ -313,24 +313,23 @@ class SaveMerger:
             written = read(os_path)
             if written is None:
                 return
-            self.stores.keep(path, written)
+            sha = fast if fast is not None and written == meant else sha256(written)  # (fast: meant's sha256)
+            self.stores.keep(path, written, sha)
             if written == meant:
-                self._on_disk(path, os_path, sha256(meant) if fast is None else fast)
-            if written != meant:
+                self._on_disk(path, os_path, sha)
+            else:
                 self.writes.serialiser.forget(os_path)
 
                 def declare(store: Store) -> None:
                     declared = store.declared_base(os_path, sha256(meant))
                     if declared is not None and declared.sha256:
-                        store.declare(os_path, sha256(written), declared.sha256, "jupyter")
+                        store.declare(os_path, sha, declared.sha256, "jupyter")
 
                 self.stores.run(path, os_path, declare, catch_up=False)
-            sha = sha256(written)
             if isinstance(saved, dict):
                 saved[REPLY_KEY] = {**done, "sha256": sha}
         except Exception:
             self.log.error("nbmergesave: could not record the save of %s", path, exc_info=True)
-
 
     def _on_disk(self, path: str, os_path: str, sha: str) -> None:
         """Mark the version this save wrote as the file's, still under the save lock: a write that replaces it
@@ -340,8 +339,7 @@ class SaveMerger:
         def mark(store: Store) -> None:
             version = store.latest_with(os_path, sha)
             if version is not None:
-                lax = getattr(store.backend, "lax", None)
-                with lax() if lax is not None else nothing():
+                with store.lax():
                     store.add_on_disk(os_path, version.version)
 
         self.stores.run(path, os_path, mark, catch_up=False)  # (the save lock is held: no catch-up here)

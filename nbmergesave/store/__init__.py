@@ -289,6 +289,17 @@ class Store(DeclarationsMixin, RetentionMixin, FsckMixin):
         with self.backend.transaction():
             self.backend.rename(a, b)
 
+    @contextmanager
+    def lax(self) -> Iterator[None]:
+        """Commits made meanwhile need not wait for the disk (the embedded store's; others commit as they always
+        do): for a record the next look at the file would make again if a crash lost it."""
+        lax = getattr(self.backend, "lax", None)
+        if lax is None:
+            yield
+            return
+        with lax():
+            yield
+
     @property
     def save_lock_path(self) -> Path:
         return self.location / "save.lock"

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..gitrepo import GitRepo
 from ..pairs import Pairs
 from ..store import Store
-from ..sync import STEPPED_BACK, Outcome, Session, conflict_copy_of, merge_copy, sync_file
+from ..sync import STEPPED_BACK, Outcome, Session, conflict_copy_of, merge_copy, put_aside, sync_file
 from .events import scan
 from .away import StandIn
 from .gate import Held, Pauses
@@ -96,7 +96,7 @@ class Worker:
             self.log(f"git cannot be asked in {repo.work_tree} ({repo.broken}): saves there are judged on content"
                      f" alone, as outside git, until it answers again")
         if any(step.action == "partial" for step in (*outcome.earlier, outcome)) \
-                and (path.exists() or Path(f"{path}.invalid").exists()):  # (sync.stepped_back)
+                and (path.exists() or put_aside(path).exists()):  # (sync.stepped_back)
             self.schedule(path, self.retry)
         for where, step in [(path, outcome), *later]:
             self._report(where, step, repo)
