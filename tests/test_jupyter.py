@@ -436,3 +436,49 @@ def test_an_outside_write_just_after_a_save_is_merged_with_that_save(tmp_path: P
     assert outcome.action == "merged", outcome
     assert [sources(path)[i] for i in (0, 2, 4)] == ["x0 = 'other'" if overlap else "x0 = 0", "x2 = 'person'",
                                                       "x4 = 'agent'"]
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_save_that_finds_an_outside_write_half_done_waits_for_it(tmp_path: Path, finished: bool) -> None:
+    """An agent writes the notebook in place (truncated, then written) while a person saves. The save finds
+    the file half written: it waits for the write to end and merges with it, instead of taking the half file
+    for a broken one and writing over the agent's edit. A file that stays broken is kept in the store, and
+    the save goes as sent, soon (nobody is writing it)."""
+    import threading
+    import time
+
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    from nbmergesave.jupyter import install
+
+    path = write(tmp_path / "nb.ipynb", notebook(*numbered(6)))
+    cm = FileContentsManager(root_dir=str(tmp_path))
+    install(cm)
+    loaded = cm.get("nb.ipynb")
+    agents = notebook_io.dumps(edited(notebook(*numbered(6)), 4, "x4 = 'agent'")).encode()
+    f = open(path, "wb")  # the agent's write, begun
+    f.write(agents[:100])
+    f.flush()
+
+    def finish() -> None:
+        time.sleep(0.3)
+        f.write(agents[100:])
+        f.close()
+
+    writer = threading.Thread(target=finish)
+    if finished:
+        writer.start()
+    began = time.monotonic()
+    reply = cm.save({**loaded, "content": edited(loaded["content"], 2, "x2 = 'person'"),
+                     "nbmergesave_base": loaded["nbmergesave"]["sha256"]}, "nb.ipynb")
+    took = time.monotonic() - began
+    if finished:
+        writer.join()
+        assert reply["nbmergesave"]["merged"]
+        assert [sources(path)[i] for i in (2, 4)] == ["x2 = 'person'", "x4 = 'agent'"]
+    else:
+        f.close()
+        assert sources(path)[2] == "x2 = 'person'"
+        assert took < 1.0, took  # a file nobody writes is not waited for long
+        with Store.open(tmp_path) as store:
+            assert agents[:100] in [store.content(v) for v in store.history(path) if v.sha256]

@@ -55,16 +55,13 @@ import inspect
 import logging
 from typing import Any
 
-from .files import mergeable, read
+from .files import LOOK_AGAIN, MID_WRITE_WAIT, mergeable, read
 from .replies import BASE_KEY, REPLY_KEY, changes, conflict_cells
 from .saves import SAVING, SaveMerger
 
 #: How often, and how long apart (s), a notebook that does not parse is read again before a tab is told
 #: a save cannot be merged with it (another program may be writing it in place).
 MERGEABLE_RETRIES, MERGEABLE_WAIT = 10, 0.05
-#: How long (s) a read waits for a notebook that another program is writing in place to be whole, before
-#: jupyter_server's own rule for it (:func:`_wait_out_writes`).
-MID_WRITE_WAIT = 2.0
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -231,13 +228,13 @@ def _wait_out_writes(contents_manager: Any) -> None:
         async def _read_notebook(os_path: str, *args: Any, **kwargs: Any) -> Any:
             deadline = time.monotonic() + MID_WRITE_WAIT
             while writing(os_path) and time.monotonic() < deadline:
-                await asyncio.sleep(MERGEABLE_WAIT / 2)
+                await asyncio.sleep(LOOK_AGAIN)
             return await original(os_path, *args, **kwargs)
     else:
         def _read_notebook(os_path: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
             deadline = time.monotonic() + MID_WRITE_WAIT
             while writing(os_path) and time.monotonic() < deadline:
-                time.sleep(MERGEABLE_WAIT / 2)
+                time.sleep(LOOK_AGAIN)
             return original(os_path, *args, **kwargs)
 
     contents_manager._read_notebook = _read_notebook

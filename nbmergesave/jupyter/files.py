@@ -3,12 +3,21 @@ notebook, what a Jupytext pair's text file adds, and the guards around a store's
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from .. import notebook_io
 from ..store import Store
+
+#: How long (s) a read waits for a notebook that another program is writing in place to be whole (see
+#: :func:`whole`; for a GET, before jupyter_server's own rule for a file that does not parse).
+MID_WRITE_WAIT = 2.0
+#: How long (s) a file that does not parse must stay unchanged to be taken for broken rather than being written.
+STILL = 0.5
+#: How often (s) such a file is read again.
+LOOK_AGAIN = 0.025
 
 
 def quietly(action: Any) -> None:
@@ -64,6 +73,31 @@ def as_written(nb: dict[str, Any]) -> bytes:
         "cells": [{**c, "metadata": {k: v for k, v in c.get("metadata", {}).items() if k != "trusted"}}
                   for c in nb.get("cells", [])],
     }).encode()
+
+
+def whole(os_path: str, data: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    """``data`` (read from ``os_path``) and its notebook; when it does not parse, the file is read again until
+    it does: another program writing it in place (truncated, then written) leaves it half written for a
+    moment, and a save merged with that moment would be taken for a save over a broken file and write over
+    the other program's edit. Waited for while the file changes, up to :data:`MID_WRITE_WAIT`; a file that
+    stays as it is for :data:`STILL` is broken (returned with ``None``). (On the server's event loop: the
+    wait is short when a write is under way, and a broken file costs each save :data:`STILL`.)"""
+    deadline = time.monotonic() + MID_WRITE_WAIT
+    changed = time.monotonic()
+    while True:
+        try:
+            return data, notebook_io.parse_notebook(data)
+        except Exception:
+            pass
+        now = time.monotonic()
+        if now > deadline or now - changed > STILL:
+            return data, None
+        time.sleep(LOOK_AGAIN)
+        again = read(os_path)
+        if again is None:
+            return data, None
+        if again != data:
+            data, changed = again, time.monotonic()
 
 
 def read(os_path: str) -> bytes | None:

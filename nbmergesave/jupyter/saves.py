@@ -12,7 +12,7 @@ from ..merge import merge
 from ..report import describe
 from ..store import Store, sha256
 from .bases import base_of
-from .files import as_written, mergeable, pair_hash, plain, read, with_paired_text
+from .files import as_written, mergeable, pair_hash, plain, read, whole, with_paired_text
 from .replies import BASE_KEY, REPLY_KEY, changes, conflict_cells
 from .stores import Stores
 from .writes import Writes
@@ -223,13 +223,17 @@ class SaveMerger:
             disk_sha = None
         if disk is not None and disk_sha is None:
             disk_sha = sha256(disk)
+        disk_nb = None
+        if disk is not None and store.latest_with(os_path, disk_sha or "") is None:
+            disk, disk_nb = whole(os_path, disk)  # (an agent may be writing it in place this moment)
+            disk_sha = sha256(disk)
+            if store.latest_with(os_path, disk_sha) is None:  # a file that stays broken is kept too
+                store.add(os_path, disk, "observed" if disk_nb is not None else "torn", on_disk=False)
         on_file = disk  # what the compare-then-swap expects to replace (a pair's text edits are not in the file)
         incoming_nb = notebook_io.parse_notebook(incoming, "the save")
-        if disk is not None and store.latest_with(os_path, disk_sha or "") is None:
-            store.add(os_path, disk, "observed", on_disk=False)
         paired = with_paired_text(store, os_path, disk, self.engine)
         if paired is not disk:  # a Jupytext pair's text edits taken in: another notebook, hashed again
-            disk, disk_sha = paired, sha256(paired) if paired is not None else None
+            disk, disk_sha, disk_nb = paired, sha256(paired) if paired is not None else None, None
         if base is None:
             base, how = base_of(store, path, os_path, sent, self.served.get(path, []), incoming_nb, disk, self.log)
             if not (sent and how == "sent by the client"):
@@ -248,7 +252,8 @@ class SaveMerger:
             declared = base_sha if base is not None else disk_sha if disk else sha256(incoming)
             store.add(os_path, incoming, "observed", on_disk=False, cut=cut, declare=(declared or "", "jupyter"))
             return {**reply, "declared": incoming}
-        disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
+        if disk_nb is None:
+            disk_nb = notebook_io.parse_notebook(disk, f"'{path}' on disk")
         base_nb = notebook_io.parse_notebook(base, "the loaded version")
         if disk_nb == base_nb:  # same notebook, other bytes
             store.add(os_path, incoming, "observed", on_disk=False, cut=cut, declare=(disk_sha or "", "jupyter"))
