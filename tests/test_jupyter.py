@@ -409,28 +409,44 @@ def test_a_save_a_read_moved_aside_with_no_copy_to_put_back_is_put_back(tmp_path
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["a save from the file", "a merged save"])
-def test_an_outside_write_just_after_a_save_is_merged_with_that_save(tmp_path: Path, overlap: bool) -> None:
+@pytest.mark.parametrize("during", [False, True], ids=["after", "during"])
+def test_an_outside_write_just_after_a_save_is_merged_with_that_save(tmp_path: Path, overlap: bool,
+                                                                      during: bool) -> None:
     """A person saves (made from the file, or meeting another save and merged); an agent that read the notebook
     before writes its version at once, before any watcher has read the person's save. The agent's write is
     merged with that save (the server marked it as the file's before letting go of the save lock), not with
-    the version before it, which would undo the person's edit."""
+    the version before it, which would undo the person's edit. ``during``: the agent writes the moment the
+    save's bytes land, before the server has finished the save (which then must not take the agent's bytes,
+    read back, for its own save)."""
     from jupyter_server.services.contents.filemanager import FileContentsManager
 
     from nbmergesave.jupyter import install
 
     path = write(tmp_path / "nb.ipynb", notebook(*numbered(6)))
     cm = FileContentsManager(root_dir=str(tmp_path))
-    install(cm)
+    merger = install(cm)
     loaded = cm.get("nb.ipynb")
     read_by_agent = path.read_bytes()
+    agents = edited(notebook_io.parse_notebook(read_by_agent), 4, "x4 = 'agent'")
+    if during:
+        swap = merger.writes.swap
+
+        def swap_then_the_agent(os_path: str, payload: bytes, expected: bytes) -> None:
+            swap(os_path, payload, expected)
+            if b"x2 = 'person'" in payload:
+                write(path, agents)
+
+        merger.writes.swap = swap_then_the_agent  # type: ignore[method-assign]
     if overlap:  # someone else saved since the person loaded: the person's save is merged on the server
         other = cm.get("nb.ipynb")
         cm.save({**other, "content": edited(other["content"], 0, "x0 = 'other'"),
                  "nbmergesave_base": other["nbmergesave"]["sha256"]}, "nb.ipynb")
+    # (during: from a client without the front end, so the server serialises the save itself, not the fast path)
     reply = cm.save({**loaded, "content": edited(loaded["content"], 2, "x2 = 'person'"),
-                     "nbmergesave_base": loaded["nbmergesave"]["sha256"]}, "nb.ipynb")
+                     **({} if during else {"nbmergesave_base": loaded["nbmergesave"]["sha256"]})}, "nb.ipynb")
     assert bool(reply["nbmergesave"]["merged"]) == overlap
-    write(path, edited(notebook_io.parse_notebook(read_by_agent), 4, "x4 = 'agent'"))  # at once, in place
+    if not during:
+        write(path, agents)  # at once, in place
     with Store.open(tmp_path) as store:
         outcome = sync_file(store, path)
     assert outcome.action == "merged", outcome

@@ -289,7 +289,7 @@ class SaveMerger:
         (another serialiser): a watcher must recognise this save as ours, not merge it again.
         Then tell the client what happened, and the hash of what is now on disk."""
         os_path = self.os_path(path)
-        wrote = self.writes.finish(os_path)
+        wrote, landed = self.writes.finish(os_path)
         if done is None:
             return
         meant: bytes = done.pop("declared")
@@ -315,7 +315,7 @@ class SaveMerger:
                 if isinstance(saved, dict):
                     saved[REPLY_KEY] = {**done, "sha256": fast}
                 return
-            written = read(os_path)
+            written = landed if landed is not None else read(os_path)
             if written is None:
                 return
             sha = fast if fast is not None and written == meant else sha256(written)  # (fast: meant's sha256)

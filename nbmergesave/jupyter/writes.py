@@ -28,6 +28,7 @@ class Writes:
         self._expected: dict[str, bytes] = {}  # os path -> the bytes the next write must replace (compare-then-swap)
         # os path -> what the write did, the bytes it displaced, and what the file holds after it
         self._outcome: dict[str, tuple[str, bytes | None, bytes | None]] = {}
+        self._landed: dict[str, bytes] = {}  # os path -> the bytes the save's last swap put on disk
 
     def hand(self, os_path: str, written: fastpath.Written) -> None:
         """Have the server write ``written`` for the next save of ``os_path`` (see :meth:`prepared`)."""
@@ -53,14 +54,17 @@ class Writes:
         """The save is written again: what the server wrote is not what it will have written."""
         self._wrote.discard(os_path)
 
-    def finish(self, os_path: str) -> bool:
-        """The save of ``os_path`` is over: all made for it is let go; whether the server wrote the text handed."""
+    def finish(self, os_path: str) -> tuple[bool, bytes | None]:
+        """The save of ``os_path`` is over: all made for it is let go. Whether the server wrote the text handed,
+        and the bytes the save put on disk when a swap wrote them (``None``: written otherwise, or not at all).
+        Those, not the file read back: another program may be writing it again already."""
         wrote = os_path in self._wrote
+        landed = self._landed.pop(os_path, None)
         self._wrote.discard(os_path)
         self._prepared.pop(os_path, None)
         self._handed.pop(os_path, None)
         self._expected.pop(os_path, None)  # a save given up after its attempts leaves its last arming unused
-        return wrote
+        return wrote, landed
 
     def serialised(self, os_path: str, nb: dict[str, Any],
                     for_server: bool = False) -> tuple[bytes, tuple[list[bytes], list[bytes]] | None]:
@@ -130,6 +134,7 @@ class Writes:
 
     def swap(self, os_path: str, payload: bytes, expected: bytes) -> None:
         """Replace ``os_path`` with ``payload`` if it holds ``expected``; what happened goes to :meth:`save_again`."""
+        self._landed.pop(os_path, None)
         guard = getattr(self.cm, "perm_to_403", None)
         with guard(os_path) if guard is not None else nothing():
             try:
@@ -145,6 +150,7 @@ class Writes:
             replaced.close()
         if unexpected is None:
             self._outcome[os_path] = ("written", None, None)
+            self._landed[os_path] = payload
             return
         self._outcome[os_path] = ("displaced", unexpected, self.put_back(os_path, unexpected, payload, mark=was_marked))
 
