@@ -128,9 +128,12 @@ def test_other_files_are_untouched_and_a_failing_merge_still_saves(servers: tupl
     loaded = server.get("nb.ipynb")
     (root / "nb.ipynb").write_text("{ this is not json")  # something broke the file on disk
     mine = edited(loaded, 2, "my edit")
-    server.put("nb.ipynb", mine)
+    reply = server.put("nb.ipynb", mine)
     assert sources(root / "nb.ipynb")[2] == "my edit"
     assert "could not merge the save of nb.ipynb" in server.output()
+    # the tab is told the hash of what it saved: its next save is placed on it, not on the version before
+    assert reply["nbmergesave"]["sha256"] == sha256((root / "nb.ipynb").read_bytes())
+    assert not reply["nbmergesave"]["merged"]
     with Store.open(root) as store:
         stored = [store.content(v) for v in store.history(root / "nb.ipynb")]
     assert b"{ this is not json" in stored, "the broken file is kept too"

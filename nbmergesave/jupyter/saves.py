@@ -137,7 +137,10 @@ class SaveMerger:
                                  or store.add(os_path, incoming, "observed", on_disk=False, cut=cut))
             except Exception:
                 self.log.error("nbmergesave: could not store the save of %s either", path, exc_info=True)
-            return None
+                return None
+            # the client is still told the hash of what it saved, its base for the next save (without it, that
+            # save would be placed against the version before this one, and show its own edit as a conflict)
+            return {"merged": False, "declared": incoming, "incoming": incoming, "sent": sent}
         done.update(incoming=incoming, sent=sent)
         self.writes.arm(os_path, done["_disk"] if expected is None else expected)
         return done
