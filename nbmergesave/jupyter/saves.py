@@ -227,7 +227,8 @@ class SaveMerger:
         if disk is not None and disk_sha is None:
             disk_sha = sha256(disk)
         disk_nb = None
-        if disk is not None and store.latest_with(os_path, disk_sha or "") is None:
+        known = store.latest_with(os_path, disk_sha or "") if disk is not None else None
+        if disk is not None and (known is None or known.kind == "torn"):
             disk, disk_nb = whole(os_path, disk)  # (an agent may be writing it in place this moment)
             disk_sha = sha256(disk)
             if store.latest_with(os_path, disk_sha) is None:  # a file that stays broken is kept too
