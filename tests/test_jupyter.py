@@ -501,3 +501,47 @@ def test_a_save_that_finds_an_outside_write_half_done_waits_for_it(tmp_path: Pat
         assert took < 1.0, took  # a file nobody writes is not waited for long
         with Store.open(tmp_path) as store:
             assert agents[:100] in [store.content(v) for v in store.history(path) if v.sha256]
+
+
+def test_an_outside_write_begun_in_place_as_the_save_swaps_in_is_read_to_its_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent opens the notebook for writing in place between the save's compare and its swap, and is still
+    writing when the swap takes that file off the disk. The save reads the displaced file to the end of the
+    agent's write (it holds it open), puts it back and merges with it: the agent's edit is not lost, nor a
+    half file put back."""
+    import threading
+    import time
+
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    from nbmergesave.jupyter import install
+
+    path = write(tmp_path / "nb.ipynb", notebook(*numbered(6)))
+    cm = FileContentsManager(root_dir=str(tmp_path))
+    install(cm)
+    loaded = cm.get("nb.ipynb")
+    agents = notebook_io.dumps(edited(notebook(*numbered(6)), 4, "x4 = 'agent'")).encode()
+    exchange = notebook_io._exchange
+    writers: list[threading.Thread] = []
+
+    def the_agent_begins_then_swap(a: str, b: Path) -> bool:
+        if not writers:
+            f = open(path, "wb")  # the agent's write, begun: truncated, half written
+            f.write(agents[:100])
+            f.flush()
+
+            def finish() -> None:
+                time.sleep(0.2)
+                f.write(agents[100:])
+                f.close()
+
+            writers.append(threading.Thread(target=finish))
+            writers[0].start()
+        return exchange(a, b)
+
+    monkeypatch.setattr(notebook_io, "_exchange", the_agent_begins_then_swap)
+    reply = cm.save({**loaded, "content": edited(loaded["content"], 2, "x2 = 'person'"),
+                     "nbmergesave_base": loaded["nbmergesave"]["sha256"]}, "nb.ipynb")
+    writers[0].join()
+    assert reply["nbmergesave"]["merged"]
+    assert [sources(path)[i] for i in (2, 4)] == ["x2 = 'person'", "x4 = 'agent'"]

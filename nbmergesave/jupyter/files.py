@@ -4,7 +4,7 @@ notebook, what a Jupytext pair's text file adds, and the guards around a store's
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,13 +75,13 @@ def as_written(nb: dict[str, Any]) -> bytes:
     }).encode()
 
 
-def whole(os_path: str, data: bytes) -> tuple[bytes, dict[str, Any] | None]:
-    """``data`` (read from ``os_path``) and its notebook; when it does not parse, the file is read again until
-    it does: another program writing it in place (truncated, then written) leaves it half written for a
-    moment, and a save merged with that moment would be taken for a save over a broken file and write over
-    the other program's edit. Waited for while the file changes, up to :data:`MID_WRITE_WAIT`; a file that
-    stays as it is for :data:`STILL` is broken (returned with ``None``). (On the server's event loop: the
-    wait is short when a write is under way, and a broken file costs each save :data:`STILL`.)"""
+def whole(data: bytes, again: Callable[[], bytes | None]) -> tuple[bytes, dict[str, Any] | None]:
+    """``data`` and its notebook; when it does not parse, read ``again`` (the file, or the inode a swap took
+    off the disk) until it does: another program writing a notebook in place (truncated, then written) leaves
+    it half written for a moment, and a save merged with that moment would take it for a broken file and
+    write over the other program's edit. Waited for while the bytes change, up to :data:`MID_WRITE_WAIT`;
+    bytes that stay as they are for :data:`STILL` are a broken file (returned with ``None``). (On the server's
+    event loop: the wait is short when a write is under way, and a broken file costs each save :data:`STILL`.)"""
     deadline = time.monotonic() + MID_WRITE_WAIT
     changed = time.monotonic()
     while True:
@@ -93,11 +93,11 @@ def whole(os_path: str, data: bytes) -> tuple[bytes, dict[str, Any] | None]:
         if now > deadline or now - changed > STILL:
             return data, None
         time.sleep(LOOK_AGAIN)
-        again = read(os_path)
-        if again is None:
+        later = again()
+        if later is None:
             return data, None
-        if again != data:
-            data, changed = again, time.monotonic()
+        if later != data:
+            data, changed = later, time.monotonic()
 
 
 def read(os_path: str) -> bytes | None:

@@ -229,7 +229,7 @@ class SaveMerger:
         disk_nb = None
         known = store.latest_with(os_path, disk_sha or "") if disk is not None else None
         if disk is not None and (known is None or known.kind == "torn"):
-            disk, disk_nb = whole(os_path, disk)  # (an agent may be writing it in place this moment)
+            disk, disk_nb = whole(disk, lambda: read(os_path))  # (an agent may be writing it in place now)
             disk_sha = sha256(disk)
             if store.latest_with(os_path, disk_sha) is None:  # a file that stays broken is kept too
                 store.add(os_path, disk, "observed" if disk_nb is not None else "torn", on_disk=False)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .. import fastpath, notebook_io
-from .files import as_written, nothing
+from .files import as_written, nothing, whole
 
 
 class Writes:
@@ -147,6 +147,8 @@ class Writes:
         unexpected = replaced.unexpected if replaced is not None else None
         was_marked = replaced is not None and replaced.marked()
         if replaced is not None:
+            if unexpected is not None:  # a writer caught mid-write in place goes on writing into that inode
+                unexpected, _ = whole(unexpected, replaced.read)
             replaced.close()
         if unexpected is None:
             self._outcome[os_path] = ("written", None, None)
