@@ -229,9 +229,11 @@ class SaveMerger:
         disk_nb = None
         known = store.latest_with(os_path, disk_sha or "") if disk is not None else None
         if disk is not None and (known is None or known.kind == "torn"):
-            disk, disk_nb = whole(disk, lambda: read(os_path))  # (an agent may be writing it in place now)
-            disk_sha = sha256(disk)
-            if store.latest_with(os_path, disk_sha) is None:  # a file that stays broken is kept too
+            found, disk_nb = whole(disk, lambda: read(os_path))  # (an agent may be writing it in place now)
+            if found is not disk:  # read again: the write under way, finished
+                disk, disk_sha = found, sha256(found)
+                known = store.latest_with(os_path, disk_sha)
+            if known is None:  # a file that stays broken is kept too
                 store.add(os_path, disk, "observed" if disk_nb is not None else "torn", on_disk=False)
         on_file = disk  # what the compare-then-swap expects to replace (a pair's text edits are not in the file)
         incoming_nb = notebook_io.parse_notebook(incoming, "the save")
