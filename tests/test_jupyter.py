@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -317,12 +319,26 @@ def test_a_save_that_lands_during_the_swap_goes_back_on_disk_at_once_then_both_m
         assert store.latest_with(path, sha256(other)) is not None  # the other save is in the history too
 
 
+def begun_in_place(path: Path, data: bytes, after: float, then: Any = None) -> tuple[threading.Thread, IO[bytes]]:
+    """Another program's write of ``data`` in place, begun: ``path`` truncated and 100 bytes written. The
+    thread returned (not started) writes the rest ``after`` seconds later, closes the file and calls ``then``."""
+    f = open(path, "wb")
+    f.write(data[:100])
+    f.flush()
+
+    def finish() -> None:
+        time.sleep(after)
+        f.write(data[100:])
+        f.close()
+        if then is not None:
+            then()
+
+    return threading.Thread(target=finish), f
+
+
 def test_a_read_waits_for_a_write_in_place_instead_of_stepping_the_notebook_back(tmp_path: Path) -> None:
     """A plain jupyter_server (another host) writes a save in place, its ``.~`` copy beside it; a GET through
     this server meanwhile waits for the write to end and serves it, instead of putting the copy back over it."""
-    import threading
-    import time
-
     from jupyter_server.services.contents.filemanager import FileContentsManager
 
     from nbmergesave.jupyter import install
@@ -334,17 +350,8 @@ def test_a_read_waits_for_a_write_in_place_instead_of_stepping_the_notebook_back
     (tmp_path / ".~nb.ipynb").write_bytes(before)
     cm = FileContentsManager(root_dir=str(tmp_path))
     install(cm)
-    f = open(path, "wb")
-    f.write(save[:100])
-    f.flush()
-
-    def finish() -> None:
-        time.sleep(0.3)
-        f.write(save[100:])
-        f.close()
-        (tmp_path / ".~nb.ipynb").unlink()  # as the plain server does once its write is done
-
-    writer = threading.Thread(target=finish)
+    # (the plain server removes its copy once its write is done)
+    writer, _ = begun_in_place(path, save, 0.3, then=(tmp_path / ".~nb.ipynb").unlink)
     writer.start()
     model = cm.get("nb.ipynb")
     writer.join()
@@ -463,9 +470,6 @@ def test_a_save_that_finds_an_outside_write_half_done_waits_for_it(tmp_path: Pat
     the file half written: it waits for the write to end and merges with it, instead of taking the half file
     for a broken one and writing over the agent's edit. A file that stays broken is kept in the store, and
     the save goes as sent, soon (nobody is writing it)."""
-    import threading
-    import time
-
     from jupyter_server.services.contents.filemanager import FileContentsManager
 
     from nbmergesave.jupyter import install
@@ -475,16 +479,7 @@ def test_a_save_that_finds_an_outside_write_half_done_waits_for_it(tmp_path: Pat
     install(cm)
     loaded = cm.get("nb.ipynb")
     agents = notebook_io.dumps(edited(notebook(*numbered(6)), 4, "x4 = 'agent'")).encode()
-    f = open(path, "wb")  # the agent's write, begun
-    f.write(agents[:100])
-    f.flush()
-
-    def finish() -> None:
-        time.sleep(0.3)
-        f.write(agents[100:])
-        f.close()
-
-    writer = threading.Thread(target=finish)
+    writer, f = begun_in_place(path, agents, 0.3)
     if finished:
         writer.start()
     began = time.monotonic()
@@ -509,9 +504,6 @@ def test_an_outside_write_begun_in_place_as_the_save_swaps_in_is_read_to_its_end
     writing when the swap takes that file off the disk. The save reads the displaced file to the end of the
     agent's write (it holds it open), puts it back and merges with it: the agent's edit is not lost, nor a
     half file put back."""
-    import threading
-    import time
-
     from jupyter_server.services.contents.filemanager import FileContentsManager
 
     from nbmergesave.jupyter import install
@@ -526,16 +518,7 @@ def test_an_outside_write_begun_in_place_as_the_save_swaps_in_is_read_to_its_end
 
     def the_agent_begins_then_swap(a: str, b: Path) -> bool:
         if not writers:
-            f = open(path, "wb")  # the agent's write, begun: truncated, half written
-            f.write(agents[:100])
-            f.flush()
-
-            def finish() -> None:
-                time.sleep(0.2)
-                f.write(agents[100:])
-                f.close()
-
-            writers.append(threading.Thread(target=finish))
+            writers.append(begun_in_place(path, agents, 0.2)[0])
             writers[0].start()
         return exchange(a, b)
 
