@@ -199,14 +199,20 @@ def test_lab_a_writer_every_second_while_a_person_types_and_saves(world: World) 
     assert not failures, failures
     assert len(written) >= 15 and len(typed) >= 5, (len(written), len(typed))
     want = (typed[-1], "\n".join(written))
-    try:
-        wait_for(lambda: (sources(path)[1], sources(path)[4]) == want, f"the file holding {want}", TIMEOUT)
-    except AssertionError:  # what happened, for the failure's report
+
+    def story() -> None:
+        """What happened, for the failure's report: every version, and what the server said."""
         with Store.open(world.root) as store:
             for v in store.history(path):
                 c = read_whole_bytes(store.content(v)) if v.sha256 else None
-                print("version", v.version, v.kind, v.base, v.local, v.remote,
+                print("version", v.version, v.kind, v.base, v.local, v.remote, v.time,
                       [c["cells"][i]["source"] for i in (1, 4)] if c else None, store.declared_writer(path, v.sha256 or ""))
+        print("\n".join(line for line in world.lab.output().splitlines() if "nbmergesave" in line))
+
+    try:
+        wait_for(lambda: (sources(path)[1], sources(path)[4]) == want, f"the file holding {want}", TIMEOUT)
+    except AssertionError:
+        story()
         raise
     wait_for(lambda: (s := settled(world.lab, name)) and s["sha256"] is not None, "the watcher idle", TIMEOUT)
     tab.wait(f"([a, b]) => {PANEL}.model.sharedModel.cells[1].getSource() === a"
@@ -221,6 +227,8 @@ def test_lab_a_writer_every_second_while_a_person_types_and_saves(world: World) 
     # (a half-written file read by the watcher is kept too, as kind "torn", never used as a version)
     assert all(nb is not None for kind, nb in versions if kind != "torn"), [k for k, nb in versions if nb is None]
     seen = {line for _, nb in versions if nb is not None for i in (1, 4) for line in nb["cells"][i]["source"].splitlines()}
+    if not (set(typed) <= seen and set(written) <= seen):
+        story()
     assert set(typed) <= seen and set(written) <= seen, (set(typed) - seen, set(written) - seen)
 
 
