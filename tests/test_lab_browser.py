@@ -264,6 +264,9 @@ def test_deleted_versus_edited_and_cells_both_inserted_are_settled_in_place(worl
     assert "someone else deleted this cell, and you edited it" in bars.nth(0).inner_text()
     assert "both added cells here" in bars.nth(1).inner_text()
     bars.nth(0).get_by_role("button", name="Keep mine").click()  # the edited cell stays, without the marker
+    # (its bar is gone before the next click: until the bars are redrawn, the first is still the settled one,
+    # whose buttons do nothing now)
+    bob.wait("() => document.querySelectorAll('.nbmergesave-conflict').length === 1")
     bars = bob.page.locator(".nbmergesave-conflict")
     bars.first.get_by_role("button", name="Keep both").click()  # both new cells, without marker cells
     bob.wait("() => !document.querySelector('.nbmergesave-conflict')")
